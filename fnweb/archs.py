@@ -1,0 +1,205 @@
+"""Where each architecture keeps its MLP neurons: the one table of architecture differences.
+
+For a causal LM this module finds, per decoder block, the **down-projection** (the
+module whose input is the MLP's intermediate neurons: capture site ``neurons``) and
+the module whose output is the **MLP output** (capture site ``mlp_output``). Modules
+are looked up by path each time, so that a module PEFT has since wrapped (LoRA) is
+the one found and a hook on it reaches both the base and the LoRA path.
+
+It knows nothing about prompts, templates or masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch.nn as nn
+
+from .errors import FnwebError
+
+SITES = ("neurons", "mlp_output")
+SITE_HELP = {
+    "neurons": "the down-projection's input: the MLP's intermediate neurons (intermediate width per layer)",
+    "mlp_output": "the MLP's output (hidden width per layer), as in the paper",
+}
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How one model family is laid out (paths are dotted attribute names)."""
+
+    blocks: tuple[str, ...]  # candidate paths from the model to its ModuleList of decoder blocks
+    down_proj: str  # path from a block to the down-projection
+    mlp: str  # path from a block to the module whose output is the MLP output
+    lora_targets: tuple[str, ...]  # default LoRA target module names
+
+
+_LLAMA_LIKE = ArchSpec(
+    blocks=("model.layers", "model.language_model.layers", "language_model.model.layers"),
+    down_proj="mlp.down_proj",
+    mlp="mlp",
+    lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+)
+
+# model_type -> layout. Llama-family models (SmolLM2 is a Llama) share one entry.
+ARCHITECTURES: dict[str, ArchSpec] = {
+    **{
+        name: _LLAMA_LIKE
+        for name in (
+            "llama", "qwen2", "qwen3", "mistral", "mixtral", "gemma", "gemma2", "gemma3_text",
+            "olmo", "olmo2", "granite", "smollm3", "cohere", "starcoder2_llama",
+        )
+    },
+    "gpt2": ArchSpec(
+        blocks=("transformer.h",), down_proj="mlp.c_proj", mlp="mlp",
+        lora_targets=("c_attn", "c_proj", "c_fc"),
+    ),
+    "opt": ArchSpec(
+        blocks=("model.decoder.layers",), down_proj="fc2", mlp="fc2",
+        lora_targets=("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
+    ),
+    "gpt_neox": ArchSpec(
+        blocks=("gpt_neox.layers",), down_proj="mlp.dense_4h_to_h", mlp="mlp",
+        lora_targets=("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
+    ),
+    "phi": ArchSpec(
+        blocks=("model.layers",), down_proj="mlp.fc2", mlp="mlp",
+        lora_targets=("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"),
+    ),
+    "phi3": ArchSpec(
+        blocks=("model.layers",), down_proj="mlp.down_proj", mlp="mlp",
+        lora_targets=("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
+    ),
+}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model inside a PEFT wrapper (modules stay the wrapped ones)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def get_path(root: nn.Module, path: str) -> Optional[nn.Module]:
+    """The submodule at a dotted path, or None when any step is missing."""
+    node = root
+    for part in path.split("."):
+        node = getattr(node, part, None)
+        if node is None:
+            return None
+    return node
+
+
+def io_features(module: nn.Module) -> tuple[int, int]:
+    """(in_features, out_features) of a Linear, a GPT-2 Conv1D or a PEFT/bnb wrapper."""
+    base = getattr(module, "base_layer", None)
+    if isinstance(base, nn.Module):
+        return io_features(base)
+    if hasattr(module, "in_features") and hasattr(module, "out_features"):
+        return int(module.in_features), int(module.out_features)
+    if type(module).__name__ == "Conv1D":  # GPT-2: weight is (in, out)
+        return int(module.weight.shape[0]), int(module.weight.shape[1])
+    raise FnwebError(f"{type(module).__name__} is not a linear layer fnweb can read.")
+
+
+def _text_config(model: nn.Module):
+    config = model.config
+    get_text = getattr(config, "get_text_config", None)
+    return get_text() if callable(get_text) else config
+
+
+@dataclass
+class Layout:
+    """A model's MLP sites, resolved from the table (or the fallback rule)."""
+
+    model_type: str
+    block_paths: list[str]  # full path of each decoder block, from the unwrapped model
+    down_proj: str  # path from a block to its down-projection
+    mlp: str  # path from a block to the MLP-output module
+    hidden_size: int
+    intermediate_size: int
+    lora_targets: tuple[str, ...]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.block_paths)
+
+    def width(self, site: str) -> int:
+        check_site(site)
+        return self.intermediate_size if site == "neurons" else self.hidden_size
+
+    def module(self, model: nn.Module, layer: int, site: str) -> nn.Module:
+        """The module to hook for ``site`` in ``layer``: its input (neurons) or output (mlp_output)."""
+        check_site(site)
+        rel = self.down_proj if site == "neurons" else self.mlp
+        found = get_path(unwrap(model), f"{self.block_paths[layer]}.{rel}")
+        if found is None:
+            raise FnwebError(f"Layer {layer} has no module at '{rel}'.")
+        return found
+
+
+def check_site(site: str) -> None:
+    if site not in SITES:
+        raise FnwebError(f"Unknown site '{site}'; choose one of: {', '.join(SITES)}.")
+
+
+def _find_blocks(model: nn.Module, spec: Optional[ArchSpec], n_layers: Optional[int]) -> Optional[str]:
+    if spec is not None:
+        for path in spec.blocks:
+            if isinstance(get_path(model, path), nn.ModuleList):
+                return path
+    # Fallback: the ModuleList with as many entries as the config has layers.
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and (n_layers is None or len(module) == n_layers):
+            return name
+    return None
+
+
+def _fallback_down_proj(block: nn.Module, hidden: int) -> Optional[str]:
+    """The original's rule: the linear layer with out == hidden and in > hidden."""
+    for name, module in block.named_modules():
+        try:
+            n_in, n_out = io_features(module)
+        except FnwebError:
+            continue
+        if n_out == hidden and n_in > hidden and "base_layer" not in name:
+            return name
+    return None
+
+
+def layout_of(model: nn.Module) -> Layout:
+    """Resolve the MLP sites of ``model`` (a transformers causal LM, PEFT-wrapped or not)."""
+    inner = unwrap(model)
+    config = _text_config(inner)
+    model_type = getattr(config, "model_type", type(inner).__name__)
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
+    n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    spec = ARCHITECTURES.get(model_type)
+    blocks_path = _find_blocks(inner, spec, n_layers)
+    if blocks_path is None:
+        raise FnwebError(
+            f"Cannot find the decoder blocks of '{model_type}': looked for "
+            f"{', '.join(spec.blocks) if spec else 'a ModuleList'} with {n_layers} entries."
+        )
+    blocks = get_path(inner, blocks_path)
+    if spec is not None and get_path(blocks[0], spec.down_proj) is not None:
+        down, mlp, targets = spec.down_proj, spec.mlp, spec.lora_targets
+    else:
+        down = _fallback_down_proj(blocks[0], int(hidden))
+        if down is None:
+            raise FnwebError(
+                f"Cannot place the MLP of '{model_type}': looked for "
+                f"{'the table entry ' + spec.down_proj + ' and ' if spec else ''}"
+                f"a linear layer with out_features == {hidden} and in_features > {hidden} in each block."
+            )
+        mlp, targets = down, (down.split(".")[-1],)
+    intermediate, _ = io_features(get_path(blocks[0], down))
+    return Layout(
+        model_type=model_type,
+        block_paths=[f"{blocks_path}.{i}" for i in range(len(blocks))],
+        down_proj=down,
+        mlp=mlp,
+        hidden_size=int(hidden),
+        intermediate_size=int(intermediate),
+        lora_targets=tuple(targets),
+    )

@@ -1,0 +1,143 @@
+"""Build a template: sample prompts, capture activations, decompose, threshold.
+
+``build_template`` is the one pipeline the CLI, the app and the tests call. It
+reports phases through ``progress`` and stops (raising ``Stopped``, returning
+nothing) when ``stop`` is set; nothing is written unless ``output`` is given, and then
+only once the template is complete.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from . import __version__
+from .archs import layout_of
+from .capture import capture
+from .decompose import DEFAULT_THRESHOLD, THRESHOLDS, decompose, threshold
+from .errors import FnwebError
+from .models import LoadedModel
+from .progress import Progress, ProgressFn, StopFlag, no_progress
+from .prompts import LOCAL_SUFFIXES, PromptSource, encode_pairs, sample_pairs
+from .templates import Template, TemplateMeta
+
+
+@dataclass
+class BuildConfig:
+    """Everything that decides a template (recorded in its metadata)."""
+
+    sources: list[PromptSource] = field(default_factory=list)
+    samples_per_dataset: int = 100
+    max_tokens: int = 128  # per sample, prompt and response together
+    k: int = 10  # ICA components
+    site: str = "neurons"  # neurons | mlp_output
+    threshold: str = "percentile"  # percentile | zscore
+    threshold_value: Optional[float] = None  # None: 98 (percentile) or 1.96 (zscore)
+    seed: int = 0
+    batch_size: int = 8
+    standardise: bool = True  # z-score channels before PCA, as the original
+    layers: Optional[Sequence[int]] = None  # None: every layer
+    prompt_format: str = "auto"  # auto | chat | alpaca | chatml | basic
+    activation_dtype: str = "auto"  # storage of captured activations: auto (float16) | bfloat16 | float32
+
+    def validate(self) -> None:
+        if not self.sources:
+            raise FnwebError("No prompt sources chosen: pick a built-in set, a file or a Hub dataset.")
+        if not 1 <= self.k <= 512:
+            raise FnwebError(f"k must lie between 1 and 512 (got {self.k}).")
+        if not 2 <= self.max_tokens <= 8192:
+            raise FnwebError(f"Max tokens per sample must lie between 2 and 8192 (got {self.max_tokens}).")
+        if not 1 <= self.samples_per_dataset <= 100_000:
+            raise FnwebError(f"Samples per dataset must lie between 1 and 100000 (got {self.samples_per_dataset}).")
+        if not 1 <= self.batch_size <= 1024:
+            raise FnwebError(f"Batch size must lie between 1 and 1024 (got {self.batch_size}).")
+        if self.threshold not in THRESHOLDS:
+            raise FnwebError(f"Unknown threshold '{self.threshold}'; choose percentile or zscore.")
+
+    @property
+    def resolved_threshold(self) -> float:
+        return DEFAULT_THRESHOLD[self.threshold] if self.threshold_value is None else float(self.threshold_value)
+
+
+@dataclass
+class BuildResult:
+    template: Template
+    seconds: dict  # per phase
+    n_tokens: int
+    path: Optional[Path] = None
+
+
+def build_template(
+    lm: LoadedModel,
+    config: BuildConfig,
+    output: Optional[str | Path] = None,
+    progress: ProgressFn = no_progress,
+    stop: Optional[StopFlag] = None,
+) -> BuildResult:
+    """Run the whole pipeline; save to ``output`` (a .json path) when given."""
+    stop = stop or StopFlag()
+    config.validate()
+    threshold(np.zeros((4, 1)), config.threshold, config.resolved_threshold)  # bad values fail before any work
+    layout = layout_of(lm.model)
+    seconds, clock = {}, time.perf_counter()
+
+    progress(Progress("loading", 0, 1, "", "Reading prompts"))
+    pairs = sample_pairs(config.sources, config.samples_per_dataset, config.seed)
+    sequences = encode_pairs(lm.tokenizer, pairs, config.max_tokens, config.prompt_format)
+    seconds["prompts"], clock = time.perf_counter() - clock, time.perf_counter()
+    stop.check()
+
+    acts = capture(
+        lm.model, sequences, site=config.site, layers=config.layers, batch_size=config.batch_size,
+        pad_id=lm.tokenizer.pad_token_id or 0, storage=config.activation_dtype, progress=progress, stop=stop,
+    )
+    seconds["capture"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    result = decompose(acts.matrix, k=config.k, seed=config.seed, standardise=config.standardise,
+                       progress=progress, stop=stop)
+    seconds["decompose"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    progress(Progress("thresholding", 0, 1, "", "Thresholding"))
+    masks = threshold(result.maps, config.threshold, config.resolved_threshold)
+    meta = TemplateMeta(
+        model_id=lm.model_id, model_revision=lm.request.revision, architecture=layout.model_type,
+        site=config.site, n_layers=layout.n_layers, width=acts.width, k=config.k,
+        threshold=config.threshold, threshold_value=config.resolved_threshold,
+        datasets=_dataset_records(config.sources, pairs), samples_per_dataset=config.samples_per_dataset,
+        max_tokens=config.max_tokens, n_tokens=acts.n_tokens, seed=config.seed, standardise=config.standardise,
+        fnweb_version=__version__, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        ica={"converged": result.converged, "explained_variance": result.explained_variance.round(4).tolist(),
+             **result.info},
+    )
+    template = Template.from_masks(masks, acts.layers, acts.width, meta)
+    seconds["threshold"] = time.perf_counter() - clock
+    stop.check()  # a stop during the last phase still leaves nothing behind
+    path = template.save(output) if output is not None else None
+    progress(Progress("done", 1, 1, "", "Done"))
+    return BuildResult(template=template, seconds=seconds, n_tokens=acts.n_tokens, path=path)
+
+
+def _dataset_records(sources: Sequence[PromptSource], pairs) -> list[dict]:
+    counts: dict[str, int] = {}
+    for pair in pairs:
+        counts[pair.source] = counts.get(pair.source, 0) + 1
+    return [
+        {"name": s.name, "config": s.config, "split": s.split, "samples": counts.get(s.label(), 0)}
+        for s in sources
+    ]
+
+
+def default_output_path(base: str | Path, model_id: str, sources: Sequence[PromptSource]) -> Path:
+    """The original's layout: ``{base}/{model base name}/{datasets joined by '__'}/global_templates.json``."""
+    model_name = Path(model_id.replace("embedded:", "")).name
+    def short(name: str) -> str:
+        name = name.replace("builtin:", "builtin-")
+        return Path(name).stem if Path(name).suffix.lower() in LOCAL_SUFFIXES else name.replace("/", "_")
+
+    datasets = "__".join(short(s.name) for s in sources)
+    return Path(base) / model_name / datasets / "global_templates.json"

@@ -1,0 +1,135 @@
+"""Capture MLP activations of real (non-padding) tokens, batched, into one compact matrix.
+
+``capture`` runs the model body (never the LM head) over token-id sequences sorted by
+length, with hooks at one site per layer, and writes each real token's activations
+into a preallocated ``(tokens, layers * width)`` matrix in float16 (or bfloat16).
+Statistics are left to the decomposition, which reads the matrix in float32 chunks.
+
+It knows nothing about datasets or ICA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from .archs import Layout, layout_of, unwrap
+from .errors import FnwebError
+from .progress import Progress, ProgressFn, StopFlag, no_progress
+
+STORAGE_DTYPES = {"auto": torch.float16, "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+_FLOAT16_MAX = 65504.0
+
+
+@dataclass
+class Activations:
+    """Captured activations: row = token, columns = layer-major blocks of ``width`` channels."""
+
+    matrix: torch.Tensor  # (tokens, len(layers) * width), on the CPU
+    layers: list[int]
+    width: int
+    site: str
+
+    @property
+    def n_tokens(self) -> int:
+        return self.matrix.shape[0]
+
+    def layer_block(self, index: int) -> torch.Tensor:
+        """Columns of the ``index``-th captured layer, (tokens, width)."""
+        return self.matrix[:, index * self.width : (index + 1) * self.width]
+
+
+class _LastLayerDone(Exception):
+    """Raised by the last hook to skip the rest of the forward pass."""
+
+
+def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (little padding)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _pad(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    longest = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _store(buffer: torch.Tensor, rows: slice, cols: slice, values: torch.Tensor) -> None:
+    values = values.detach().to("cpu", torch.float32)
+    if buffer.dtype == torch.float16:  # keep huge ("massive") activations finite
+        values = values.clamp_(-_FLOAT16_MAX, _FLOAT16_MAX)
+    buffer[rows, cols] = values.to(buffer.dtype)
+
+
+def capture(
+    model: torch.nn.Module,
+    sequences: Sequence[Sequence[int]],
+    site: str = "neurons",
+    layers: Optional[Sequence[int]] = None,
+    batch_size: int = 8,
+    pad_id: int = 0,
+    storage: str = "auto",
+    progress: ProgressFn = no_progress,
+    stop: Optional[StopFlag] = None,
+) -> Activations:
+    """Activations at ``site`` for every real token of ``sequences`` (token-id lists)."""
+    stop = stop or StopFlag()
+    if not sequences or any(len(s) == 0 for s in sequences):
+        raise FnwebError("Nothing to capture: every sample needs at least one token.")
+    if storage not in STORAGE_DTYPES:
+        raise FnwebError(f"Unknown activation dtype '{storage}'; choose auto, float16, bfloat16 or float32.")
+    layout = layout_of(model)
+    width = layout.width(site)
+    layers = sorted(set(range(layout.n_layers) if layers is None else layers))
+    if not layers or layers[0] < 0 or layers[-1] >= layout.n_layers:
+        raise FnwebError(f"Layers must lie in 0..{layout.n_layers - 1} (got {layers}).")
+    total = sum(len(s) for s in sequences)
+    buffer = torch.empty((total, len(layers) * width), dtype=STORAGE_DTYPES[storage])
+    state = {"rows": slice(0, 0), "real": None}
+    handles = [_hook(model, layout, layer, col, width, site, buffer, state, layer == layers[-1])
+               for col, layer in enumerate(layers)]
+    device = next(model.parameters()).device
+    body = unwrap(model).base_model  # the decoder without its LM head
+    done, report = 0, Progress("capturing", 0, total, "tokens", "Capturing activations")
+    progress(report)
+    try:
+        with torch.inference_mode():
+            for batch in _batches([len(s) for s in sequences], batch_size):
+                stop.check()
+                ids, mask = _pad([list(sequences[i]) for i in batch], pad_id, device)
+                n_real = int(mask.sum())
+                state["rows"], state["real"] = slice(done, done + n_real), mask.bool()
+                try:
+                    body(input_ids=ids, attention_mask=mask, use_cache=False)
+                except _LastLayerDone:
+                    pass
+                done += n_real
+                report.done = done
+                progress(report)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return Activations(matrix=buffer, layers=layers, width=width, site=site)
+
+
+def _hook(model, layout: Layout, layer: int, col: int, width: int, site: str, buffer, state, last: bool):
+    cols = slice(col * width, (col + 1) * width)
+    module = layout.module(model, layer, site)
+
+    def keep(values: torch.Tensor) -> None:
+        _store(buffer, state["rows"], cols, values[state["real"]])  # (real tokens, width)
+        if last:
+            raise _LastLayerDone()
+
+    if site == "neurons":
+        return module.register_forward_pre_hook(lambda _m, args: keep(args[0]))
+    return module.register_forward_hook(
+        lambda _m, _args, out: keep(out[0] if isinstance(out, tuple) else out)
+    )

@@ -1,0 +1,180 @@
+"""Neuron masks: lesion, preserve, or a matched random control, applied with hooks.
+
+A ``MaskSpec`` is a small plain record (components, mode, optional random seed,
+optional layers). ``layer_masks`` turns it into one 0/1 vector per layer;
+``apply_masks`` multiplies the site's activations by those vectors inside a ``with``
+block: a pre-hook on the down-projection's input (site ``neurons``) or a hook on the
+MLP's output (site ``mlp_output``). Masks broadcast over batch and position, so every
+step of ``generate`` with a KV cache is masked. Hooks are found by module path at
+entry, so a module PEFT has wrapped is hooked as a whole and the LoRA path sees the
+mask too. They are removed in ``finally``. Multiplying by a 0/1 mask twice equals once,
+so nesting the same mask is harmless.
+
+- **lesion**: the selected neurons are zeroed.
+- **preserve**: every other neuron of the masked layers is zeroed.
+- **random control** (``random_seed`` set): the selected set is replaced by as many
+  neurons per layer, drawn (seeded) from outside it; then lesion or preserve as asked.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .archs import layout_of
+from .errors import FnwebError
+from .templates import Template
+
+MODES = ("lesion", "preserve")
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """Which neurons to mask and how. Plain data: safe to store and compare."""
+
+    components: tuple[int, ...]
+    mode: str = "lesion"  # lesion | preserve
+    random_seed: Optional[int] = None  # set: a matched random control instead of the components
+    layers: Optional[tuple[int, ...]] = None  # None: every layer the template covers
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise FnwebError(f"Unknown mask mode '{self.mode}'; choose lesion or preserve.")
+        if not self.components:
+            raise FnwebError("Choose at least one component to mask.")
+
+    def label(self) -> str:
+        what = "random control" if self.random_seed is not None else "components " + ",".join(map(str, self.components))
+        return f"{self.mode} {what}"
+
+
+def random_control(selected: dict[int, np.ndarray], width: int, seed: int) -> dict[int, np.ndarray]:
+    """As many neurons per layer as ``selected``, drawn from outside it (seeded)."""
+    rng = np.random.default_rng(seed)
+    drawn = {}
+    for layer, chosen in sorted(selected.items()):
+        outside = np.setdiff1d(np.arange(width), chosen, assume_unique=True)
+        if len(chosen) > len(outside):
+            raise FnwebError(
+                f"Layer {layer} has {len(chosen)} selected neurons of {width}: too many for a random "
+                "control drawn from the rest. Choose fewer components or a stricter threshold."
+            )
+        drawn[layer] = np.sort(rng.choice(outside, size=len(chosen), replace=False))
+    return drawn
+
+
+def chosen_neurons(template: Template, spec: MaskSpec) -> dict[int, np.ndarray]:
+    """The neurons a spec acts on, per layer (the components' union, or its random twin)."""
+    selected = template.neurons(spec.components, spec.layers)
+    if spec.random_seed is None:
+        return selected
+    return random_control(selected, template.width, spec.random_seed)
+
+
+def layer_masks(template: Template, spec: MaskSpec) -> dict[int, torch.Tensor]:
+    """One 0/1 float vector (width,) per masked layer."""
+    chosen = chosen_neurons(template, spec)
+    layers = spec.layers if spec.layers is not None else template.layers
+    masks = {}
+    for layer in sorted(set(layers) & set(template.layers)):
+        neurons = torch.as_tensor(chosen.get(layer, np.empty(0, dtype=np.int64)), dtype=torch.long)
+        if spec.mode == "lesion":
+            if len(neurons) == 0:
+                continue  # nothing to zero here
+            mask = torch.ones(template.width)
+            mask[neurons] = 0.0
+        else:
+            mask = torch.zeros(template.width)
+            mask[neurons] = 1.0
+        masks[layer] = mask
+    return masks
+
+
+def masked_share(masks: dict[int, torch.Tensor], n_layers: int, width: int) -> float:
+    """Share of all the model's channels at the site that the masks zero."""
+    zeroed = sum(int((m == 0).sum()) for m in masks.values())
+    return zeroed / float(n_layers * width)
+
+
+def _pre_hook(mask: torch.Tensor):
+    def hook(_module, args):
+        x = args[0]
+        return (x * mask.to(dtype=x.dtype),) + tuple(args[1:])
+    return hook
+
+
+def _post_hook(mask: torch.Tensor):
+    def hook(_module, _args, out):
+        if isinstance(out, tuple):
+            return (out[0] * mask.to(dtype=out[0].dtype),) + out[1:]
+        return out * mask.to(dtype=out.dtype)
+    return hook
+
+
+@contextmanager
+def apply_masks(model: torch.nn.Module, masks: dict[int, torch.Tensor], site: str) -> Iterator[None]:
+    """Multiply the site's activations by ``masks[layer]`` inside the block."""
+    layout = layout_of(model)
+    handles = []
+    try:
+        for layer, mask in masks.items():
+            if not 0 <= layer < layout.n_layers:
+                raise FnwebError(f"Layer {layer} is outside this model's 0..{layout.n_layers - 1}.")
+            module = layout.module(model, layer, site)
+            weight = next(module.parameters(), None)
+            mask = mask.to(weight.device if weight is not None else "cpu")
+            if site == "neurons":
+                handles.append(module.register_forward_pre_hook(_pre_hook(mask)))
+            else:
+                handles.append(module.register_forward_hook(_post_hook(mask)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def masked(model: torch.nn.Module, template: Template, spec: Optional[MaskSpec], model_id: Optional[str] = None):
+    """Apply a template's mask spec to a model it fits (no spec: no mask)."""
+    if spec is None:
+        yield
+        return
+    layout = layout_of(model)
+    template.check_fits(layout, model_id)
+    with apply_masks(model, layer_masks(template, spec), template.infer_site(layout)):
+        yield
+
+
+def component_ids_from_text(text: str | Sequence[int]) -> list[int]:
+    """Parse '0,3 5' or '[0, 3]' (the original's form) into ints."""
+    if not isinstance(text, str):
+        return [int(x) for x in text]
+    cleaned = text.replace("[", " ").replace("]", " ").replace(",", " ").split()
+    try:
+        return [int(x) for x in cleaned]
+    except ValueError as exc:
+        raise FnwebError(f"Component ids must be whole numbers like '0,3' (got '{text}').") from exc
+
+
+def layers_from_text(text: Optional[str], n_layers: int) -> Optional[tuple[int, ...]]:
+    """Parse the original's ``--ica_mask_layers`` form ('0,2:5,8'; ranges end-exclusive)."""
+    if text is None or not str(text).strip():
+        return None
+    layers: set[int] = set()
+    try:
+        for part in str(text).replace(" ", "").split(","):
+            if ":" in part:
+                start, end = part.split(":")
+                layers.update(range(int(start or 0), int(end or n_layers)))
+            elif part:
+                layers.add(int(part))
+    except ValueError as exc:
+        raise FnwebError(f"Mask layers must look like '0,2:5,8' (got '{text}').") from exc
+    bad = sorted(x for x in layers if not 0 <= x < n_layers)
+    if bad:
+        raise FnwebError(f"Mask layers {bad} are outside this model's 0..{n_layers - 1}.")
+    return tuple(sorted(layers))

