@@ -94,6 +94,17 @@ def layer_masks(template: Template, spec: MaskSpec) -> dict[int, torch.Tensor]:
     return masks
 
 
+def stacked_masks(template: Template, specs: Sequence[Optional[MaskSpec]]) -> dict[int, torch.Tensor]:
+    """Per-row masks for a batch whose row r uses ``specs[r]`` (None: unmasked): (rows, 1, width)."""
+    per_row = [layer_masks(template, spec) if spec is not None else {} for spec in specs]
+    layers = sorted(set().union(*per_row))
+    stacked = {}
+    for layer in layers:
+        rows = [masks.get(layer, torch.ones(template.width)) for masks in per_row]
+        stacked[layer] = torch.stack(rows).unsqueeze(1)  # broadcasts over positions
+    return stacked
+
+
 def masked_share(masks: dict[int, torch.Tensor], n_layers: int, width: int) -> float:
     """Share of all the model's channels at the site that the masks zero."""
     zeroed = sum(int((m == 0).sum()) for m in masks.values())

@@ -1,0 +1,124 @@
+"""``buildtemplates``: build an ICA template from datasets, as the original CLI did.
+
+    buildtemplates MODEL DATASET [DATASET ...] [options]
+    buildtemplates --model_name_or_path MODEL --ica_build_templates_from DATASET ... [options]
+
+MODEL is a Hub id, a local folder or ``embedded`` (the shipped SmolLM2-135M-Instruct);
+DATASET is a Hub dataset name, a .json/.jsonl/.csv/.parquet file or ``builtin:NAME``.
+Prints the template path and the coverage summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from ..build import BuildConfig, build_template, default_output_path
+from ..capture import STORAGE_DTYPES
+from ..errors import FnwebError
+from ..models import DTYPES, EMBEDDED_ID, ModelRequest, load_model
+from ..progress import Progress
+from ..prompts import FORMATS, PromptSource, builtin_sets
+from . import run_cli
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="buildtemplates",
+        description="Build ICA functional-network templates from datasets.",
+        epilog=f"Built-in prompt sets: {', '.join('builtin:' + s for s in builtin_sets())}.",
+    )
+    p.add_argument("model", nargs="?", help="Hub id, local folder, or 'embedded'")
+    p.add_argument("datasets", nargs="*", help="Hub dataset names, local files, or builtin:NAME")
+    p.add_argument("--model_name_or_path", help="the model (named form)")
+    p.add_argument("--ica_build_templates_from", nargs="+", default=[], help="datasets (named form)")
+    p.add_argument("--ica_template_samples_per_ds", type=int, default=100, help="samples per dataset (100)")
+    p.add_argument("--ica_template_output", default="./ica_templates/", help="output folder (./ica_templates/)")
+    p.add_argument("--output_file", help="exact path of the template file (overrides the folder layout)")
+    p.add_argument("--ica_components", type=int, default=10, help="ICA components k (10)")
+    p.add_argument("--ica_percentile", type=float, default=98.0, help="percentile threshold of |map| (98)")
+    p.add_argument("--threshold", choices=["percentile", "zscore"], default="percentile",
+                   help="percentile of |map| (the original) or z-score above alpha (the paper)")
+    p.add_argument("--zscore_alpha", type=float, default=1.96, help="alpha for --threshold zscore (1.96)")
+    p.add_argument("--site", choices=["neurons", "mlp_output"], default="neurons",
+                   help="capture the MLP neurons (down-projection input) or the MLP output")
+    p.add_argument("--ica_dtype", choices=list(STORAGE_DTYPES), default="auto",
+                   help="storage dtype of captured activations (auto = float16)")
+    p.add_argument("--max_seq_length", type=int, default=512, help="max tokens per sample (512)")
+    p.add_argument("--template_format", choices=list(FORMATS), default="auto", help="prompt format (auto)")
+    p.add_argument("--dataset_config", default=None, help="Hub dataset configuration")
+    p.add_argument("--dataset_split", default="train", help="Hub dataset split (train)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch_size", type=int, default=8, help="capture batch size (8)")
+    p.add_argument("--no_standardise", action="store_true", help="skip z-scoring channels before PCA")
+    p.add_argument("--torch_dtype", choices=list(DTYPES), default="auto", help="model dtype")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps, or multi (device_map=auto)")
+    p.add_argument("--use_4bit", action=argparse.BooleanOptionalAction, default=False, help="load in 4-bit")
+    p.add_argument("--use_8bit", action=argparse.BooleanOptionalAction, default=False, help="load in 8-bit")
+    p.add_argument("--revision", default=None, help="model revision")
+    p.add_argument("--trust_remote_code", action="store_true", help="run code from the model repo")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def _model_id(args) -> str:
+    model = args.model_name_or_path or args.model
+    if not model:
+        raise FnwebError("No model given: pass MODEL (a Hub id, a folder, or 'embedded').")
+    return EMBEDDED_ID if model in ("embedded", EMBEDDED_ID) else model
+
+
+def _sources(args) -> list[PromptSource]:
+    names = list(args.datasets) + list(args.ica_build_templates_from)
+    if not names:
+        raise FnwebError("No datasets given: pass one or more datasets after the model.")
+    return [PromptSource(n, args.dataset_config, args.dataset_split) for n in names]
+
+
+def _printer(quiet: bool):
+    last = {"t": 0.0}
+
+    def show(event: Progress) -> None:
+        now = time.monotonic()
+        if quiet or (now - last["t"] < 1.0 and event.done < event.total):
+            return
+        last["t"] = now
+        print(f"  {event.describe()}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+
+    def body() -> int:
+        if args.use_4bit and args.use_8bit:
+            raise FnwebError("Choose one of --use_4bit and --use_8bit.")
+        model_id, sources = _model_id(args), _sources(args)
+        config = BuildConfig(
+            sources=sources, samples_per_dataset=args.ica_template_samples_per_ds,
+            max_tokens=args.max_seq_length, k=args.ica_components, site=args.site, threshold=args.threshold,
+            threshold_value=args.ica_percentile if args.threshold == "percentile" else args.zscore_alpha,
+            seed=args.seed, batch_size=args.batch_size, standardise=not args.no_standardise,
+            prompt_format=args.template_format, activation_dtype=args.ica_dtype,
+        )
+        config.validate()
+        output = args.output_file or default_output_path(args.ica_template_output, model_id, sources)
+        quant = "4bit" if args.use_4bit else "8bit" if args.use_8bit else "none"
+        lm = load_model(ModelRequest(model_id, args.torch_dtype, args.device, quant, args.revision,
+                                     args.trust_remote_code))
+        result = build_template(lm, config, output=output, progress=_printer(args.quiet))
+        print(f"Templates saved to: {result.path}")
+        print(f"Number of components: {len(result.template.components)}")
+        print(f"Tokens captured: {result.n_tokens:,}; "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
+        print()
+        print(result.template.coverage_summary())
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

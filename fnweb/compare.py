@@ -1,0 +1,202 @@
+"""Side-by-side generation: baseline, lesion, preserve and matched random controls.
+
+All columns run as rows of one batch, each row with its own mask (a ``(rows, 1,
+width)`` mask broadcasts over positions), so they fill together as tokens stream and
+share one KV-cached loop. Each row samples with its own generator seeded alike, so
+with sampling too the differences come from the mask alone. After generation, one
+teacher-forced pass of the baseline's continuation through every row gives the
+numbers: mean next-token KL from the baseline, the continuation's cross-entropy,
+top-1 agreement, and where each column's text departs from the baseline's.
+
+The random control runs several seeded draws; its column shows the first draw's
+text and the mean and spread of the draws' numbers. It knows nothing about the UI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+from .archs import layout_of
+from .errors import FnwebError
+from .masks import MaskSpec, apply_masks, layer_masks, masked_share, stacked_masks
+from .metrics import mean_and_spread, next_token_stats
+from .models import LoadedModel
+from .progress import StopFlag
+from .prompts import Pair, encode_pair
+from .templates import Template
+
+COLUMNS = ("baseline", "lesion", "preserve", "random")
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 64
+    greedy: bool = True
+    temperature: float = 0.8  # used when not greedy
+    seed: int = 0  # re-applied for every column
+    random_draws: int = 3  # seeded draws of the random control
+
+    def validate(self) -> None:
+        if not 1 <= self.max_new_tokens <= 1024:
+            raise FnwebError(f"Max new tokens must lie between 1 and 1024 (got {self.max_new_tokens}).")
+        if not self.greedy and not 0.05 <= self.temperature <= 5.0:
+            raise FnwebError(f"Temperature must lie between 0.05 and 5 (got {self.temperature}).")
+        if not 1 <= self.random_draws <= 20:
+            raise FnwebError(f"Random draws must lie between 1 and 20 (got {self.random_draws}).")
+
+
+@dataclass
+class Row:
+    """One generated row: a column, or one draw of the random control."""
+
+    column: str
+    spec: Optional[MaskSpec]
+    tokens: list[int] = field(default_factory=list)
+    finished: bool = False
+
+
+@dataclass
+class ColumnResult:
+    name: str  # baseline | lesion | preserve | random
+    label: str  # what was masked, for people
+    text: str
+    tokens: list[int]
+    masked_share: float  # share of the site's channels zeroed
+    departs_at: Optional[int] = None  # index of the first token that differs from the baseline
+    metrics: dict = field(default_factory=dict)  # kl, ce, top1 (+ *_std for the random control)
+    prefix: str = ""  # text before the departure
+    rest: str = ""  # text from the departure on
+
+
+@dataclass
+class Comparison:
+    prompt: str
+    columns: list[ColumnResult]
+    done: bool = False
+    step: int = 0
+
+
+def plan_rows(template: Optional[Template], components: Sequence[int], columns: Sequence[str],
+              settings: GenerationSettings) -> list[Row]:
+    """The rows to generate for the chosen columns (the baseline is always row 0)."""
+    unknown = [c for c in columns if c not in COLUMNS]
+    if unknown:
+        raise FnwebError(f"Unknown column {unknown[0]!r}; choose from {', '.join(COLUMNS)}.")
+    masked_columns = [c for c in columns if c != "baseline"]
+    if masked_columns and template is None:
+        raise FnwebError("Lesion, preserve and random columns need a template: build or upload one first.")
+    if masked_columns and not components:
+        raise FnwebError("Choose at least one component to lesion or preserve.")
+    components = tuple(template.check_components(components)) if masked_columns else ()
+    rows = [Row("baseline", None)]
+    for column in masked_columns:
+        if column == "random":
+            rows += [Row("random", MaskSpec(components, "lesion", random_seed=settings.seed + draw))
+                     for draw in range(settings.random_draws)]
+        else:
+            rows.append(Row(column, MaskSpec(components, column)))
+    return rows
+
+
+def _pick(logits: torch.Tensor, settings: GenerationSettings, generators: list) -> torch.Tensor:
+    if settings.greedy:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / settings.temperature, dim=-1)
+    return torch.stack([torch.multinomial(probs[r], 1, generator=g)[0] for r, g in enumerate(generators)])
+
+
+def _columns(lm: LoadedModel, template, rows: list[Row], prompt: str, site_width: int, n_layers: int):
+    """Column results from rows (metrics filled in later)."""
+    results, base = [], rows[0].tokens
+    for name in dict.fromkeys(r.column for r in rows):
+        row = next(r for r in rows if r.column == name)
+        share = masked_share(layer_masks(template, row.spec), n_layers, site_width) if row.spec else 0.0
+        departs = next((i for i, (a, b) in enumerate(zip(base, row.tokens)) if a != b), None)
+        if departs is None and len(base) != len(row.tokens) and rows[0].finished and row.finished:
+            departs = min(len(base), len(row.tokens))
+        text = lm.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        split = departs if departs is not None else len(row.tokens)
+        results.append(ColumnResult(
+            name=name, label=row.spec.label() if row.spec else "unchanged model", text=text, tokens=list(row.tokens),
+            masked_share=share, departs_at=departs,
+            prefix=lm.tokenizer.decode(row.tokens[:split], skip_special_tokens=True),
+            rest=lm.tokenizer.decode(row.tokens[split:], skip_special_tokens=True),
+        ))
+    return results
+
+
+def compare_stream(
+    lm: LoadedModel,
+    prompt: str,
+    template: Optional[Template],
+    components: Sequence[int],
+    columns: Sequence[str] = COLUMNS,
+    settings: Optional[GenerationSettings] = None,
+    stop: Optional[StopFlag] = None,
+) -> Iterator[Comparison]:
+    """Yield the comparison after every generated token; the last one has the metrics."""
+    settings = settings or GenerationSettings()
+    settings.validate()
+    stop = stop or StopFlag()
+    if not prompt or not prompt.strip():
+        raise FnwebError("The prompt is empty: type a prompt or pick an example.")
+    rows = plan_rows(template, components, columns, settings)
+    layout = layout_of(lm.model)
+    site = template.infer_site(layout) if template is not None else "neurons"
+    if template is not None:
+        template.check_fits(layout, lm.model_id)
+    width = layout.width(site)
+    prompt_ids = encode_pair(lm.tokenizer, Pair(prompt.strip()), with_response=False)
+    masks = stacked_masks(template, [r.spec for r in rows]) if template is not None else {}
+    eos = lm.tokenizer.eos_token_id
+    device = lm.device
+    generators = [torch.Generator().manual_seed(settings.seed) for _ in rows]
+    with torch.inference_mode(), apply_masks(lm.model, masks, site):
+        current = torch.tensor([prompt_ids] * len(rows), device=device)
+        past = None
+        for step in range(settings.max_new_tokens):
+            stop.check()
+            out = lm.model(input_ids=current, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            chosen = _pick(out.logits[:, -1, :].to("cpu"), settings, generators)
+            for row, token in zip(rows, chosen.tolist()):
+                if not row.finished:
+                    row.tokens.append(token)
+                    row.finished = token == eos
+            yield Comparison(prompt, _columns(lm, template, rows, prompt, width, layout.n_layers), step=step + 1)
+            if all(r.finished for r in rows):
+                break
+            current = chosen.unsqueeze(1).to(device)
+        final = _columns(lm, template, rows, prompt, width, layout.n_layers)
+        _score(lm, rows, final, prompt_ids)
+    yield Comparison(prompt, final, done=True, step=len(rows[0].tokens))
+
+
+def _score(lm: LoadedModel, rows: list[Row], results: list[ColumnResult], prompt_ids: list[int]) -> None:
+    """Teacher-force the baseline's continuation through every row (masks are active)."""
+    continuation = rows[0].tokens
+    ids = torch.tensor([prompt_ids + continuation] * len(rows), device=lm.device)
+    logits = lm.model(input_ids=ids, use_cache=False).logits[:, len(prompt_ids) - 1 : -1].float().cpu()
+    targets = torch.tensor(continuation).expand(len(rows), -1)
+    per_row = [next_token_stats(logits[0], logits[r], targets[r]) for r in range(len(rows))]
+    for result in results:
+        stats = [s for s, row in zip(per_row, rows) if row.column == result.name]
+        for key in ("kl", "ce", "top1"):
+            mean, spread = mean_and_spread([s[key] for s in stats])
+            result.metrics[key] = mean
+            if len(stats) > 1:
+                result.metrics[f"{key}_std"] = spread
+        result.metrics["tokens"] = stats[0]["tokens"]
+        if len(stats) > 1:
+            result.metrics["draws"] = len(stats)
+
+
+def compare(lm, prompt, template, components, columns=COLUMNS, settings=None, stop=None) -> Comparison:
+    """The finished comparison (``compare_stream`` without the intermediate states)."""
+    last = None
+    for last in compare_stream(lm, prompt, template, components, columns, settings, stop):
+        pass
+    return last
