@@ -90,6 +90,12 @@ def build_template(
     pairs = sample_pairs(config.sources, config.samples_per_dataset, config.seed)
     sequences = encode_pairs(lm.tokenizer, pairs, config.max_tokens, config.prompt_format)
     seconds["prompts"], clock = time.perf_counter() - clock, time.perf_counter()
+    n_tokens = sum(len(s) for s in sequences)
+    if config.k >= n_tokens:  # say so before the capture, not after it
+        raise FnwebError(
+            f"k = {config.k} components need more data: only {n_tokens} tokens were captured. "
+            "Use more samples or longer prompts, or a smaller k."
+        )
     stop.check()
 
     acts = capture(

@@ -124,7 +124,9 @@ def _hook(model, layout: Layout, layer: int, col: int, width: int, site: str, bu
     module = layout.module(model, layer, site)
 
     def keep(values: torch.Tensor) -> None:
-        _store(buffer, state["rows"], cols, values[state["real"]])  # (real tokens, width)
+        real = state["real"]  # (batch, positions)
+        values = values.reshape(*real.shape, values.shape[-1])  # OPT flattens to (batch * positions, width)
+        _store(buffer, state["rows"], cols, values[real])  # (real tokens, width)
         if last:
             raise _LastLayerDone()
 

@@ -111,18 +111,25 @@ def masked_share(masks: dict[int, torch.Tensor], n_layers: int, width: int) -> f
     return zeroed / float(n_layers * width)
 
 
+def _times(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """x * mask; a per-row mask (rows, 1, width) also fits inputs flattened to (rows * positions, width)."""
+    mask = mask.to(dtype=x.dtype)
+    if mask.dim() == 3 and x.dim() == 2:
+        return (x.reshape(mask.shape[0], -1, x.shape[-1]) * mask).reshape(x.shape)
+    return x * mask
+
+
 def _pre_hook(mask: torch.Tensor):
     def hook(_module, args):
-        x = args[0]
-        return (x * mask.to(dtype=x.dtype),) + tuple(args[1:])
+        return (_times(args[0], mask),) + tuple(args[1:])
     return hook
 
 
 def _post_hook(mask: torch.Tensor):
     def hook(_module, _args, out):
         if isinstance(out, tuple):
-            return (out[0] * mask.to(dtype=out[0].dtype),) + out[1:]
-        return out * mask.to(dtype=out.dtype)
+            return (_times(out[0], mask),) + out[1:]
+        return _times(out, mask)
     return hook
 
 

@@ -102,8 +102,12 @@ _READERS = {".json": _read_json, ".jsonl": _read_json, ".csv": _read_csv, ".parq
 def _read_hub(source: PromptSource) -> list[dict]:
     import datasets
 
+    folder = Path(source.name).expanduser()
     try:
-        data = datasets.load_dataset(source.name, source.config, split=source.split)
+        if (folder / "state.json").exists():  # written by Dataset.save_to_disk
+            data = datasets.load_from_disk(str(folder))
+        else:
+            data = datasets.load_dataset(source.name, source.config, split=source.split)
     except FileNotFoundError as exc:
         raise FnwebError(f"Dataset '{source.name}' was not found on the Hub or on disk.") from exc
     except ValueError as exc:  # unknown split or config
@@ -126,6 +130,8 @@ def read_rows(source: PromptSource) -> list[dict]:
             raise FnwebError(f"No built-in prompt set '{set_name}'; there are: {', '.join(builtin_sets())}.")
         return _read_json(path)
     path = Path(name).expanduser()
+    if path.is_dir():  # a dataset folder: the datasets library reads it as it reads a Hub repo
+        return _read_hub(source)
     if path.suffix.lower() in LOCAL_SUFFIXES or path.exists():
         if not path.exists():
             raise FnwebError(f"Dataset file not found: {name}")
