@@ -229,6 +229,13 @@ def load_model(request: ModelRequest | str = EMBEDDED_ID) -> LoadedModel:
         return _cache[request]
 
 
+def load_fresh(request: ModelRequest | str) -> LoadedModel:
+    """A private copy, outside the shared cache: for work that changes weights (fine-tuning)."""
+    if isinstance(request, str):
+        request = ModelRequest(model_id=request)
+    return _load(request)
+
+
 def forget_models() -> None:
     """Drop every cached model (frees memory; the next load starts afresh)."""
     with _cache_lock:

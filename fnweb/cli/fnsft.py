@@ -1,0 +1,207 @@
+"""``fnsft``: LoRA fine-tuning with a functional network lesioned, preserved, or a random control.
+
+The original's core flags, over ``fnweb.finetune``. Prints progress lines and, at the
+end, the learning and forgetting figures. Works under ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+from ..errors import FnwebError, Stopped
+from ..masks import component_ids_from_text
+from ..models import DTYPES, EMBEDDED_ID
+from ..progress import StopFlag
+from ..prompts import FORMATS, builtin_sets
+from ..finetune.card import figures_table
+from ..finetune.config import CONTROL_OF, LOSS_ON, MASK_MODES, SCHEDULES, SITES, TrainConfig
+from ..finetune.pipeline import execute, prepare
+from . import run_cli
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fnsft",
+        description="LoRA fine-tuning with ICA functional networks lesioned or preserved; "
+                    "reports learning (task loss) and forgetting (KL from the base model on general prompts).",
+        epilog=f"Built-in datasets: {', '.join('builtin:' + s for s in builtin_sets())}.",
+    )
+    d = TrainConfig()
+    data = p.add_argument_group("data and output")
+    data.add_argument("--model_name_or_path", default=EMBEDDED_ID, help="Hub id, local folder, or 'embedded' (default)")
+    data.add_argument("--dataset_name_or_path", required=True, help="builtin:NAME, a .json/.jsonl/.csv/.parquet file, or a Hub dataset")
+    data.add_argument("--dataset_config", default=None, help="Hub dataset configuration")
+    data.add_argument("--dataset_split", default="train", help="Hub dataset split (train)")
+    data.add_argument("--output_dir", required=True, help="the run folder (must not exist)")
+    data.add_argument("--overwrite_output_dir", action="store_true", help="replace an existing run folder")
+    data.add_argument("--max_seq_length", type=int, default=d.max_seq_len, help=f"tokens per example ({d.max_seq_len})")
+    data.add_argument("--validation_split", type=float, default=d.validation_split, help=f"share held out ({d.validation_split})")
+    data.add_argument("--template_format", choices=list(FORMATS), default="auto", help="prompt format (auto)")
+    data.add_argument("--loss_on", choices=list(LOSS_ON), default="response", help="response tokens (default) or all tokens")
+
+    train = p.add_argument_group("training")
+    train.add_argument("--num_train_epochs", type=float, default=d.num_epochs, help=f"epochs ({d.num_epochs:g})")
+    train.add_argument("--max_steps", type=int, default=d.max_steps, help="optimizer steps; overrides epochs (-1: use epochs)")
+    train.add_argument("--per_device_train_batch_size", type=int, default=d.batch_size, help=f"({d.batch_size})")
+    train.add_argument("--gradient_accumulation_steps", type=int, default=d.grad_accum, help=f"({d.grad_accum})")
+    train.add_argument("--learning_rate", type=float, default=d.learning_rate, help=f"({d.learning_rate:g})")
+    train.add_argument("--lr_scheduler_type", choices=list(SCHEDULES), default=d.lr_schedule, help=f"({d.lr_schedule})")
+    train.add_argument("--warmup_ratio", type=float, default=d.warmup_ratio, help=f"({d.warmup_ratio:g})")
+    train.add_argument("--weight_decay", type=float, default=d.weight_decay, help=f"({d.weight_decay:g})")
+    train.add_argument("--max_grad_norm", type=float, default=d.max_grad_norm, help=f"({d.max_grad_norm:g}; 0: off)")
+    train.add_argument("--eval_steps", type=int, default=None, help="steps between validation losses (about 5 per run)")
+    train.add_argument("--gradient_checkpointing", action="store_true", help="trade compute for memory")
+    train.add_argument("--seed", type=int, default=d.seed)
+
+    model = p.add_argument_group("model and LoRA")
+    model.add_argument("--torch_dtype", choices=list(DTYPES), default="auto", help="model dtype (auto)")
+    model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    model.add_argument("--use_4bit", action=argparse.BooleanOptionalAction, default=False, help="QLoRA: load in 4-bit (off)")
+    model.add_argument("--use_8bit", action=argparse.BooleanOptionalAction, default=False, help="load in 8-bit (off)")
+    model.add_argument("--revision", default=None, help="model revision")
+    model.add_argument("--trust_remote_code", action="store_true", help="run code from the model repo")
+    model.add_argument("--lora_r", type=int, default=d.lora_r, help=f"({d.lora_r})")
+    model.add_argument("--lora_alpha", type=float, default=d.lora_alpha, help=f"({d.lora_alpha:g})")
+    model.add_argument("--lora_dropout", type=float, default=d.lora_dropout, help=f"({d.lora_dropout:g})")
+    model.add_argument("--lora_target_modules", nargs="+", default=None,
+                       help="module names (space or comma separated); default: the architecture's")
+
+    mask = p.add_argument_group("functional-network mask")
+    mask.add_argument("--mask_mode", choices=list(MASK_MODES), default="none",
+                      help="none, lesion or preserve the components, or a matched random control")
+    mask.add_argument("--random_control_of", choices=list(CONTROL_OF), default="lesion",
+                      help="the mode a random control copies (lesion)")
+    mask.add_argument("--ica_template_path", default=None, help="a template file; without it one is computed from the training data")
+    mask.add_argument("--ica_component_ids", default="0", help="components: '0,3' or '[0, 3]' (0)")
+    mask.add_argument("--ica_components", type=int, default=d.ica_components, help=f"k when computing a template ({d.ica_components})")
+    mask.add_argument("--ica_percentile", type=float, default=d.ica_percentile, help=f"threshold when computing a template ({d.ica_percentile:g})")
+    mask.add_argument("--ica_site", choices=list(SITES), default="neurons", help="site when computing a template (neurons)")
+    mask.add_argument("--ica_mask_layers", default=None, help="layers to mask, e.g. '0,2:5,8' (all)")
+    mask.add_argument("--restrict_updates", action="store_true",
+                      help="only the kept neurons' MLP weights may change (everything else stays bit-identical)")
+
+    evaluation = p.add_argument_group("learning and forgetting")
+    evaluation.add_argument("--general_samples", type=int, default=d.general_per_set,
+                            help=f"held-out prompts per general built-in set ({d.general_per_set}; 0: skip)")
+    evaluation.add_argument("--max_eval_examples", type=int, default=d.max_eval_examples, help=f"({d.max_eval_examples})")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def config_from_args(args) -> TrainConfig:
+    if args.use_4bit and args.use_8bit:
+        raise FnwebError("Choose one of --use_4bit and --use_8bit.")
+    targets = None
+    if args.lora_target_modules:
+        targets = [t for part in args.lora_target_modules for t in part.split(",") if t.strip()]
+    model = EMBEDDED_ID if args.model_name_or_path in ("embedded", EMBEDDED_ID) else args.model_name_or_path
+    return TrainConfig(
+        dataset=args.dataset_name_or_path, output_dir=args.output_dir, dataset_config=args.dataset_config,
+        dataset_split=args.dataset_split, overwrite=args.overwrite_output_dir, model_id=model,
+        dtype=args.torch_dtype, device=args.device,
+        quantization="4bit" if args.use_4bit else "8bit" if args.use_8bit else "none",
+        revision=args.revision, trust_remote_code=args.trust_remote_code, lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_targets=targets,
+        mask_mode=args.mask_mode, control_of=args.random_control_of, template_path=args.ica_template_path,
+        component_ids=component_ids_from_text(args.ica_component_ids), mask_layers=args.ica_mask_layers,
+        restrict_updates=args.restrict_updates, ica_components=args.ica_components,
+        ica_percentile=args.ica_percentile, site=args.ica_site, max_steps=args.max_steps,
+        num_epochs=args.num_train_epochs, learning_rate=args.learning_rate, lr_schedule=args.lr_scheduler_type,
+        warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
+        batch_size=args.per_device_train_batch_size, grad_accum=args.gradient_accumulation_steps,
+        max_seq_len=args.max_seq_length, validation_split=args.validation_split, loss_on=args.loss_on,
+        prompt_format=args.template_format, seed=args.seed, eval_interval=args.eval_steps,
+        gradient_checkpointing=args.gradient_checkpointing, max_eval_examples=args.max_eval_examples,
+        general_per_set=args.general_samples,
+    )
+
+
+def _printer(quiet: bool, is_main: bool):
+    last = {"t": 0.0}
+
+    def show(event: dict) -> None:
+        if quiet or not is_main:
+            return
+        kind, now = event.get("event"), time.monotonic()
+        if kind == "step":
+            if now - last["t"] < 1.0 and event["step"] not in (1, event["total"]):
+                return
+            last["t"] = now
+            print(f"  step {event['step']}/{event['total']}  loss {event['loss']:.4f}  lr {event['lr']:.2e}  "
+                  f"{event['tokens_per_s']:,.0f} tok/s  about {event['seconds_left']:.0f} s left", flush=True)
+        elif kind == "eval":
+            print(f"  step {event['step']}/{event['total']}  eval loss {event['eval_loss']:.4f}", flush=True)
+        elif kind in ("phase", "start"):
+            print(f"  {event.get('message') or event.get('data')}", flush=True)
+
+    return show
+
+
+def report(result) -> str:
+    s = result.summary
+    lines = [
+        f"Run saved to: {result.folder} ({result.message})",
+        f"Mask: {s['mask']} ({100 * s['masked_share']:.2f} % of the site's channels zeroed); "
+        f"{s['trainable_parameters']:,} trainable parameters; {s['seconds_per_step'] or 0:.3f} s/step",
+        f"Learning: task loss on {s['task_examples']} {s['task_set']} examples; "
+        f"forgetting: {s['general_examples']} held-out prompts from {', '.join(s['general_sets']) or 'none'}",
+        "",
+        figures_table(s),
+    ]
+    return "\n".join(lines)
+
+
+@contextmanager
+def _stop_on_ctrl_c():
+    """First Ctrl-C: stop and save after the step in progress; a second one aborts."""
+    stop = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(_signum, _frame):
+        if stop.is_set:
+            raise KeyboardInterrupt
+        stop.set()
+        print("Stopping after this step and saving the adapter (Ctrl-C again to abort).", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+
+    def body() -> int:
+        run = prepare(config_from_args(args))
+        show = _printer(args.quiet, run.dist.is_main)
+        if run.dist.is_main:
+            print(run.lm.summary_line())
+            print(f"{run.data.describe()}; {run.total_steps} steps", flush=True)
+        try:
+            with _stop_on_ctrl_c() as stop:
+                result = execute(run, stop=stop, on_event=show)
+        except Stopped as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 130
+        except KeyboardInterrupt:
+            print(f"error: interrupted; {run.config.output_dir}/state.json records the run as failed.", file=sys.stderr)
+            return 130
+        if run.dist.is_main:
+            print()
+            print(report(result))
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Which neurons a run masks, and whose weights it may change: the run's mask plan.
+
+A ``MaskPlan`` joins a template, a ``MaskSpec`` and the site into the per-layer 0/1
+masks applied during training and generation, and (for restricted updates) the
+neurons whose weights may change in each layer: the kept neurons of a masked layer;
+in a layer without a mask, every neuron for a lesion and none for a preserve.
+A plan is saved as ``mask.json`` (plain data) beside ``template.json``.
+
+The template comes from a file (checked against the model) or is computed from the
+training prompts with ``fnweb.build``. This module knows nothing about LoRA or training.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from ..archs import Layout
+from ..build import BuildConfig, build_template
+from ..errors import FnwebError
+from ..masks import MaskSpec, layer_masks, layers_from_text, masked_share
+from ..models import LoadedModel
+from ..progress import ProgressFn, StopFlag, no_progress
+from ..prompts import Pair, PromptSource
+from ..templates import Template
+from .config import TrainConfig
+
+
+@dataclass
+class MaskPlan:
+    """The mask of a run (mode ``none``: no template, no masks)."""
+
+    mask_mode: str  # none | lesion | preserve | random
+    site: str = "neurons"
+    template: Optional[Template] = None
+    spec: Optional[MaskSpec] = None
+    restrict_updates: bool = False
+    masks: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (width,) 0/1
+
+    @property
+    def active(self) -> bool:
+        return self.spec is not None
+
+    def allowed(self, layer: int, width: int) -> Optional[torch.Tensor]:
+        """0/1 (width,) of the neurons whose weights may change in ``layer``; None: none may."""
+        if layer in self.masks:
+            return self.masks[layer]
+        return torch.ones(width) if self.spec is not None and self.spec.mode == "lesion" else None
+
+    def share(self, layout: Layout) -> float:
+        """Share of the site's channels the masks zero."""
+        return masked_share(self.masks, layout.n_layers, layout.width(self.site)) if self.masks else 0.0
+
+    def label(self) -> str:
+        if self.spec is None:
+            return "no mask"
+        what = self.spec.label()
+        if self.mask_mode == "random":
+            what = f"random control of {self.spec.mode} (draw {self.spec.random_seed}), matched to components " + (
+                ",".join(map(str, self.spec.components)))
+        return what + (", restricted updates" if self.restrict_updates else "")
+
+    def to_json(self, layout: Optional[Layout] = None) -> str:
+        data = {"mask_mode": self.mask_mode, "site": self.site, "restrict_updates": self.restrict_updates}
+        if self.spec is not None:
+            data.update(components=list(self.spec.components), mode=self.spec.mode,
+                        random_seed=self.spec.random_seed,
+                        layers=list(self.spec.layers) if self.spec.layers is not None else None)
+        if layout is not None:
+            data["masked_share"] = round(self.share(layout), 6)
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, template: Optional[Template]) -> "MaskPlan":
+        data = json.loads(text)
+        if data.get("mask_mode", "none") == "none":
+            return cls("none", data.get("site", "neurons"))
+        if template is None:
+            raise FnwebError("This run was trained with a mask, but its template.json is missing.")
+        layers = data.get("layers")
+        spec = MaskSpec(tuple(data["components"]), data["mode"], data.get("random_seed"),
+                        tuple(layers) if layers is not None else None)
+        return plan_for(template, spec, data["mask_mode"], data["site"], bool(data.get("restrict_updates")))
+
+
+def plan_for(template: Template, spec: MaskSpec, mask_mode: str, site: str, restrict: bool) -> MaskPlan:
+    return MaskPlan(mask_mode, site, template, spec, restrict, layer_masks(template, spec))
+
+
+def spec_for(config: TrainConfig, n_layers: int) -> Optional[MaskSpec]:
+    """The mask spec a config asks for (None for mode none)."""
+    if config.mask_mode == "none":
+        return None
+    layers = layers_from_text(config.mask_layers, n_layers)
+    if config.mask_mode == "random":
+        return MaskSpec(tuple(config.component_ids), config.control_of, config.random_draw, layers)
+    return MaskSpec(tuple(config.component_ids), config.mask_mode, None, layers)
+
+
+def load_template(config: TrainConfig, layout: Layout, model_id: str) -> Optional[Template]:
+    """The given template, checked against the model and the chosen components (None: none given)."""
+    if config.template_path is None:
+        return None
+    template = Template.load(config.template_path)
+    template.check_fits(layout, model_id)
+    template.check_components(config.component_ids)
+    return template
+
+
+def template_from_pairs(lm: LoadedModel, config: TrainConfig, pairs: Sequence[Pair], progress: ProgressFn = no_progress,
+                        stop: Optional[StopFlag] = None) -> Template:
+    """A template computed from the training prompts only (the original's on-the-fly ICA)."""
+    with tempfile.TemporaryDirectory(prefix="fnweb-train-prompts-") as folder:
+        path = Path(folder) / "train.jsonl"
+        path.write_text("".join(
+            json.dumps({"prompt": p.prompt, "response": p.response}, ensure_ascii=False) + "\n" for p in pairs
+        ), encoding="utf-8")
+        build = BuildConfig(
+            sources=[PromptSource(str(path))], samples_per_dataset=min(config.ica_samples, len(pairs)),
+            max_tokens=min(config.max_seq_len, 512), k=config.ica_components, site=config.site,
+            threshold="percentile", threshold_value=config.ica_percentile, seed=config.seed,
+            prompt_format=config.prompt_format,
+        )
+        template = build_template(lm, build, progress=progress, stop=stop).template
+    template.name = "groupwise_v1"  # the original's name for a template computed during training
+    template.meta.datasets = [{"name": config.dataset, "config": config.dataset_config,
+                               "split": config.dataset_split, "samples": build.samples_per_dataset,
+                               "part": "training split"}]
+    template.check_components(config.component_ids)
+    return template
