@@ -1,0 +1,399 @@
+"""Hub sharing: the real huggingface_hub client against a Hub stand-in on loopback.
+
+Each test serves ``tests/hubstub.py`` on 127.0.0.1 and points the client at it the way
+``HF_ENDPOINT`` does (the client reads that variable at import, so the fixture also sets
+the constants it was read into), with offline mode off for these tests only, a temp
+Hub cache and no saved login. Binaries (``.safetensors``, ``.png``) go through the LFS
+batch API as on the Hub; Xet is off because the stand-in speaks only basic LFS.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hubstub import Account, HubStub
+
+from fnweb import hub as fnhub
+from fnweb.build import BuildConfig, build_template
+from fnweb.errors import FnwebError
+from fnweb.hubcard import HEATMAP_FILENAME, coverage_png
+from fnweb.masks import MaskSpec, masked
+from fnweb.models import EMBEDDED_HUB_ID, EMBEDDED_ID
+from fnweb.prompts import PromptSource
+from fnweb.templates import TEMPLATE_FILENAME, Template
+
+ALICE, READER, BOGUS = "hf_alice_write_token", "hf_bob_read_token", "hf_not_a_real_token"
+PLACEHOLDER = "mock-oauth-token-for-local-dev"
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    accounts = {ALICE: Account("alice", orgs=("lab",)), READER: Account("bob", role="read")}
+    with HubStub(accounts, lfs_suffixes=(".safetensors", ".png")) as stub:
+        _point_client_at(monkeypatch, constants, stub.endpoint)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-saved-login"))
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+        monkeypatch.setenv("HF_TOKEN", ALICE)
+        yield stub
+
+
+def _point_client_at(monkeypatch, constants, endpoint: str) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture(scope="module")
+def built(tiny_lm, tmp_path_factory):
+    """A real template built on the tiny model, saved as a file."""
+    path = tmp_path_factory.mktemp("template") / TEMPLATE_FILENAME
+    config = BuildConfig(sources=[PromptSource("builtin:factual"), PromptSource("builtin:code")],
+                         samples_per_dataset=8, max_tokens=32, k=3, seed=0)
+    return build_template(tiny_lm, config, output=path)
+
+
+@pytest.fixture(scope="module")
+def run_dir(built, tmp_path_factory):
+    """A fine-tuning run folder in the documented layout, with a real tiny PEFT adapter."""
+    import tiny
+    from peft import LoraConfig, get_peft_model
+
+    folder = tmp_path_factory.mktemp("run")
+    model = tiny.make_model("llama", seed=1)
+    model.config.name_or_path = "fnweb-tests/tiny-llama"
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["down_proj", "up_proj"]))
+    with torch.no_grad():  # a trained adapter is not zero: make B non-zero so it changes the output
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    peft_model.save_pretrained(folder)
+    built.template.save(folder / "template.json")
+    (folder / "mask.json").write_text(json.dumps({"components": [0, 2], "mode": "lesion", "random_seed": None,
+                                                  "layers": None}))
+    (folder / "train_config.json").write_text(json.dumps({"dataset": "builtin:arithmetic", "model_id": "tiny",
+                                                          "lora_r": 4, "mask_mode": "lesion", "seed": 0}))
+    (folder / "metrics.jsonl").write_text('{"step": 1, "loss": 2.5}\n{"step": 2, "loss": 2.1}\n')
+    (folder / "summary.json").write_text(json.dumps({"learning": {"task_loss_before": 2.6, "task_loss_after": 1.9},
+                                                     "forgetting": {"general_kl": 0.031}}))
+    return folder
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+# ---- templates ----
+
+def test_pushed_template_arrives_byte_exact_loads_back_and_applies(hub, built, tiny_lm, tmp_path):
+    path = built.path
+    before = _snapshot(path.parent)
+    url = fnhub.push_template(built.template, "alice/tiny-template", heatmap_png=coverage_png(built.template))
+
+    assert url == f"{hub.endpoint}/alice/tiny-template"
+    assert hub.read("alice/tiny-template", TEMPLATE_FILENAME) == path.read_bytes()  # the saved file, byte for byte
+    assert hub.read("alice/tiny-template", HEATMAP_FILENAME).startswith(b"\x89PNG")
+    assert hub.listing("alice/tiny-template")[HEATMAP_FILENAME].lfs  # binaries went through LFS
+    assert _snapshot(path.parent) == before
+    assert hub.auth_headers and all(h == f"Bearer {ALICE}" for h in hub.auth_headers)
+
+    loaded = fnhub.load_template_from_hub("alice/tiny-template", cache_dir=str(tmp_path / "cache"))
+    assert loaded.to_json() == built.template.to_json()
+
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    plain = _logits(tiny_lm.model, ids)
+    with masked(tiny_lm.model, loaded, MaskSpec(components=(0, 1, 2), mode="preserve")):
+        masked_out = _logits(tiny_lm.model, ids)
+    assert not torch.allclose(plain, masked_out)
+    assert torch.allclose(plain, _logits(tiny_lm.model, ids))  # hooks removed
+
+
+def test_template_card_parses_with_its_metadata(hub, built):
+    from huggingface_hub import ModelCard
+
+    template = Template.from_dict(built.template.to_dict())
+    template.meta.model_id = EMBEDDED_ID  # as if built on the embedded model: the card names its Hub original
+    fnhub.push_template(template, "alice/card-check", heatmap_png=coverage_png(template))
+    card = ModelCard(hub.read("alice/card-check", "README.md").decode())
+
+    data = card.data.to_dict()
+    assert data["base_model"] == EMBEDDED_HUB_ID
+    assert "fnweb" in data["tags"]
+    assert "datasets" not in data  # built-in sets are not Hub datasets; they are listed in the fnweb block
+    block = data["fnweb"]
+    assert (block["kind"], block["k"], block["site"], block["threshold"], block["seed"]) == (
+        "template", 3, "neurons", "percentile", 0)
+    assert block["datasets"] == ["builtin:factual", "builtin:code"] and block["fnweb_version"]
+    assert "| component | channels | layers |" in card.text and f"]({HEATMAP_FILENAME})" in card.text
+    assert 'load_template_from_hub("alice/card-check")' in card.text
+
+
+def test_a_bare_repo_name_goes_to_the_account_and_the_target_is_said_first(hub, built):
+    assert fnhub.describe_target("my-template") == "Pushes to alice/my-template as alice (token from HF_TOKEN)."
+    name = fnhub.default_template_repo_name(built.template)
+    assert name == "tiny-llama-fnweb-factual-code"
+    url = fnhub.push_template(built.template, name, private=True)
+    assert url.endswith("/alice/tiny-llama-fnweb-factual-code")
+    assert hub.repos["alice/tiny-llama-fnweb-factual-code"].private
+
+
+def test_pushing_again_to_an_fnweb_template_repo_updates_it(hub, built):
+    fnhub.push_template(built.template, "alice/again")
+    commits = len(hub.repos["alice/again"].commits)
+    fnhub.push_template(built.template, "alice/again")  # the same files: the client makes no empty commit
+    assert len(hub.repos["alice/again"].commits) == commits
+    changed = Template.from_dict(built.template.to_dict())
+    del changed.components[2]
+    fnhub.push_template(changed, "alice/again", commit_message="Drop component 2")
+    assert len(hub.repos["alice/again"].commits) == commits + 1
+    assert hub.read("alice/again", TEMPLATE_FILENAME) == changed.to_json().encode()
+
+
+# ---- runs ----
+
+def test_pushed_run_arrives_byte_exact_and_loads_with_its_mask(hub, run_dir, tmp_path):
+    from huggingface_hub import ModelCard
+    from peft import PeftModel
+
+    import tiny
+
+    before = _snapshot(run_dir)
+    url = fnhub.push_run(run_dir, "alice/tiny-run")
+    assert url.endswith("/alice/tiny-run")
+    assert _snapshot(run_dir) == before
+    listing = hub.listing("alice/tiny-run")
+    for name in ("adapter_config.json", "adapter_model.safetensors", "template.json", "mask.json",
+                 "train_config.json", "metrics.jsonl", "summary.json"):
+        assert hub.read("alice/tiny-run", name) == (run_dir / name).read_bytes(), name
+    assert listing["adapter_model.safetensors"].lfs
+
+    card = ModelCard(hub.read("alice/tiny-run", "README.md").decode())
+    data = card.data.to_dict()
+    assert data["library_name"] == "peft" and data["base_model"] == "fnweb-tests/tiny-llama"
+    assert "fnweb" in data["tags"] and "lora" in data["tags"]
+    assert data["fnweb"]["kind"] == "run" and data["fnweb"]["mask"]["components"] == [0, 2]
+    assert data["fnweb"]["summary"]["forgetting.general_kl"] == 0.031
+    assert "download_run(" in card.text  # how to load it with the mask
+
+    run = fnhub.download_run("alice/tiny-run", cache_dir=str(tmp_path / "cache"))
+    assert run.mask == MaskSpec(components=(0, 2), mode="lesion")
+    assert (run.folder / "adapter_model.safetensors").read_bytes() == (run_dir / "adapter_model.safetensors").read_bytes()
+
+    base = tiny.make_model("llama", seed=1)
+    ids = torch.tensor([[3, 14, 15, 92, 65]])
+    plain = _logits(base, ids)
+    model = PeftModel.from_pretrained(base, run.folder)
+    adapted = _logits(model, ids)
+    with masked(model, run.template, run.mask):
+        adapted_masked = _logits(model, ids)
+    assert not torch.allclose(plain, adapted)  # the adapter is applied
+    assert not torch.allclose(adapted, adapted_masked)  # and so is the mask
+
+
+def test_run_card_keeps_an_existing_card_text_and_refreshes_its_metadata(hub, run_dir, tmp_path):
+    from huggingface_hub import ModelCard
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for path in run_dir.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "README.md").write_text("---\nlicense: mit\ntags:\n- mine\n---\n# My run\n\nNotes kept.\n")
+    fnhub.push_run(folder, "alice/carded-run")
+    card = ModelCard(hub.read("alice/carded-run", "README.md").decode())
+    assert card.data.license == "mit" and card.data.library_name == "peft"
+    assert {"mine", "fnweb", "peft"} <= set(card.data.tags)
+    assert "Notes kept." in card.text and "download_run(" in card.text
+    assert (folder / "README.md").read_text().startswith("---\nlicense: mit")  # the local card is not touched
+
+
+def test_an_incomplete_run_folder_is_refused_before_any_network_call(hub, run_dir, tmp_path):
+    folder = tmp_path / "partial"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_bytes((run_dir / "adapter_config.json").read_bytes())
+    with pytest.raises(FnwebError, match="lacks adapter_model.safetensors, template.json, mask.json"):
+        fnhub.push_run(folder, "alice/partial")
+    assert hub.requests == []
+
+
+def test_a_template_repo_is_not_a_run(hub, built, tmp_path):
+    fnhub.push_template(built.template, "alice/only-template")
+    with pytest.raises(FnwebError, match="lacks adapter_config.json, adapter_model.safetensors"):
+        fnhub.download_run("alice/only-template", cache_dir=str(tmp_path / "cache"))
+
+
+# ---- faults: each gives its message and keeps local files ----
+
+def test_no_token(hub, built, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN")
+    before = _snapshot(built.path.parent)
+    with pytest.raises(FnwebError, match="No Hugging Face token: sign in .* HF_TOKEN.*hf auth login"):
+        fnhub.push_template(built.template, "alice/x")
+    assert hub.requests == [] and _snapshot(built.path.parent) == before
+
+
+def test_the_local_sign_in_placeholder_is_never_used(hub, built, monkeypatch):
+    url = fnhub.push_template(built.template, "alice/from-env", token=PLACEHOLDER)  # falls back to HF_TOKEN
+    assert url.endswith("/alice/from-env")
+    assert hub.auth_headers and all(PLACEHOLDER not in h for h in hub.auth_headers)
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(FnwebError, match="No Hugging Face token"):
+        fnhub.push_template(built.template, "alice/x", token=PLACEHOLDER)
+
+
+def test_an_explicit_token_comes_before_hf_token(hub, built, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", READER)
+    who = fnhub.account(ALICE)
+    assert (who.name, who.source, who.orgs) == ("alice", "your Hugging Face sign-in", ("lab",))
+    assert ALICE not in repr(who)
+
+
+def test_a_saved_login_is_used_last(hub, monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_TOKEN")
+    Path(constants.HF_TOKEN_PATH).write_text(ALICE)
+    assert fnhub.account().describe() == "alice (token from the saved login)"
+
+
+def test_a_rejected_token(hub, built, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", BOGUS)
+    before = _snapshot(built.path.parent)
+    with pytest.raises(FnwebError, match=r"token from HF_TOKEN was rejected \(401") as caught:
+        fnhub.push_template(built.template, "alice/x")
+    assert BOGUS not in str(caught.value)
+    assert "alice/x" not in hub.repos and _snapshot(built.path.parent) == before
+
+
+def test_no_write_access_to_the_namespace(hub, built, monkeypatch):
+    with pytest.raises(FnwebError, match=r"No write access to 'someone-else' \(403.*alice may write to alice, lab"):
+        fnhub.push_template(built.template, "someone-else/x")
+    fnhub.push_template(built.template, "lab/shared")  # an organisation of the account is fine
+    monkeypatch.setenv("HF_TOKEN", READER)  # a read-only token cannot write even to its own namespace
+    with pytest.raises(FnwebError, match=r"No write access to 'bob' \(403"):
+        fnhub.push_template(built.template, "bob/x")
+    assert set(hub.repos) == {"lab/shared"}
+
+
+def test_network_unreachable(hub, built, monkeypatch):
+    import socket
+
+    from huggingface_hub import constants
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    _point_client_at(monkeypatch, constants, dead)
+    before = _snapshot(built.path.parent)
+    with pytest.raises(FnwebError, match="Cannot reach the Hugging Face Hub at http://127.0.0.1"):
+        fnhub.push_template(built.template, "alice/x")
+    with pytest.raises(FnwebError, match="Cannot reach the Hugging Face Hub"):
+        fnhub.load_template_from_hub("alice/x")
+    assert _snapshot(built.path.parent) == before
+
+
+def test_hub_error_mid_upload_then_a_retry_works(hub, built, run_dir):
+    before = _snapshot(built.path.parent)
+    hub.fail("POST", r"/commit/", status=500)
+    with pytest.raises(FnwebError, match=r"Hub answered an error \(500.*did not complete.*try again"):
+        fnhub.push_template(built.template, "alice/retry", heatmap_png=coverage_png(built.template))
+    assert hub.listing("alice/retry").keys() == {".gitattributes"}  # created, but nothing half-committed
+    assert ("POST", "/api/models/alice/retry/preupload/main") in hub.requests  # it failed part-way
+    assert _snapshot(built.path.parent) == before
+    fnhub.push_template(built.template, "alice/retry", heatmap_png=coverage_png(built.template))
+    assert hub.read("alice/retry", TEMPLATE_FILENAME) == built.path.read_bytes()
+
+    run_before = _snapshot(run_dir)
+    hub.fail("POST", r"/commit/", drop=True)  # the connection drops after the adapter's LFS upload
+    with pytest.raises(FnwebError, match="Cannot reach the Hugging Face Hub"):
+        fnhub.push_run(run_dir, "alice/run-retry")
+    assert any(method == "PUT" for method, _ in hub.requests)
+    assert hub.listing("alice/run-retry").keys() == {".gitattributes"}
+    assert _snapshot(run_dir) == run_before
+    fnhub.push_run(run_dir, "alice/run-retry")
+    assert hub.read("alice/run-retry", "adapter_model.safetensors") == (run_dir / "adapter_model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("bad", ["", "a/b/c", "bad--name", "-start", "alice/name.git", "spaces in/name"])
+def test_an_invalid_repo_id_is_refused_before_any_network_call(hub, built, run_dir, bad):
+    with pytest.raises(FnwebError, match="not a valid Hub repo id|No repo id given"):
+        fnhub.push_template(built.template, bad)
+    with pytest.raises(FnwebError, match="not a valid Hub repo id|No repo id given"):
+        fnhub.push_run(run_dir, bad)
+    with pytest.raises(FnwebError, match="not a valid Hub repo id|No repo id given"):
+        fnhub.load_template_from_hub(bad)
+    assert hub.requests == []
+
+
+def test_a_repo_that_holds_something_else_is_refused_unless_overwrite(hub, built, run_dir):
+    theirs = {"README.md": b"# Someone's model\n", "config.json": b'{"model_type": "bert"}'}
+    hub.put_files("alice/other", theirs)
+    commits = len(hub.repos["alice/other"].commits)
+    with pytest.raises(FnwebError, match=r"already exists and holds files that fnweb did not write.*README.md"):
+        fnhub.push_template(built.template, "alice/other")
+    assert len(hub.repos["alice/other"].commits) == commits
+
+    fnhub.push_run(run_dir, "alice/a-run")
+    with pytest.raises(FnwebError, match="holds an fnweb run, not a template"):
+        fnhub.push_template(built.template, "alice/a-run")
+
+    fnhub.push_template(built.template, "alice/other", overwrite=True)
+    assert hub.read("alice/other", "config.json") == theirs["config.json"]  # their other files are kept
+    assert hub.read("alice/other", TEMPLATE_FILENAME) == built.path.read_bytes()
+
+
+def test_offline_mode_says_so(hub, built, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(FnwebError, match="HF_HUB_OFFLINE is set"):
+        fnhub.push_template(built.template, "alice/x")
+
+
+def test_loading_faults(hub, built, tmp_path):
+    cache = str(tmp_path / "cache")
+    with pytest.raises(FnwebError, match="No repo alice/missing on the Hub, or it is private"):
+        fnhub.load_template_from_hub("alice/missing", cache_dir=cache)
+    hub.put_files("alice/not-fnweb", {"README.md": b"# hello\n"})
+    with pytest.raises(FnwebError, match="has no global_templates.json .*not an fnweb template"):
+        fnhub.load_template_from_hub("alice/not-fnweb", cache_dir=cache)
+    hub.put_files("alice/broken", {TEMPLATE_FILENAME: b'{"name": "x"}'})
+    with pytest.raises(FnwebError, match="not an fnweb template: expected keys 'layout' and 'templates'"):
+        fnhub.load_template_from_hub("alice/broken", cache_dir=cache)
+    fnhub.push_template(built.template, "alice/versions")
+    with pytest.raises(FnwebError, match="has no such revision"):
+        fnhub.load_template_from_hub("alice/versions", revision="v9", cache_dir=cache)
+    first = hub.repos["alice/versions"].commits[-1][0]
+    assert fnhub.load_template_from_hub("alice/versions", revision=first, cache_dir=cache).to_json() == \
+        built.template.to_json()
+
+
+def test_a_private_repo_loads_only_with_its_owner_token(hub, built, tmp_path, monkeypatch):
+    fnhub.push_template(built.template, "alice/secret", private=True)
+    assert fnhub.load_template_from_hub("alice/secret", cache_dir=str(tmp_path / "a")).components
+    monkeypatch.setenv("HF_TOKEN", READER)
+    with pytest.raises(FnwebError, match="No repo alice/secret on the Hub, or it is private"):
+        fnhub.load_template_from_hub("alice/secret", cache_dir=str(tmp_path / "b"))
+
+
+def test_default_repo_names_are_valid():
+    from huggingface_hub.utils import validate_repo_id
+
+    assert fnhub.default_repo_name(EMBEDDED_ID, ["builtin:factual", "data/my set.jsonl", "org/hub-ds"]) == \
+        "SmolLM2-135M-Instruct-fnweb-factual-my-set-hub-ds"
+    assert fnhub.default_repo_name("org/m", ["builtin:code"], kind="run") == "m-fnweb-code-lora"
+    validate_repo_id(fnhub.default_repo_name("x" * 90, ["a--b", "c..d"] * 10))
