@@ -1,0 +1,120 @@
+"""``fnexperiment``: lesion and preserve a template's networks against matched random controls.
+
+    fnexperiment MODEL TEMPLATE HELDOUT [HELDOUT ...] [options]
+
+MODEL is a Hub id, a local folder or ``embedded``; TEMPLATE a template file (or its
+folder); HELDOUT a Hub dataset, a .json/.jsonl/.csv/.parquet file or ``builtin:NAME``.
+Writes ``experiment.json``, ``experiment_components.csv``, ``experiment_curve.csv``
+and the two figures as HTML to the output folder; prints the table and a reading.
+Ctrl-C stops the run and writes the partial result, marked partial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+
+from ..experiment_plots import write_figures
+from ..experiments import IN_PROGRESS, STOPPED, ExperimentConfig, experiment_stream
+from ..masks import component_ids_from_text
+from ..models import DTYPES, EMBEDDED_ID, ModelRequest, load_model
+from ..prompts import FORMATS, PromptSource, builtin_sets
+from ..templates import Template
+from . import run_cli
+from .buildtemplates import _printer
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fnexperiment",
+        description="Does a network matter? Lesion each component and keep the top ones, against random "
+                    "neurons of the same per-layer sizes, on held-out prompts.",
+        epilog=f"Built-in prompt sets: {', '.join('builtin:' + s for s in builtin_sets())}.",
+    )
+    p.add_argument("model", help="Hub id, local folder, or 'embedded'")
+    p.add_argument("template", help="template file (global_templates.json) or its folder")
+    p.add_argument("heldout", nargs="+", help="held-out prompt sets: Hub datasets, local files, or builtin:NAME")
+    p.add_argument("--samples_per_dataset", type=int, default=20, help="held-out prompts per set, 0 = all (20)")
+    p.add_argument("--draws", type=int, default=5, help="random-control draws per condition (5)")
+    p.add_argument("--seed", type=int, default=0, help="held-out sampling and random draws (0)")
+    p.add_argument("--output", default="./experiment/", help="output folder (./experiment/)")
+    p.add_argument("--components", default=None, help="components to test, e.g. '0,3,5' (all)")
+    p.add_argument("--max_tokens", type=int, default=128, help="tokens per prompt + response (128)")
+    p.add_argument("--score", choices=["response", "all"], default="response",
+                   help="score the response's tokens (default) or every next token")
+    p.add_argument("--keep_overlap", action="store_true",
+                   help="keep held-out prompts the template was built from (warns how many)")
+    p.add_argument("--no_curve", action="store_true", help="skip the preservation curve")
+    p.add_argument("--mcq", nargs="?", const="builtin:mcq", default=None,
+                   help="also measure multiple-choice accuracy (builtin:mcq, or a file with question/choices/answer)")
+    p.add_argument("--mcq_items", type=int, default=0, help="multiple-choice items, 0 = all (0)")
+    p.add_argument("--template_format", choices=list(FORMATS), default="auto", help="prompt format (auto)")
+    p.add_argument("--batch_tokens", type=int, default=4096, help="rows x tokens per forward pass (4096)")
+    p.add_argument("--no_figures", action="store_true", help="skip the HTML figures")
+    p.add_argument("--dataset_config", default=None, help="Hub dataset configuration")
+    p.add_argument("--dataset_split", default="train", help="Hub dataset split (train)")
+    p.add_argument("--torch_dtype", choices=list(DTYPES), default="auto", help="model dtype")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps, or multi")
+    p.add_argument("--revision", default=None, help="model revision")
+    p.add_argument("--trust_remote_code", action="store_true", help="run code from the model repo")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def config_from(args) -> ExperimentConfig:
+    return ExperimentConfig(
+        sources=[PromptSource(n, args.dataset_config, args.dataset_split) for n in args.heldout],
+        samples_per_dataset=args.samples_per_dataset, draws=args.draws, seed=args.seed,
+        max_tokens=args.max_tokens, score=args.score,
+        components=component_ids_from_text(args.components) if args.components else None,
+        exclude_template_prompts=not args.keep_overlap, curve=not args.no_curve,
+        mcq=PromptSource(args.mcq) if args.mcq else None, mcq_items=args.mcq_items,
+        prompt_format=args.template_format, batch_tokens=args.batch_tokens,
+    )
+
+
+def _run(lm, template, config, progress):
+    """The last result; Ctrl-C ends the run and keeps what was measured (marked partial)."""
+    result = None
+    try:
+        for result in experiment_stream(lm, template, config, progress):
+            pass
+    except KeyboardInterrupt:
+        if result is None:
+            raise
+        print("  stopped: writing the result so far, marked partial", file=sys.stderr)
+        result = replace(result, partial_note=result.partial_note.replace(IN_PROGRESS, STOPPED, 1))
+    return result
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+
+    def body() -> int:
+        config = config_from(args)
+        config.validate()
+        template = Template.load(args.template)
+        model_id = EMBEDDED_ID if args.model in ("embedded", EMBEDDED_ID) else args.model
+        lm = load_model(ModelRequest(model_id, args.torch_dtype, args.device, "none", args.revision,
+                                     args.trust_remote_code))
+        result = _run(lm, template, config, _printer(args.quiet))
+        paths = result.save(args.output)
+        if not args.no_figures:
+            paths.update(write_figures(result, args.output))
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(result.table_text())
+        print()
+        print(result.reading())
+        print()
+        for name, path in paths.items():
+            if name != "plotly.js":
+                print(f"{name}: {path}")
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Plotly figures of an experiment result: lesion bars and the preservation curve.
+
+- ``lesion_figure``: per component (and the union), the change in cross-entropy (or
+  the KL) when it is lesioned, beside random neurons of the same per-layer sizes
+  (mean over draws, error bars one standard deviation), with the ratio over each pair.
+- ``preservation_figure``: cross-entropy (or KL) against the share of neurons kept,
+  for the top-m components and for random keeps of the same sizes, with the unchanged
+  model as a dashed line.
+
+A partial result says so in the title. This module knows nothing about the web app
+or models; it reads only an ``ExperimentResult``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+from .errors import FnwebError
+from .experiment_results import ExperimentResult
+from .templates import write_atomic
+
+METRICS = {"ce": "cross-entropy (nats/token)", "kl": "KL from the unchanged model (nats/token)"}
+NETWORK, RANDOM, BASE = "#d62728", "#7f7f7f", "#1f77b4"
+_FONT = dict(family="Inter, system-ui, sans-serif", size=13)
+
+
+def _check(metric: str) -> None:
+    if metric not in METRICS:
+        raise FnwebError(f"Unknown metric '{metric}'; choose ce or kl.")
+
+
+def _layout(fig: go.Figure, title: str, result: ExperimentResult, x_title: str, y_title: str) -> go.Figure:
+    suffix = " (partial)" if result.partial else ""
+    fig.update_layout(
+        title=dict(text=title + suffix, x=0.01, xanchor="left", font=dict(size=16)),
+        font=_FONT, height=440, margin=dict(l=70, r=20, t=60, b=60), template="plotly_white",
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        xaxis_title=x_title, yaxis_title=y_title,
+    )
+    return fig
+
+
+def _pct(share: float) -> str:
+    return f"{100 * share:.1f} %" if share >= 0.001 else f"{100 * share:.2f} %"
+
+
+def lesion_figure(result: ExperimentResult, metric: str = "ce") -> go.Figure:
+    """Bars: each component lesioned against its random control (error bars: spread over draws)."""
+    _check(metric)
+    rows = result.rows + ([result.union] if result.union else [])
+    labels = [f"{'all' if r.component == 'union' else 'c' + r.component}<br>{_pct(r.share)}" for r in rows]
+    value = [r.dce if metric == "ce" else r.kl for r in rows]
+    control = [r.random_dce_mean if metric == "ce" else r.random_kl_mean for r in rows]
+    spread = [r.random_dce_std if metric == "ce" else r.random_kl_std for r in rows]
+    ratios = [r.dce_ratio if metric == "ce" else r.kl_ratio for r in rows]
+    draws = result.settings.get("draws", "")
+    fig = go.Figure([
+        go.Bar(name="network lesioned", x=labels, y=value, marker_color=NETWORK,
+               text=["" if q is None else f"{q:.1f}x" for q in ratios], textposition="outside",
+               hovertemplate="%{x}: %{y:.4f}<extra>network lesioned</extra>"),
+        go.Bar(name=f"random neurons, same per-layer sizes ({draws} draws)", x=labels, y=control,
+               marker_color=RANDOM, error_y=dict(type="data", array=spread, visible=True),
+               hovertemplate="%{x}: %{y:.4f}<extra>random control</extra>"),
+    ])
+    fig.update_layout(barmode="group")
+    what = "Δ " + METRICS["ce"] if metric == "ce" else METRICS["kl"]
+    return _layout(fig, "Lesion effect per component against random controls", result,
+                   "component (share of neurons)", what)
+
+
+def preservation_figure(result: ExperimentResult, metric: str = "ce") -> go.Figure:
+    """Lines: keeping the top-m components against keeping random neurons of the same sizes."""
+    _check(metric)
+    points = result.curve
+    x = [100 * p.share_kept for p in points]
+    hover = [f"top {p.m}: components {', '.join(map(str, p.ids))}" for p in points]
+    fig = go.Figure([
+        go.Scatter(name="top-m networks kept", x=x, y=[p.ce if metric == "ce" else p.kl for p in points],
+                   mode="lines+markers+text", text=[str(p.m) for p in points], textposition="top center",
+                   marker=dict(color=NETWORK, size=8), line=dict(color=NETWORK), hovertext=hover,
+                   hovertemplate="%{hovertext}<br>%{x:.2f} % kept: %{y:.4f}<extra></extra>"),
+        go.Scatter(name="random neurons kept, same sizes", x=x,
+                   y=[p.random_ce_mean if metric == "ce" else p.random_kl_mean for p in points],
+                   error_y=dict(type="data", visible=True,
+                                array=[p.random_ce_std if metric == "ce" else p.random_kl_std for p in points]),
+                   mode="lines+markers", marker=dict(color=RANDOM, size=7), line=dict(color=RANDOM, dash="dot"),
+                   hovertemplate="%{x:.2f} % kept: %{y:.4f}<extra>random</extra>"),
+    ])
+    if points:
+        level = result.baseline_ce if metric == "ce" else 0.0
+        fig.add_hline(y=level, line=dict(color=BASE, dash="dash"),
+                      annotation_text="unchanged model", annotation_position="bottom right")
+    return _layout(fig, "Preservation curve: keep the top-m networks, zero the rest", result,
+                   "neurons kept (% of the site's channels)", METRICS[metric])
+
+
+def write_figures(result: ExperimentResult, folder: str | Path, stem: str = "experiment") -> dict[str, Path]:
+    """Both figures as HTML beside one shared plotly.min.js (works offline), written atomically."""
+    from plotly.offline import get_plotlyjs
+
+    folder = Path(folder)
+    paths = {"plotly.js": write_atomic(folder / "plotly.min.js", get_plotlyjs())}
+    for name, fig in (("lesion", lesion_figure(result)), ("preservation", preservation_figure(result))):
+        html = fig.to_html(include_plotlyjs="directory", full_html=True)
+        paths[name] = write_atomic(folder / f"{stem}_{name}.html", html)
+    return paths

@@ -1,0 +1,227 @@
+"""Experiments: a planted important neuron group is found and beats its random control.
+
+The tiny Llama here has one group of neurons (component 0) whose down-projection
+columns are scaled up 30x, and a sharpened, untied LM head, so the group dominates the
+output; component 1 is an ordinary group of the same size. The checks recompute the
+engine's numbers one prompt at a time with the ``masked`` context (no stacking), so
+the batched arithmetic is tested against a plain forward pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tiny
+from fnweb.errors import FnwebError
+from fnweb.experiment_plots import lesion_figure, preservation_figure, write_figures
+from fnweb.experiment_results import ExperimentResult, beats_random
+from fnweb.experiments import (
+    STOPPED, ExperimentConfig, experiment_stream, heldout_pairs, run_experiment, template_prompts,
+)
+from fnweb.masks import MaskSpec, masked
+from fnweb.models import LoadedModel, ModelRequest
+from fnweb.progress import StopFlag
+from fnweb.prompts import PromptSource, encode_prompt_and_response
+from fnweb.templates import Template, TemplateMeta
+
+PLANTED = list(range(6))  # neurons 0..5 of every layer
+ORDINARY = list(range(40, 46))
+LAYERS = [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def planted_lm(tokenizer) -> LoadedModel:
+    model = tiny.make_model("llama", seed=0)
+    with torch.no_grad():
+        for block in model.model.layers:
+            block.mlp.down_proj.weight[:, PLANTED] *= 30.0
+        # An untied, sharper head: logits of a random model are otherwise nearly uniform.
+        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone() * 20.0)
+    return LoadedModel(model, tokenizer, ModelRequest(model_id="tiny-llama"))
+
+
+def make_template(width: int = tiny.INTERMEDIATE, samples: int = 5) -> Template:
+    meta = TemplateMeta(
+        model_id="tiny-llama", site="neurons", n_layers=3, width=width, k=2, threshold="percentile",
+        threshold_value=98.0, datasets=[{"name": "builtin:factual", "config": None, "split": "train", "samples": samples}],
+        samples_per_dataset=samples, seed=0,
+    )
+    return Template(LAYERS, width, {0: {l: PLANTED for l in LAYERS}, 1: {l: ORDINARY for l in LAYERS}}, meta=meta)
+
+
+def make_config(**overrides) -> ExperimentConfig:
+    values = dict(sources=[PromptSource("builtin:arithmetic"), PromptSource("builtin:factual")],
+                  samples_per_dataset=3, draws=3, max_tokens=40)
+    values.update(overrides)
+    return ExperimentConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def result(planted_lm) -> ExperimentResult:
+    return run_experiment(planted_lm, make_template(), make_config())
+
+
+def direct_ce(lm, template, config, spec) -> float:
+    """Token-weighted response cross-entropy, one prompt at a time, under ``masked``."""
+    pairs, _ = heldout_pairs(config, template_prompts(template)[0])
+    total, count = 0.0, 0
+    for pair in pairs:
+        prompt, response = encode_prompt_and_response(lm.tokenizer, pair)
+        ids = (prompt + response)[: config.max_tokens]
+        with torch.inference_mode(), masked(lm.model, template, spec, lm.model_id):
+            logits = lm.model(input_ids=torch.tensor([ids])).logits[0]
+        targets = torch.tensor(ids[len(prompt):])
+        total += float(F.cross_entropy(logits[len(prompt) - 1 : -1].float(), targets, reduction="sum"))
+        count += len(targets)
+    return total / count
+
+
+def test_planted_group_is_found_and_beats_its_random_control(result):
+    planted, ordinary = result.rows
+    assert planted.component == "0" and planted.neurons == 18 and planted.share == pytest.approx(18 / 192)
+    assert planted.dce > 0.5  # the planted group matters...
+    assert planted.dce > planted.random_dce_mean + 5 * planted.random_dce_std  # ...far beyond random neurons
+    assert planted.dce_ratio is None or planted.dce_ratio > 20
+    assert planted.kl_ratio > 20 and beats_random(planted)
+    assert planted.dce > 10 * abs(ordinary.dce)
+    assert result.union.ids == [0, 1] and result.union.neurons == 36
+    assert not result.partial and result.prompts == 6 and planted.prompts == 6
+
+
+def test_numbers_match_a_plain_forward_pass(planted_lm, result):
+    template, config = make_template(), make_config()
+    base = direct_ce(planted_lm, template, config, None)
+    assert result.baseline_ce == pytest.approx(base, abs=1e-4)
+    lesioned = direct_ce(planted_lm, template, config, MaskSpec((0,), "lesion"))
+    assert result.rows[0].ce == pytest.approx(lesioned, abs=1e-4)
+    assert result.rows[0].dce == pytest.approx(lesioned - base, abs=1e-4)
+    draws = [direct_ce(planted_lm, template, config, MaskSpec((0,), "lesion", random_seed=d)) - base for d in range(3)]
+    mean = sum(draws) / 3
+    assert result.rows[0].random_dce_mean == pytest.approx(mean, abs=1e-4)
+    assert result.rows[0].random_dce_std == pytest.approx(torch.tensor(draws).std().item(), abs=1e-4)
+    kept = direct_ce(planted_lm, template, config, MaskSpec((0,), "preserve"))
+    assert result.curve[0].ce == pytest.approx(kept, abs=1e-4)
+
+
+def test_preservation_curve(result):
+    assert [p.m for p in result.curve] == [1, 2]
+    assert result.curve[0].ids == [0]  # ordered by lesion effect: the planted group first
+    shares = [p.share_kept for p in result.curve]
+    assert shares == sorted(shares) and shares[0] == pytest.approx(18 / 192)
+    kls = [p.kl for p in result.curve]
+    assert kls == sorted(kls, reverse=True)  # keeping more stays closer to the unchanged model
+    first = result.curve[0]
+    assert first.ce < first.random_ce_mean - 3 * first.random_ce_std
+    assert first.kl < 0.1 * first.random_kl_mean
+
+
+def test_files_round_trip(result, tmp_path):
+    paths = result.save(tmp_path)
+    assert ExperimentResult.load(paths["json"]) == result
+    rows = list(csv.DictReader(io.StringIO(paths["components"].read_text())))
+    assert [r["component"] for r in rows] == ["0", "1", "union"]
+    assert float(rows[0]["dce"]) == pytest.approx(result.rows[0].dce)
+    assert float(rows[0]["random_dce_std"]) == pytest.approx(result.rows[0].random_dce_std)
+    curve = list(csv.DictReader(io.StringIO(paths["curve"].read_text())))
+    assert [int(p["m"]) for p in curve] == [1, 2] and curve[1]["ids"] == "0 1"
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
+    figures = write_figures(result, tmp_path)
+    assert 'src="plotly.min.js"' in figures["lesion"].read_text()
+    assert figures["plotly.js"].stat().st_size > 100_000
+
+
+def test_reading_and_figures(result):
+    text = result.reading()
+    assert "lesioning component 0 (9.4 % of neurons)" in text and "random neurons" in text
+    assert "PARTIAL" not in text
+    bars = lesion_figure(result)
+    assert [len(t.x) for t in bars.data] == [3, 3]
+    assert list(bars.data[1].error_y.array) == pytest.approx([r.random_dce_std for r in result.rows + [result.union]])
+    curve = preservation_figure(result, "kl")
+    assert list(curve.data[0].y) == pytest.approx([p.kl for p in result.curve])
+    with pytest.raises(FnwebError, match="Unknown metric"):
+        lesion_figure(result, "f1")
+
+
+def test_overlap_is_left_out_or_counted():
+    template = make_template(samples=5)
+    used, notes = template_prompts(template)
+    assert len(used) == 5 and not notes
+    keep = make_config(sources=[PromptSource("builtin:factual")], samples_per_dataset=10,
+                       exclude_template_prompts=False)
+    pairs, warnings = heldout_pairs(keep, used)
+    assert len(pairs) == 10 and "5 of 10 held-out prompts (50 %)" in warnings[0]
+    pairs, notes = heldout_pairs(make_config(sources=[PromptSource("builtin:factual")], samples_per_dataset=10), used)
+    assert len(pairs) == 10 and not any(" ".join(p.prompt.split()) in used for p in pairs)
+    assert "5 of its 94 prompts were used to build the template" in notes[0]
+
+
+def test_template_without_datasets_warns():
+    template = make_template()
+    template.meta = None
+    used, notes = template_prompts(template)
+    assert used is None and "cannot be checked" in notes[0]
+
+
+def test_too_few_prompts_for_the_draws(planted_lm):
+    config = make_config(sources=[PromptSource("builtin:arithmetic")], samples_per_dataset=3, draws=5)
+    with pytest.raises(FnwebError, match="3 usable prompts; 5 random draws need at least 5"):
+        run_experiment(planted_lm, make_template(), config)
+    short = make_config(sources=[PromptSource("builtin:arithmetic")], samples_per_dataset=4, max_tokens=30)
+    with pytest.raises(FnwebError, match=r"no tokens left to score within max tokens \(30\)"):
+        run_experiment(planted_lm, make_template(), short)
+    with pytest.raises(FnwebError, match="Random draws"):
+        run_experiment(planted_lm, make_template(), make_config(draws=0))
+
+
+def test_template_for_another_model(planted_lm):
+    with pytest.raises(FnwebError, match="made for another model"):
+        run_experiment(planted_lm, make_template(width=128), make_config())
+
+
+def test_stop_mid_run_gives_a_partial_result(planted_lm):
+    stop = StopFlag()
+
+    def progress(event):
+        if event.phase == "measuring" and event.done >= 4:
+            stop.set()
+
+    snapshots = list(experiment_stream(planted_lm, make_template(), make_config(), progress, stop))
+    last = snapshots[-1]
+    assert last.partial and last.partial_note.startswith(STOPPED)
+    assert 0 < last.rows[0].prompts < 6 and last.curve == []
+    assert "PARTIAL RESULT" in last.reading()
+    assert ExperimentResult.from_json(last.to_json()).partial
+
+
+def test_multiple_choice_accuracy(planted_lm):
+    config = make_config(draws=1, curve=False, mcq=PromptSource("builtin:mcq"), mcq_items=4)
+    result = run_experiment(planted_lm, make_template(), config)
+    assert result.mcq_items == 4 and result.baseline_acc in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert result.rows[0].acc in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert result.union.random_acc_mean is not None
+    with pytest.raises(FnwebError, match="not a multiple-choice set"):
+        run_experiment(planted_lm, make_template(), make_config(mcq=PromptSource("builtin:factual")))
+
+
+def test_cli_writes_the_files(tiny_model_dir, tmp_path, capsys):
+    from fnweb.cli.experiment import main
+
+    template_path = make_template().save(tmp_path / "t.json")
+    out = tmp_path / "out"
+    code = main([str(tiny_model_dir), str(template_path), "builtin:arithmetic", "--samples_per_dataset", "4",
+                 "--draws", "2", "--max_tokens", "48", "--output", str(out), "--quiet"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "Baseline cross-entropy" in printed.out and "lesioning component" in printed.out
+    for name in ("experiment.json", "experiment_components.csv", "experiment_curve.csv",
+                 "experiment_lesion.html", "experiment_preservation.html"):
+        assert (out / name).exists(), name
+    assert ExperimentResult.load(out / "experiment.json").settings["draws"] == 2
+    code = main([str(tiny_model_dir), str(tmp_path / "missing.json"), "builtin:arithmetic"])
+    assert code == 2 and "Template file not found" in capsys.readouterr().err
