@@ -303,7 +303,7 @@ def _read_json(path: Path, what: str):
 
 def mask_from_dict(data: Optional[dict], source: str = "mask.json") -> Optional[MaskSpec]:
     """A ``MaskSpec`` from its JSON form (its fields); None for no mask (null or mode 'none')."""
-    if data is None or (isinstance(data, dict) and data.get("mode") == "none"):
+    if data is None or (isinstance(data, dict) and "none" in (data.get("mode"), data.get("mask_mode"))):
         return None
     if not isinstance(data, dict) or "components" not in data:
         raise FnwebError(
@@ -335,6 +335,7 @@ def read_run(run_dir: str | os.PathLike, what: str = "The run folder") -> RunFil
             f"{what} {folder} lacks {', '.join(missing)}: it is not a complete fnweb fine-tuning run "
             "(expected the adapter, template.json, mask.json and train_config.json)."
         )
+    _check_not_running(folder, what)
     adapter = _read_json(folder / "adapter_config.json", what)
     if not isinstance(adapter, dict) or "peft_type" not in adapter:
         raise FnwebError(f"{what}: adapter_config.json is not a PEFT adapter config (no peft_type).")
@@ -346,6 +347,16 @@ def read_run(run_dir: str | os.PathLike, what: str = "The run folder") -> RunFil
     train = _read_json(folder / "train_config.json", what)
     return RunFiles(folder, template, mask, mask_dict, adapter, train if isinstance(train, dict) else {},
                     summary if isinstance(summary, dict) else {})
+
+
+def _check_not_running(folder: Path, what: str) -> None:
+    """A run still training has no final adapter yet: refuse to push or load it."""
+    if not (folder / "state.json").exists():
+        return
+    from .finetune.runs import read_state  # the run folders' own reading (a dead process is not running)
+
+    if read_state(folder).get("state") == "running":
+        raise FnwebError(f"{what} {folder} is still training: push it once it has finished or been stopped.")
 
 
 # ---- loading ----

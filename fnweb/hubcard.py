@@ -187,7 +187,6 @@ def run_fields(adapter_config: dict, train_config: dict, mask: Optional[dict], t
     """The ``fnweb`` block of a run card."""
     fields = {
         "kind": "run", "fnweb_version": __version__,
-        "base_model_id": adapter_config.get("base_model_name_or_path") or None,
         "mask": mask, "template_components": len(template.components) if template else None,
         "template_site": template.site if template else None,
         "summary": {r[0]: r[1] for r in _figures(summary)},
@@ -206,9 +205,10 @@ def run_card(repo_id: str, adapter_config: dict, train_config: dict, mask: Optio
     """README.md for a run repo. An existing card keeps its text; its metadata is refreshed."""
     from huggingface_hub import ModelCard
 
-    base_id = (adapter_config.get("base_model_name_or_path") or train_config.get("model_id")
-               or (template.meta.model_id if template and template.meta else None))
-    base = hub_model_id(base_id)
+    candidates = [adapter_config.get("base_model_name_or_path"), train_config.get("model_id"),
+                  template.meta.model_id if template and template.meta else None]
+    base = next((hub_model_id(c) for c in candidates if hub_model_id(c)), None)  # the first that is a Hub id
+    base_id = base or next((c for c in candidates if c), None)
     metadata = {
         "base_model": base, "library_name": "peft", "datasets": hub_datasets(_train_datasets(train_config)),
         "fnweb": run_fields(adapter_config, train_config, mask, template, summary),
@@ -219,8 +219,8 @@ def run_card(repo_id: str, adapter_config: dict, train_config: dict, mask: Optio
         data.update({k: v for k, v in metadata.items() if v not in (None, [], {})})
         data["tags"] = list(dict.fromkeys(list(data.get("tags") or []) + RUN_TAGS))
         body = card.text
-        if "fnweb.hub import download_run" not in body:  # say how to load it with its mask
-            body = body.rstrip() + "\n\n## How to load it (with the mask applied)\n\n" + _RUN_USAGE.format(
+        if "fnweb.hub import download_run" not in body:  # say how to load it from the Hub with its mask
+            body = body.rstrip() + "\n\n## Loading it from the Hub (with its mask)\n\n" + _RUN_USAGE.format(
                 repo_id=repo_id, base=base or base_id)
     else:
         data = {**metadata, "tags": RUN_TAGS}
@@ -246,25 +246,23 @@ def _run_body(repo_id, base, base_id, mask, summary, train_config) -> str:
     settings = [[k, f"`{json.dumps(train_config[k])}`"] for k in TRAIN_FIELDS if train_config.get(k) is not None]
     if settings:
         parts += ["## Training settings\n", _table(["setting", "value"], settings) + "\n"]
-    parts += ["## How to load it (with the mask applied)\n", _RUN_USAGE.format(repo_id=repo_id, base=base or base_id)]
+    parts += ["## Loading it from the Hub (with its mask)\n", _RUN_USAGE.format(repo_id=repo_id, base=base or base_id)]
     return "\n".join(parts)
 
 
 _RUN_USAGE = '''```python
-from peft import PeftModel
-from transformers import AutoModelForCausalLM
 from fnweb.hub import download_run
-from fnweb.masks import masked
+from fnweb.finetune import load_run
 
-run = download_run("{repo_id}")  # adapter, template.json, mask.json, configs; validated
-base = AutoModelForCausalLM.from_pretrained("{base}")
-model = PeftModel.from_pretrained(base, run.folder)
-with masked(model, run.template, run.mask):  # the mask the adapter was trained with
+files = download_run("{repo_id}")  # adapter, template.json, mask.json, configs: checked like a local run
+run = load_run(files.folder)  # the adapter on a private copy of its base model
+with run.masked():  # the mask it was trained with
     ...
 ```
 
-The adapter alone also loads with `PeftModel.from_pretrained(base, "{repo_id}")`; it was trained
-with the mask on, so apply `mask.json` with `template.json` to reproduce the results.
+Without fnweb's fine-tuning module: `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base}"),
+files.folder)`, then `with fnweb.masks.masked(model, files.template, files.mask): ...`. The adapter was
+trained with the mask on: loaded without it, it is a different model.
 '''
 
 

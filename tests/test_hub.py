@@ -205,6 +205,51 @@ def test_pushed_run_arrives_byte_exact_and_loads_with_its_mask(hub, run_dir, tmp
     assert not torch.allclose(adapted, adapted_masked)  # and so is the mask
 
 
+def test_a_run_made_by_fnweb_finetune_round_trips_and_reloads_with_its_mask(hub, tiny_lm, tmp_path):
+    """The fine-tuning engine's own run folder: pushed, downloaded, and re-loaded by load_run."""
+    from huggingface_hub import ModelCard
+
+    from fnweb.finetune import finetune, load_run
+    from ftkit import save_planted, small_config
+
+    planted = save_planted(tiny_lm.model, tmp_path)
+    result = finetune(small_config(tmp_path / "ft", mask_mode="lesion", template_path=planted, component_ids=[2],
+                                   max_steps=2), tiny_lm)
+    local_readme = (result.folder / "README.md").read_text()
+    fnhub.push_run(result.folder, "alice/ft-run")
+    for path in result.folder.iterdir():
+        if path.name != "README.md":
+            assert hub.read("alice/ft-run", path.name) == path.read_bytes(), path.name
+    card = ModelCard(hub.read("alice/ft-run", "README.md").decode())
+    assert card.data.library_name == "peft" and "mask-lesion" in card.data.tags  # their tags kept
+    assert card.text.startswith(ModelCard(local_readme).text.rstrip()[:200])  # their text kept
+    assert "download_run(" in card.text
+
+    files = fnhub.download_run("alice/ft-run", cache_dir=str(tmp_path / "cache"))
+    assert files.mask == MaskSpec(components=(2,), mode="lesion")
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    local, remote = load_run(result.folder, lm=tiny_lm), load_run(files.folder, lm=tiny_lm)
+    with local.masked():
+        expected = _logits(local.model, ids)
+    with remote.masked():
+        got = _logits(remote.model, ids)
+    assert torch.equal(expected, got)
+    assert not torch.equal(got, _logits(remote.model, ids))  # the mask matters
+
+
+def test_a_run_still_training_is_not_pushed(hub, run_dir, tmp_path):
+    import os
+
+    folder = tmp_path / "busy"
+    folder.mkdir()
+    for path in run_dir.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "state.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
+    with pytest.raises(FnwebError, match="is still training"):
+        fnhub.push_run(folder, "alice/busy")
+    assert hub.requests == []
+
+
 def test_run_card_keeps_an_existing_card_text_and_refreshes_its_metadata(hub, run_dir, tmp_path):
     from huggingface_hub import ModelCard
 
