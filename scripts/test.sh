@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Install (idempotent) and run the whole test suite, browser tests included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh --test
+exec ${PYTHON:-python3} -m pytest -q "$@"
