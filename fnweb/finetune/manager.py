@@ -101,11 +101,13 @@ class RunManager:
 
     def info(self, run_id: str) -> RunInfo:
         folder = self.base / run_id
-        if not folder.exists():
-            raise FnwebError(f"No run '{run_id}' in {self.base}.")
-        info = run_info(folder)
         with self._lock:
             active = self._active.get(run_id)
+        if not (folder / "state.json").exists():
+            if active is not None and active.thread.is_alive():  # started; its folder comes next
+                return RunInfo(run_id, folder, "running", "Starting")
+            raise FnwebError(f"No run '{run_id}' in {self.base}.")
+        info = run_info(folder)
         if active is not None and active.error and info.state == "running":
             info.state, info.message = "failed", active.error
         return info

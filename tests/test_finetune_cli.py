@@ -1,0 +1,105 @@
+"""The fnsft command: end to end on a tiny model folder, its flags, its errors, and 4-bit QLoRA."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import tiny
+
+from fnweb.cli.fnsft import config_from_args, main, parser
+from fnweb.errors import FnwebError
+from fnweb.finetune import finetune, load_run
+from fnweb.finetune.lora import check_quantization
+from ftkit import one_thread, small_config  # noqa: F401 (fixture)
+
+
+def args_for(model_dir, out, *extra):
+    return ["--model_name_or_path", str(model_dir), "--dataset_name_or_path", "builtin:sentiment",
+            "--output_dir", str(out), "--max_steps", "4", "--learning_rate", "2e-2", "--lora_r", "4",
+            "--general_samples", "1", "--max_eval_examples", "8", *extra]
+
+
+def test_fnsft_trains_end_to_end_and_prints_learning_and_forgetting(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(args_for(tiny_model_dir, out, "--mask_mode", "preserve", "--ica_components", "3",
+                         "--ica_percentile", "90", "--ica_component_ids", "[0, 2]", "--restrict_updates",
+                         "--eval_steps", "2"))
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "step 1/4" in printed and "eval loss" in printed and "Finished 4 steps" in printed
+    assert "Task loss, validation split" in printed and "KL from the base model" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mask_mode"] == "preserve" and summary["restrict_updates"]
+    assert summary["learning"]["task_loss_after"] < summary["learning"]["task_loss_before"]
+    mask = json.loads((out / "mask.json").read_text())
+    assert mask["components"] == [0, 2] and mask["mode"] == "preserve"
+    run = load_run(out)  # loads the base from the recorded folder, with the mask
+    assert run.plan.masks and run.config.model_id == str(tiny_model_dir)
+
+    again = main(args_for(tiny_model_dir, out))
+    assert again == 2 and "already exists" in capsys.readouterr().err
+
+
+def test_flag_defaults_and_forms():
+    args = parser().parse_args(["--dataset_name_or_path", "builtin:code", "--output_dir", "o"])
+    config = config_from_args(args)
+    assert config.quantization == "none"  # both quantization flags default off (the original's fault 5)
+    assert config.mask_mode == "none" and config.component_ids == [0] and config.num_epochs == 3
+    for flags, expected in ((["--use_8bit", "--no-use_8bit"], "none"), (["--use_4bit"], "4bit"),
+                            (["--use_8bit"], "8bit")):
+        args = parser().parse_args(["--dataset_name_or_path", "d", "--output_dir", "o", *flags])
+        assert config_from_args(args).quantization == expected
+    args = parser().parse_args(["--dataset_name_or_path", "d", "--output_dir", "o", "--ica_component_ids", "[0, 3]",
+                                "--lora_target_modules", "q_proj,v_proj", "down_proj", "--model_name_or_path",
+                                "embedded"])
+    config = config_from_args(args)
+    assert config.component_ids == [0, 3] and config.lora_targets == ["q_proj", "v_proj", "down_proj"]
+    assert config.model_id.startswith("embedded:")
+    args = parser().parse_args(["--dataset_name_or_path", "d", "--output_dir", "o", "--use_4bit", "--use_8bit"])
+    with pytest.raises(FnwebError, match="one of --use_4bit and --use_8bit"):
+        config_from_args(args)
+
+
+def test_fnsft_reports_bad_input_on_one_line(tiny_model_dir, tmp_path, capsys):
+    assert main(args_for(tiny_model_dir, tmp_path / "run", "--learning_rate", "0")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Learning rate") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_fnsft_is_a_console_entry_point():
+    done = subprocess.run([sys.executable, "-m", "fnweb.cli.fnsft", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "--ica_component_ids" in done.stdout and "--no-use_4bit" in done.stdout
+
+
+def wide_tiny_dir(folder):
+    """A tiny Llama 64 wide: bitsandbytes' CPU 4-bit kernels need rows of at least one 64-block."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    tokenizer = tiny.make_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0,
+                         eos_token_id=2, bos_token_id=1, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_qlora_4bit_trains_where_bitsandbytes_runs(tmp_path):
+    try:
+        check_quantization("4bit")
+    except FnwebError as exc:
+        pytest.skip(f"bitsandbytes cannot run 4-bit here, and says so: {exc}")
+    model_dir = wide_tiny_dir(tmp_path / "model")
+    config = small_config(tmp_path / "run", model_id=str(model_dir), quantization="4bit", max_steps=3,
+                          mask_mode="none")
+    result = finetune(config)
+    assert result.state == "finished" and (result.folder / "adapter_model.safetensors").exists()
+    base = result.model.get_base_model()
+    assert "4bit" in type(base.model.layers[0].mlp.down_proj.base_layer).__name__
+    assert result.summary["learning"]["task_loss_after"] < result.summary["learning"]["task_loss_before"]
