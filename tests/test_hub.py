@@ -442,3 +442,53 @@ def test_default_repo_names_are_valid():
         "SmolLM2-135M-Instruct-fnweb-factual-my-set-hub-ds"
     assert fnhub.default_repo_name("org/m", ["builtin:code"], kind="run") == "m-fnweb-code-lora"
     validate_repo_id(fnhub.default_repo_name("x" * 90, ["a--b", "c..d"] * 10))
+
+
+# ---- the buildtemplates CLI ----
+
+def test_buildtemplates_pushes_what_it_saved(hub, tiny_model_dir, tmp_path, capsys):
+    from huggingface_hub import ModelCard
+
+    from fnweb.cli.buildtemplates import main as buildtemplates
+
+    out = tmp_path / "t.json"
+    code = buildtemplates([str(tiny_model_dir), "builtin:factual", "--ica_template_samples_per_ds", "6",
+                           "--max_seq_length", "24", "--ica_components", "2", "--output_file", str(out),
+                           "--quiet", "--push_to_hub", "cli-template", "--hub_private"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "Pushes to alice/cli-template as alice (token from HF_TOKEN)." in printed
+    assert f"Pushed to the Hub: {hub.endpoint}/alice/cli-template" in printed
+    assert hub.read("alice/cli-template", TEMPLATE_FILENAME) == out.read_bytes()
+    assert hub.read("alice/cli-template", HEATMAP_FILENAME).startswith(b"\x89PNG")
+    assert hub.repos["alice/cli-template"].private
+    assert ModelCard(hub.read("alice/cli-template", "README.md").decode()).data.fnweb["k"] == 2
+
+
+def test_buildtemplates_checks_the_repo_id_and_token_before_building(hub, tiny_model_dir, tmp_path, capsys,
+                                                                     monkeypatch):
+    from fnweb.cli.buildtemplates import main as buildtemplates
+
+    out = tmp_path / "t.json"
+    base = [str(tiny_model_dir), "builtin:factual", "--output_file", str(out), "--quiet"]
+    assert buildtemplates(base + ["--push_to_hub", "bad--id"]) == 2
+    assert "not a valid Hub repo id" in capsys.readouterr().err
+    monkeypatch.delenv("HF_TOKEN")
+    assert buildtemplates(base + ["--push_to_hub", "alice/x"]) == 2
+    assert "No Hugging Face token" in capsys.readouterr().err
+    assert not out.exists() and hub.requests == []
+
+
+def test_buildtemplates_keeps_the_template_when_the_push_fails(hub, tiny_model_dir, tmp_path, capsys):
+    from fnweb.cli.buildtemplates import main as buildtemplates
+
+    out = tmp_path / "t.json"
+    hub.fail("POST", r"/commit/", status=503)
+    code = buildtemplates([str(tiny_model_dir), "builtin:factual", "--ica_template_samples_per_ds", "6",
+                           "--max_seq_length", "24", "--ica_components", "2", "--output_file", str(out),
+                           "--quiet", "--push_to_hub", "alice/flaky"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Hub answered an error (503" in err and f"stays saved at {out}" in err
+    assert Template.load(out).components  # the build was kept
+    fnhub.push_template(Template.load(out), "alice/flaky")  # and a retry of the push works
+    assert hub.read("alice/flaky", TEMPLATE_FILENAME) == out.read_bytes()

@@ -5,7 +5,9 @@
 
 MODEL is a Hub id, a local folder or ``embedded`` (the shipped SmolLM2-135M-Instruct);
 DATASET is a Hub dataset name, a .json/.jsonl/.csv/.parquet file or ``builtin:NAME``.
-Prints the template path and the coverage summary.
+Prints the template path and the coverage summary. With ``--push_to_hub REPO`` the
+saved template is then pushed to the Hugging Face Hub (token from HF_TOKEN or the
+saved login, ``hf auth login``; never a flag) and the repo URL is printed.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import argparse
 import sys
 import time
 
+from .. import hub
 from ..build import BuildConfig, build_template, default_output_path
 from ..capture import STORAGE_DTYPES
 from ..errors import FnwebError
+from ..hubcard import coverage_png
 from ..models import DTYPES, EMBEDDED_ID, ModelRequest, load_model
 from ..progress import Progress
 from ..prompts import FORMATS, PromptSource, builtin_sets
@@ -59,6 +63,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", default=None, help="model revision")
     p.add_argument("--trust_remote_code", action="store_true", help="run code from the model repo")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    sharing = p.add_argument_group("sharing (token from HF_TOKEN or `hf auth login`)")
+    sharing.add_argument("--push_to_hub", metavar="REPO", help="after saving, push the template to this Hub repo "
+                         "('name' goes to your account, or 'namespace/name')")
+    sharing.add_argument("--hub_private", action="store_true", help="create the Hub repo as private")
+    sharing.add_argument("--hub_overwrite", action="store_true",
+                         help="push even if the repo holds files fnweb did not write (its other files are kept)")
     return p
 
 
@@ -89,6 +99,18 @@ def _printer(quiet: bool):
     return show
 
 
+def _push(template, path, args) -> None:
+    """Push the saved template; on failure say that the local file is kept."""
+    try:
+        print(f"\n{hub.describe_target(args.push_to_hub)}", flush=True)
+        url = hub.push_template(template, args.push_to_hub, private=args.hub_private,
+                                heatmap_png=coverage_png(template), overwrite=args.hub_overwrite)
+    except FnwebError as exc:
+        raise FnwebError(f"{exc} The template stays saved at {path}; push it later with "
+                         f"fnweb.hub.push_template(Template.load(path), repo).") from exc
+    print(f"Pushed to the Hub: {url}")
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
 
@@ -104,6 +126,9 @@ def main(argv=None) -> int:
             prompt_format=args.template_format, activation_dtype=args.ica_dtype,
         )
         config.validate()
+        if args.push_to_hub:  # fail before the build, not after it: no network needed for these checks
+            hub.check_repo_id(args.push_to_hub)
+            hub.resolve_token()
         output = args.output_file or default_output_path(args.ica_template_output, model_id, sources)
         quant = "4bit" if args.use_4bit else "8bit" if args.use_8bit else "none"
         lm = load_model(ModelRequest(model_id, args.torch_dtype, args.device, quant, args.revision,
@@ -115,6 +140,8 @@ def main(argv=None) -> int:
               + ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
         print()
         print(result.template.coverage_summary())
+        if args.push_to_hub:
+            _push(result.template, result.path, args)
         return 0
 
     return run_cli(body)
