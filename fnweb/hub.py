@@ -228,13 +228,18 @@ def _push(kind, name, files, card, token, private, message, overwrite) -> str:
     api = _api(token)
     with _hub_errors("pushing to", repo_id, source, who):
         try:
-            present = _files(api, repo_id)
+            info = api.model_info(repo_id)
         except RepositoryNotFoundError:
-            present = None
-        if present is None:
+            info = None
+        if info is None:
             api.create_repo(repo_id, private=private, exist_ok=True)
         else:
-            _check_owner(api, repo_id, present, kind, overwrite, [*files, "README.md"])
+            if private and not info.private:  # never publish what was meant to stay private
+                raise FnwebError(
+                    f"The repo {repo_id} exists and is public, but a private push was asked for. {NO_CHANGE}. "
+                    "Make the repo private on the Hub first, or choose another repo name."
+                )
+            _check_owner(api, repo_id, _names(info), kind, overwrite, [*files, "README.md"])
         operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card(repo_id))]
         operations += [
             CommitOperationAdd(path_in_repo=path, path_or_fileobj=data if isinstance(data, bytes) else str(data))
@@ -369,7 +374,8 @@ def load_template_from_hub(
     token, source = resolve_token(token, required=False)
     api = _api(token)
     with _hub_errors("loading", repo_id, source, action_kind="load"):
-        present = _files(api, repo_id, revision)
+        # The repo's info first: one call, not retried, so a dead network fails fast.
+        present = _names(api.model_info(repo_id, revision=revision))
         filename = next((f for f in (TEMPLATE_FILENAME, "template.json") if f in present), None)
         if filename is None:
             raise FnwebError(
@@ -392,9 +398,9 @@ def download_run(
     return read_run(folder, what=f"The repo {repo_id}{_at(revision)}")
 
 
-def _files(api, repo_id: str, revision: Optional[str] = None) -> list[str]:
-    """The repo's file names, from its info: one call, not retried, so a dead network fails fast."""
-    return [s.rfilename for s in api.model_info(repo_id, revision=revision).siblings or []]
+def _names(info) -> list[str]:
+    """The file names of a repo, from its info."""
+    return [s.rfilename for s in info.siblings or []]
 
 
 def _at(revision: Optional[str]) -> str:

@@ -125,8 +125,9 @@ def template_card(template: Template, repo_id: str, heatmap: Optional[str] = Non
             for r in template.coverage()]
     parts += ["## Coverage\n", _table(["component", "channels", "layers", "share of all channels"], rows) + "\n"]
     if heatmap:
-        parts += [f"![Coverage: rows are components 0..{len(template.components) - 1} from the top, columns are "
-                  f"layers from the left; darker means a larger share of the layer's channels]({heatmap})\n"]
+        ids = template.component_ids or [0]
+        parts += [f"![Coverage: rows are components {ids[0]}..{ids[-1]} from the top, columns are layers from the "
+                  f"left; darker is a larger share of the layer's channels (square-root scale)]({heatmap})\n"]
     base = hub_model_id(meta.model_id) if meta else None
     parts += ["## How to load it\n", _TEMPLATE_USAGE.format(repo_id=repo_id, model=base or model,
                                                              file=TEMPLATE_FILENAME)]
@@ -146,9 +147,8 @@ with masked(lm.model, template, MaskSpec(components=(0,), mode="lesion")):
     ...  # generate or score with component 0 lesioned
 ```
 
-In the app: **Share -> Load from the Hub**, repo id `{repo_id}`. Without fnweb, `{file}` is plain
-JSON: `templates[component][layer]` lists the channel indices (the original `global_templates.json`
-layout, plus an `fnweb` block of settings):
+Without fnweb, `{file}` is plain JSON: `templates[component][layer]` lists the channel
+indices (the original `global_templates.json` layout, plus an `fnweb` block of settings):
 
 ```python
 import json
@@ -276,7 +276,8 @@ def coverage_png(template: Template, cell: Optional[int] = None) -> bytes:
     for i, c in enumerate(comps):
         for layer, channels in template.components[c].items():
             share[i, column[layer]] = len(channels) / template.width
-    scaled = share / share.max() if share.max() > 0 else share
+    # Square root: one dense cell would otherwise wash every other cell out to white.
+    scaled = np.sqrt(share / share.max()) if share.max() > 0 else share
     cell = cell or max(4, min(24, 720 // share.shape[1]))
     light, dark = np.array([247, 251, 255]), np.array([8, 48, 107])  # white to deep blue
     rgb = (light + (dark - light) * scaled[..., None]).round().astype(np.uint8)

@@ -152,6 +152,14 @@ def test_a_bare_repo_name_goes_to_the_account_and_the_target_is_said_first(hub, 
     assert hub.repos["alice/tiny-llama-fnweb-factual-code"].private
 
 
+def test_a_private_push_never_goes_to_a_public_repo(hub, built):
+    fnhub.push_template(built.template, "alice/public")
+    commits = len(hub.repos["alice/public"].commits)
+    with pytest.raises(FnwebError, match="exists and is public, but a private push was asked for"):
+        fnhub.push_template(built.template, "alice/public", private=True, heatmap_png=coverage_png(built.template))
+    assert len(hub.repos["alice/public"].commits) == commits
+
+
 def test_pushing_again_to_an_fnweb_template_repo_updates_it(hub, built):
     fnhub.push_template(built.template, "alice/again")
     commits = len(hub.repos["alice/again"].commits)
@@ -192,7 +200,8 @@ def test_pushed_run_arrives_byte_exact_and_loads_with_its_mask(hub, run_dir, tmp
 
     run = fnhub.download_run("alice/tiny-run", cache_dir=str(tmp_path / "cache"))
     assert run.mask == MaskSpec(components=(0, 2), mode="lesion")
-    assert (run.folder / "adapter_model.safetensors").read_bytes() == (run_dir / "adapter_model.safetensors").read_bytes()
+    adapter = (run_dir / "adapter_model.safetensors").read_bytes()
+    assert (run.folder / "adapter_model.safetensors").read_bytes() == adapter
 
     base = tiny.make_model("llama", seed=1)
     ids = torch.tensor([[3, 14, 15, 92, 65]])
@@ -370,7 +379,8 @@ def test_hub_error_mid_upload_then_a_retry_works(hub, built, run_dir):
     assert hub.listing("alice/run-retry").keys() == {".gitattributes"}
     assert _snapshot(run_dir) == run_before
     fnhub.push_run(run_dir, "alice/run-retry")
-    assert hub.read("alice/run-retry", "adapter_model.safetensors") == (run_dir / "adapter_model.safetensors").read_bytes()
+    adapter = (run_dir / "adapter_model.safetensors").read_bytes()
+    assert hub.read("alice/run-retry", "adapter_model.safetensors") == adapter
 
 
 @pytest.mark.parametrize("bad", ["", "a/b/c", "bad--name", "-start", "alice/name.git", "spaces in/name"])
