@@ -178,7 +178,9 @@ def decompose(
                   random_state=seed, max_iter=max_iter, tol=tol)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        ica.fit(scores)
+        # float64: whitening by 'eigh' in float32 collapses every source onto one when the
+        # scores are ill-conditioned (seen on SmolLM2's MLP outputs: 10 identical components).
+        ica.fit(scores.astype(np.float64))
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     maps = _orient(basis @ ica.mixing_)  # (channels, k)
     variance = (maps**2).sum(0)  # sources have unit variance: this is each one's share of Z's variance
