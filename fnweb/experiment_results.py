@@ -181,16 +181,13 @@ def _pct(share: float) -> str:
     return f"{100 * share:.1f} %" if share >= 0.001 else f"{100 * share:.2f} %"
 
 
-def _times(value: Optional[float]) -> str:
-    return "far more than" if value is None else f"{value:.1f}x as much as"
-
-
 def _lesion_sentence(row: LesionRow, draws: int) -> str:
-    return (
-        f"lesioning component {row.component} ({_pct(row.share)} of neurons) raised cross-entropy by "
-        f"{row.dce:+.3f} nats, {_times(row.dce_ratio)} random neurons of the same per-layer sizes "
-        f"({row.random_dce_mean:+.3f} ± {row.random_dce_std:.3f} over {draws} draws)"
-    )
+    verb = "raised" if row.dce > 0 else "changed"
+    control = f"{row.random_dce_mean:+.3f} ± {row.random_dce_std:.3f} over {draws} draws"
+    head = f"lesioning component {row.component} ({_pct(row.share)} of neurons) {verb} cross-entropy by {row.dce:+.3f} nats"
+    if row.dce_ratio is not None and row.dce > 0:
+        return f"{head}, {row.dce_ratio:.1f}x the change from random neurons of the same per-layer sizes ({control})"
+    return f"{head}, against random neurons of the same per-layer sizes: {control}"
 
 
 def _curve_sentence(result: ExperimentResult) -> str:

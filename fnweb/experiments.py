@@ -266,17 +266,10 @@ def _vocab_size(model) -> int:
     return int(head.weight.shape[0]) if head is not None else int(unwrap(model).config.vocab_size)
 
 
-def _prepare(lm: LoadedModel, template: Template, config: ExperimentConfig, progress: ProgressFn) -> _Run:
-    config.validate()
-    layout = layout_of(lm.model)
-    warnings = [w for w in [template.check_fits(layout, lm.model_id)] if w]
-    site = template.infer_site(layout)
-    ids = template.check_components(config.components) if config.components else template.component_ids
-    if not ids:
-        raise FnwebError("This template has no components to test.")
-    progress(Progress("loading", 0, 1, "", "Reading held-out prompts"))
-    used, notes = template_prompts(template)
-    pairs, overlap_notes = heldout_pairs(config, used)
+def _text_units(lm: LoadedModel, config: ExperimentConfig, used: Optional[set[str]]) -> tuple[list[Unit], list[str]]:
+    """The held-out texts as units, or an error when too few are left for the draws."""
+    pairs, notes = heldout_pairs(config, used)
+    left_out = " after leaving out the template's prompts" if notes and config.exclude_template_prompts else ""
     units = [u for u in (_text_unit(lm.tokenizer, p, config) for p in pairs) if u is not None]
     skipped = ""
     if len(units) < len(pairs):
@@ -285,23 +278,40 @@ def _prepare(lm: LoadedModel, template: Template, config: ExperimentConfig, prog
         notes.append(skipped + ".")
     need = max(MIN_PROMPTS, config.draws)
     if len(units) < need:
-        left_out = " after leaving out the template's prompts" if overlap_notes and config.exclude_template_prompts else ""
         raise FnwebError(
             f"The held-out set has {len(units)} usable prompts{left_out}{' (' + skipped + ')' if skipped else ''}; "
             f"{config.draws} random draws need at least {need} (at least {MIN_PROMPTS}, and no fewer than the "
             "draws). Add prompt sets, raise the prompts per set, or lower the draws."
         )
-    answers: list[int] = []
-    if config.mcq is not None:
-        mcq_units, answers, mcq_notes = _mcq_units(lm.tokenizer, config, used)
-        units, notes = units + mcq_units, notes + mcq_notes
-    n_text = len(units) - sum(u.item >= 0 for u in units)
+    return units, notes
+
+
+def _rows_per_pass(lm: LoadedModel, units: list[Unit], batch_tokens: int) -> int:
+    """Rows per forward pass: within ``batch_tokens`` and the logits' memory budget."""
     longest = max(len(u.ids) for u in units)
     scored = max(len(u.ids) - u.first + 1 for u in units)
-    rows = max(1, min(config.batch_tokens // longest, LOGIT_BYTES // (4 * scored * _vocab_size(lm.model))))
+    return max(1, min(batch_tokens // longest, LOGIT_BYTES // (4 * scored * _vocab_size(lm.model))))
+
+
+def _prepare(lm: LoadedModel, template: Template, config: ExperimentConfig, progress: ProgressFn) -> _Run:
+    config.validate()
+    layout = layout_of(lm.model)
+    warnings = [w for w in [template.check_fits(layout, lm.model_id)] if w]
+    ids = template.check_components(config.components) if config.components else template.component_ids
+    if not ids:
+        raise FnwebError("This template has no components to test.")
+    progress(Progress("loading", 0, 1, "", "Reading held-out prompts"))
+    used, notes = template_prompts(template)
+    units, text_notes = _text_units(lm, config, used)
+    n_text, answers = len(units), []
+    if config.mcq is not None:
+        mcq_units, answers, mcq_notes = _mcq_units(lm.tokenizer, config, used)
+        units, text_notes = units + mcq_units, text_notes + mcq_notes
     n_choices = [sum(1 for u in units if u.item == item) for item in range(len(answers))]
-    return _Run(lm, template, config, site, list(ids), units, n_text, answers, n_choices, rows,
-                layout.n_layers, layout.width(site), warnings + overlap_notes + notes)
+    site = template.infer_site(layout)
+    return _Run(lm, template, config, site, list(ids), units, n_text, answers, n_choices,
+                _rows_per_pass(lm, units, config.batch_tokens), layout.n_layers, layout.width(site),
+                warnings + notes + text_notes)
 
 
 # ---- measuring --------------------------------------------------------------------------
