@@ -122,12 +122,18 @@ def _neuron_weights(layout, model, layer, site):
             "gate_proj": (mlp.gate_proj.weight, 0)}
 
 
-@pytest.mark.parametrize("mode,site", [("preserve", "neurons"), ("lesion", "neurons"), ("preserve", "mlp_output")])
-def test_restricted_updates_leave_every_other_weight_bit_identical(tiny_lm, tmp_path, mode, site):
+@pytest.mark.parametrize("mode,site,mask_activations", [
+    ("preserve", "neurons", True), ("lesion", "neurons", True), ("preserve", "mlp_output", True),
+    ("preserve", "neurons", False),  # updates only: the network alone learns, the model runs unmasked
+])
+def test_restricted_updates_leave_every_other_weight_bit_identical(tiny_lm, tmp_path, mode, site, mask_activations):
     template = save_planted(tiny_lm.model, tmp_path, site)
     config = small_config(tmp_path / "run", mask_mode=mode, template_path=template, component_ids=[2],
-                          restrict_updates=True, weight_decay=0.5, learning_rate=5e-2, mask_layers="0,2")
+                          restrict_updates=True, weight_decay=0.5, learning_rate=5e-2, mask_layers="0,2",
+                          mask_activations=mask_activations)
     result = finetune(config, tiny_lm)
+    assert (result.summary["forgetting"]["kl_before"] == 0) == (not mask_activations)
+    assert json.loads((result.folder / "mask.json").read_text())["mask_activations"] == mask_activations
     assert result.summary["learning"]["task_loss_after"] < result.summary["learning"]["task_loss_before"]
     base = dict(tiny_lm.model.named_parameters())
     layout = layout_of(tiny_lm.model)
@@ -181,7 +187,7 @@ def test_stop_during_the_first_step_saves_an_adapter_that_reproduces_the_model(t
 
     run = load_run(result.folder, tiny_lm)
     with torch.no_grad():
-        with apply_masks(result.model, result.plan.masks, result.plan.site):
+        with apply_masks(result.model, result.plan.hooks, result.plan.site):
             expected = result.model(IDS).logits
         with run.masked():
             got = run.model(IDS).logits

@@ -84,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
     mask.add_argument("--ica_mask_layers", default=None, help="layers to mask, e.g. '0,2:5,8' (all)")
     mask.add_argument("--restrict_updates", action="store_true",
                       help="only the kept neurons' MLP weights may change (everything else stays bit-identical)")
+    mask.add_argument("--mask_activations", action=argparse.BooleanOptionalAction, default=True,
+                      help="apply the mask to activations (on); off with --restrict_updates: "
+                           "the mask only limits which weights change")
 
     evaluation = p.add_argument_group("learning and forgetting")
     evaluation.add_argument("--general_samples", type=int, default=d.general_per_set,
@@ -109,7 +112,8 @@ def config_from_args(args) -> TrainConfig:
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_targets=targets,
         mask_mode=args.mask_mode, control_of=args.random_control_of, template_path=args.ica_template_path,
         component_ids=component_ids_from_text(args.ica_component_ids), mask_layers=args.ica_mask_layers,
-        restrict_updates=args.restrict_updates, ica_components=args.ica_components,
+        restrict_updates=args.restrict_updates, mask_activations=args.mask_activations,
+        ica_components=args.ica_components,
         ica_percentile=args.ica_percentile, site=args.ica_site, max_steps=args.max_steps,
         num_epochs=args.num_train_epochs, learning_rate=args.learning_rate, lr_schedule=args.lr_scheduler_type,
         warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,

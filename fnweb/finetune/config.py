@@ -53,6 +53,7 @@ class TrainConfig:
     mask_layers: Optional[str] = None  # '0,2:5,8' (ranges end-exclusive); None: every layer
     random_seed: Optional[int] = None  # draw of the random control; None: the run's seed
     restrict_updates: bool = False  # only the allowed neurons' MLP weights may change
+    mask_activations: bool = True  # False (with restrict_updates): the mask limits updates, the model runs unmasked
     ica_components: int = 5  # k of a template computed on the fly
     ica_percentile: float = 98.0  # threshold of a template computed on the fly
     ica_samples: int = 100  # training prompts used to compute a template on the fly
@@ -155,6 +156,9 @@ def _check_mask(c: TrainConfig) -> None:
     _choice("site", c.site, SITES)
     if c.restrict_updates and c.mask_mode == "none":
         raise FnwebError("Restricted updates need a mask: choose mask mode lesion, preserve or random.")
+    if not c.mask_activations and not c.restrict_updates and c.mask_mode != "none":
+        raise FnwebError("A mask that neither masks activations nor restricts updates does nothing: "
+                         "turn on restricted updates, or mask activations.")
     if c.mask_mode != "none" and not c.component_ids:
         raise FnwebError("Choose at least one component to mask (e.g. 0 or 0,3).")
     if c.mask_mode != "none" and c.template_path is None:

@@ -99,7 +99,7 @@ def task_loss(model, examples: Sequence[Example], plan: MaskPlan, batch_size: in
     model.eval()
     total, count = 0.0, 0
     try:
-        with apply_masks(model, plan.masks, plan.site):
+        with apply_masks(model, plan.hooks, plan.site):
             for chunk in eval_batches(examples, batch_size):
                 if stop is not None:
                     stop.check()
@@ -130,7 +130,7 @@ def general_stats(model, examples: Sequence[Example], plan: MaskPlan, batch_size
             batch = collate(chunk, pad_id)
             with disable() if callable(disable) else nullcontext():  # the unchanged model: no adapter, no mask
                 base_logits, targets = _labelled(batch, _forward(model, batch, device))
-            with apply_masks(model, plan.masks, plan.site):
+            with apply_masks(model, plan.hooks, plan.site):
                 logits, _ = _labelled(batch, _forward(model, batch, device))
             stats = next_token_stats(base_logits, logits, targets)
             base_ce = float(torch.nn.functional.cross_entropy(base_logits, targets, reduction="sum"))

@@ -4,7 +4,8 @@ A ``MaskPlan`` joins a template, a ``MaskSpec`` and the site into the per-layer 
 masks applied during training and generation, and (for restricted updates) the
 neurons whose weights may change in each layer: the kept neurons of a masked layer;
 in a layer without a mask, every neuron for a lesion and none for a preserve.
-A plan is saved as ``mask.json`` (plain data) beside ``template.json``.
+With ``mask_activations`` off, the mask only restricts which weights change and the
+model runs unmasked ("train only the network"). A plan is saved as ``mask.json`` (plain data) beside ``template.json``.
 
 The template comes from a file (checked against the model) or is computed from the
 training prompts with ``fnweb.build``. This module knows nothing about LoRA or training.
@@ -41,10 +42,16 @@ class MaskPlan:
     spec: Optional[MaskSpec] = None
     restrict_updates: bool = False
     masks: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (width,) 0/1
+    mask_activations: bool = True  # False: the mask only restricts which weights change
 
     @property
     def active(self) -> bool:
         return self.spec is not None
+
+    @property
+    def hooks(self) -> dict[int, torch.Tensor]:
+        """The masks applied to activations in training and generation ({} when there are none)."""
+        return self.masks if self.mask_activations else {}
 
     def allowed(self, layer: int, width: int) -> Optional[torch.Tensor]:
         """0/1 (width,) of the neurons whose weights may change in ``layer``; None: none may."""
@@ -53,7 +60,7 @@ class MaskPlan:
         return torch.ones(width) if self.spec is not None and self.spec.mode == "lesion" else None
 
     def share(self, layout: Layout) -> float:
-        """Share of the site's channels the masks zero."""
+        """Share of the site's channels the masks zero (in activations, or in updates only)."""
         return masked_share(self.masks, layout.n_layers, layout.width(self.site)) if self.masks else 0.0
 
     def label(self) -> str:
@@ -63,10 +70,13 @@ class MaskPlan:
         if self.mask_mode == "random":
             what = f"random control of {self.spec.mode} (draw {self.spec.random_seed}), matched to components " + (
                 ",".join(map(str, self.spec.components)))
+        if not self.mask_activations:
+            return what + ", updates only (activations unmasked)"
         return what + (", restricted updates" if self.restrict_updates else "")
 
     def to_json(self, layout: Optional[Layout] = None) -> str:
-        data = {"mask_mode": self.mask_mode, "site": self.site, "restrict_updates": self.restrict_updates}
+        data = {"mask_mode": self.mask_mode, "site": self.site, "restrict_updates": self.restrict_updates,
+                "mask_activations": self.mask_activations}
         if self.spec is not None:
             data.update(components=list(self.spec.components), mode=self.spec.mode,
                         random_seed=self.spec.random_seed,
@@ -85,11 +95,13 @@ class MaskPlan:
         layers = data.get("layers")
         spec = MaskSpec(tuple(data["components"]), data["mode"], data.get("random_seed"),
                         tuple(layers) if layers is not None else None)
-        return plan_for(template, spec, data["mask_mode"], data["site"], bool(data.get("restrict_updates")))
+        return plan_for(template, spec, data["mask_mode"], data["site"], bool(data.get("restrict_updates")),
+                        bool(data.get("mask_activations", True)))
 
 
-def plan_for(template: Template, spec: MaskSpec, mask_mode: str, site: str, restrict: bool) -> MaskPlan:
-    return MaskPlan(mask_mode, site, template, spec, restrict, layer_masks(template, spec))
+def plan_for(template: Template, spec: MaskSpec, mask_mode: str, site: str, restrict: bool,
+             mask_activations: bool = True) -> MaskPlan:
+    return MaskPlan(mask_mode, site, template, spec, restrict, layer_masks(template, spec), mask_activations)
 
 
 def spec_for(config: TrainConfig, n_layers: int) -> Optional[MaskSpec]:

@@ -139,7 +139,7 @@ def _plan(run: PreparedRun, writer: RunWriter, progress: ProgressFn, stop: StopF
                                      "training prompts"})
             template = template_from_pairs(run.lm, config, run.data.train_pairs, progress, stop)
         site = template.infer_site(run.layout)
-        plan = plan_for(template, spec, config.mask_mode, site, config.restrict_updates)
+        plan = plan_for(template, spec, config.mask_mode, site, config.restrict_updates, config.mask_activations)
         writer.write_text("template.json", template.to_json())
     writer.write_text("mask.json", plan.to_json(run.layout))
     return plan

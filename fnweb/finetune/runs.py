@@ -217,7 +217,7 @@ class FinetunedRun:
     @contextmanager
     def masked(self) -> Iterator[None]:
         """The run's mask, applied as in training (no mask for a plain LoRA run)."""
-        with apply_masks(self.model, self.plan.masks, self.plan.site):
+        with apply_masks(self.model, self.plan.hooks, self.plan.site):
             yield
 
     @property

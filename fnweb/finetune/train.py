@@ -103,7 +103,7 @@ def _step(model, inner, batches: list[dict], plan: MaskPlan, loss_fn: LossFn, di
     """Forward and backward of one optimizer step's micro-batches (mask active); the step's mean loss."""
     n_labels = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
     step_loss = 0.0
-    with apply_masks(inner, plan.masks, plan.site):
+    with apply_masks(inner, plan.hooks, plan.site):
         for index, batch in enumerate(batches):
             batch = {k: v.to(device) for k, v in batch.items()}
             sync = nullcontext() if index == len(batches) - 1 else dist.no_sync(model)
