@@ -1,0 +1,197 @@
+"""The Compare tab: baseline, lesion, preserve and random-control generations side by side.
+
+The handler reads the form into ``GenerationSettings``, runs
+``fnweb.compare.compare_stream`` as a streamed, stoppable job and re-renders the
+columns as tokens arrive; when the run is done it shows the metrics table. The work
+runs in ``compare_on_device``, the function ZeroGPU places on a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import gradio as gr
+
+from ..compare import COLUMNS, GenerationSettings, compare_stream
+from ..errors import FnwebError, Stopped
+from ..models import ModelRequest, load_model
+from ..templates import Template
+from . import render
+from .feedback import page_error
+from .jobs import Job, gpu, stream
+from .state import Session
+
+EXAMPLE_PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "What is 12 + 30?",
+    "Write a Python function that adds two numbers.",
+    "Translate to French: Good morning, my friend.",
+    "Is this review positive or negative? The food was cold and the waiter was rude.",
+]
+
+
+@dataclass
+class CompareTab:
+    prompt: gr.Textbox
+    components: gr.Dropdown
+    columns: gr.CheckboxGroup
+    max_new_tokens: gr.Slider
+    decoding: gr.Radio
+    temperature: gr.Slider
+    seed: gr.Number
+    draws: gr.Slider
+    generate: gr.Button
+    stop: gr.Button
+    output: gr.HTML
+    metrics: gr.Dataframe
+    presets: gr.Column  # where the demo preset buttons go
+
+    @property
+    def settings(self) -> list:
+        """The form's inputs, in the order ``compare`` takes them after the session and template."""
+        return [self.prompt, self.components, self.columns, self.max_new_tokens, self.decoding,
+                self.temperature, self.seed, self.draws]
+
+
+def build_compare_tab(ctx) -> CompareTab:
+    presets = gr.Column(elem_classes="fn-presets")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=320):
+            prompt = gr.Textbox(label="Prompt", lines=2, value=EXAMPLE_PROMPTS[0], elem_id="fn-prompt")
+            gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts",
+                        examples_per_page=6)
+        with gr.Column(scale=2, min_width=280):
+            components = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True, label="Components",
+                                     info="From the selected template; 0 is the strongest", elem_id="fn-components")
+            columns = gr.CheckboxGroup(list(COLUMNS), value=list(COLUMNS), label="Columns")
+            with gr.Row():
+                generate = gr.Button("Generate", variant="primary", elem_id="fn-generate")
+                stop = gr.Button("Stop", variant="stop", elem_id="fn-compare-stop")
+    with gr.Accordion("Generation settings", open=False):
+        with gr.Row():
+            max_new_tokens = gr.Slider(1, 256, value=48, step=1, label="Max new tokens", elem_id="fn-new-tokens")
+            decoding = gr.Radio(["greedy", "sampled"], value="greedy", label="Decoding")
+            temperature = gr.Slider(0.05, 2.0, value=0.8, step=0.05, label="Temperature (sampled)")
+            seed = gr.Number(0, label="Seed (re-applied for every column)", precision=0)
+            draws = gr.Slider(1, 10, value=3, step=1, label="Random control draws")
+    output = gr.HTML(render.columns_html(None), elem_id="fn-compare-output")
+    metrics = gr.Dataframe(render.metrics_frame(None), label="Metrics (teacher-forced on the baseline's text)",
+                           interactive=False, elem_id="fn-metrics", wrap=True)
+    tab = CompareTab(prompt, components, columns, max_new_tokens, decoding, temperature, seed, draws,
+                     generate, stop, output, metrics, presets)
+    tab_inputs = [ctx.session, ctx.template, *tab.settings]
+    tab.generate.click(compare, tab_inputs, [output, metrics], api_name="compare",
+                       concurrency_id=ctx.model_queue, concurrency_limit=ctx.model_jobs)
+    tab.prompt.submit(compare, tab_inputs, [output, metrics], api_visibility="private",
+                      concurrency_id=ctx.model_queue, concurrency_limit=ctx.model_jobs)
+    tab.stop.click(_stop, ctx.session, None, api_visibility="private", concurrency_limit=None)
+    ctx.template.change(component_choices, [ctx.session, ctx.template, components], components,
+                        api_visibility="private")
+    from .presets import build_presets  # presets fill this tab's and the Templates tab's fields
+
+    build_presets(ctx, tab)
+    return tab
+
+
+def component_choices(session: Session, name: Optional[str], current):
+    """The picker's template changed: offer its components, keeping the chosen ones it has."""
+    if not session.has(name):
+        return gr.update(choices=[], value=[])
+    ids = session.get(name).template.component_ids
+    choices = [(f"{c}", c) for c in ids]
+    current = [int(c) for c in (current or []) if str(c).lstrip("-").isdigit()]
+    if current and all(c in ids for c in current):
+        return gr.update(choices=choices)  # keep what is chosen (a preset may have just set it)
+    return gr.update(choices=choices, value=ids[:1])
+
+
+def settings_from_form(max_new_tokens, decoding, temperature, seed, draws) -> GenerationSettings:
+    if decoding not in ("greedy", "sampled"):
+        raise FnwebError(f"Decoding must be greedy or sampled (got {decoding!r}).")
+    try:
+        settings = GenerationSettings(
+            max_new_tokens=int(max_new_tokens), greedy=decoding == "greedy", temperature=float(temperature),
+            seed=int(seed or 0), random_draws=int(draws),
+        )
+    except (TypeError, ValueError) as exc:
+        raise FnwebError(f"Generation settings must be numbers ({exc}).") from exc
+    settings.validate()
+    return settings
+
+
+def _duration(request, prompt, template, components, columns, settings: GenerationSettings, job) -> int:
+    return int(min(180, 20 + settings.max_new_tokens * 0.5))
+
+
+@gpu(duration=_duration)
+def compare_on_device(request: ModelRequest, prompt: str, template: Optional[Template], components: list[int],
+                      columns: list[str], settings: GenerationSettings, job: Job):
+    """The comparison job: yields ``jobs.Update``s of Comparisons, the last ``done`` with the final one."""
+    lm = load_model(request)
+
+    def work(emit, stop):
+        last = None
+        for last in compare_stream(lm, prompt, template, components, columns, settings, stop):
+            emit(last)
+        return last
+
+    yield from stream(work, lm.model, job)
+
+
+def compare(session: Session, template_name: Optional[str], prompt, components, columns, max_new_tokens,
+            decoding, temperature, seed, draws):
+    """Generate handler: streams the columns, then the metrics table."""
+    skip = gr.skip()
+    job = last = None
+    try:
+        settings = settings_from_form(max_new_tokens, decoding, temperature, seed, draws)
+        if not prompt or not str(prompt).strip():
+            raise FnwebError("The prompt is empty: type a prompt or pick an example.")
+        columns = list(columns or [])
+        if not columns:
+            raise FnwebError("No columns chosen: tick at least one of baseline, lesion, preserve, random.")
+        session.require_model()
+        needs_template = any(c != "baseline" for c in columns)
+        template = session.get(template_name).template if needs_template else None
+        ids = _component_ids(components)
+        if template is not None:
+            template.check_components(ids)
+        note = "greedy" if settings.greedy else f"sampled at T {settings.temperature:g}, seed {settings.seed}"
+        job = session.job = Job()
+        yield render.progress_html(None, 0.0, "Generating"), render.metrics_frame(None)
+        for update in compare_on_device(session.model, str(prompt), template, ids, columns, settings, job):
+            if update.kind == "waiting":
+                yield render.progress_html(None, update.elapsed, "Generating", waiting=True), skip
+            elif update.value is not None:
+                last = update.value
+                yield render.columns_html(last, note), skip
+        yield render.columns_html(last, note), render.metrics_frame(last)
+    except Stopped:
+        if last is not None:
+            yield render.columns_html(last, "stopped"), skip
+        else:
+            yield render.message_html("stopped", "Stopped. Press Generate to run again."), skip
+    except Exception as exc:
+        error = page_error(exc)
+        yield render.message_html("error", error.message), skip
+        raise error from exc
+    finally:
+        if job is not None:
+            job.cleanup()
+            if session.job is job:
+                session.job = None
+
+
+def _component_ids(components) -> list[int]:
+    values = components if isinstance(components, (list, tuple)) else ([] if components in (None, "") else [components])
+    try:
+        return [int(c) for c in values]
+    except (TypeError, ValueError) as exc:
+        raise FnwebError(f"Component ids must be whole numbers (got {list(values)}).") from exc
+
+
+def _stop(session: Session) -> None:
+    if session.job is not None:
+        session.job.request_stop()

@@ -1,0 +1,80 @@
+"""The bar above the tabs: which model (and dtype) this visitor works with, and which template.
+
+Loading goes through ``fnweb.models.load_model``, whose cache shares a model between
+visitors who ask for the same one; the visitor's choice is kept in their session.
+The bar also holds the template picker that every tab reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from ..models import DTYPES, EMBEDDED_HUB_ID, EMBEDDED_ID, ModelRequest, load_model
+from .feedback import handled
+from .render import esc
+from .state import Session
+
+SUGGESTED_MODELS = [EMBEDDED_ID, EMBEDDED_HUB_ID, "HuggingFaceTB/SmolLM2-360M-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"]
+
+
+@dataclass
+class ModelBar:
+    model_id: gr.Dropdown
+    dtype: gr.Dropdown
+    load: gr.Button
+    status: gr.HTML
+    template: gr.Dropdown  # the visitor's template picker, shared by every tab
+
+
+def build_model_bar() -> ModelBar:
+    with gr.Row(elem_classes="fn-bar-row", equal_height=True):
+        model_id = gr.Dropdown(
+            SUGGESTED_MODELS, value=EMBEDDED_ID, allow_custom_value=True, label="Model",
+            info="The embedded SmolLM2-135M, any Hub id, or a local folder", scale=4, min_width=260,
+        )
+        dtype = gr.Dropdown(list(DTYPES), value="auto", label="dtype", info="auto: float32 on CPU", scale=1,
+                            min_width=110)
+        load = gr.Button("Load model", variant="primary", scale=1, min_width=120, elem_classes="fn-load")
+        template = gr.Dropdown([], value=None, label="Template", allow_custom_value=True, scale=3, min_width=220,
+                               info="Yours: built or uploaded in the Templates tab", elem_id="fn-template-picker")
+    status = gr.HTML(status_html(None), elem_id="fn-model-status")
+    return ModelBar(model_id, dtype, load, status, template)
+
+
+def status_html(summary: str | None, kind: str = "ok") -> str:
+    if summary is None:
+        return '<div class="fn-status fn-status-idle">No model loaded yet: press <b>Load model</b>.</div>'
+    return f'<div class="fn-status fn-status-{kind}">{esc(summary)}</div>'
+
+
+@handled
+def load_selected(session: Session, model_id: str, dtype: str):
+    """Load the chosen model for this visitor (streams 'Loading…' first)."""
+    request = ModelRequest(model_id=(model_id or "").strip(), dtype=dtype or "auto")
+    request.validate()
+    yield status_html(f"Loading {request.model_id} …", "busy")
+    try:
+        lm = load_model(request)
+    except Exception as exc:
+        yield status_html(f"Could not load {request.model_id}: {exc}", "error")
+        raise
+    session.model = request
+    yield status_html("Loaded " + lm.summary_line())
+
+
+def load_default(session: Session):
+    """On page load: give a visitor without a model the embedded one (a failure only shows as status)."""
+    if session.model is not None:
+        yield status_html("Loaded " + session.require_model().summary_line())
+        return
+    try:
+        yield from load_selected(session, EMBEDDED_ID, "auto")
+    except gr.Error:
+        yield status_html("The embedded model could not be loaded; choose another model and press Load.", "error")
+
+
+def template_choices(session: Session):
+    """An update for a template picker: this visitor's templates, the selected one chosen."""
+    return gr.update(choices=session.names(), value=session.selected)

@@ -1,0 +1,83 @@
+"""The Networks tab: where the selected template's components live, how much they cover, how they overlap.
+
+Draws the figures of ``fnweb.plots`` for the template chosen in the bar; one
+component or all of them; redrawn when the template, the component or the bin count
+changes. No model work: figures come from the template alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import gradio as gr
+
+from .. import plots
+from ..errors import FnwebError
+from .feedback import handled
+from .state import Session
+
+ALL = "all"
+
+
+@dataclass
+class NetworksTab:
+    component: gr.Dropdown
+    bins: gr.Slider
+    note: gr.Markdown
+    heatmap: gr.Plot
+    coverage: gr.Plot
+    overlap: gr.Plot
+
+
+def build_networks_tab(ctx) -> NetworksTab:
+    with gr.Row(equal_height=True):
+        component = gr.Dropdown([("all components", ALL)], value=ALL, label="Show", scale=2, min_width=200,
+                                elem_id="fn-net-component")
+        bins = gr.Slider(32, 512, value=plots.MAX_BINS, step=32, label="Neuron bins per layer (at most)",
+                         scale=3, min_width=240)
+        note = gr.Markdown("Build or upload a template to see its networks.", elem_classes="fn-note")
+    heatmap = gr.Plot(label="Membership: layer x neuron", elem_id="fn-heatmap")
+    with gr.Row(equal_height=False):
+        coverage = gr.Plot(label="Coverage per layer", elem_id="fn-coverage-plot", scale=3)
+        overlap = gr.Plot(label="Overlap (Jaccard)", elem_id="fn-overlap-plot", scale=2)
+    tab = NetworksTab(component, bins, note, heatmap, coverage, overlap)
+    inputs = [ctx.session, ctx.template, component, bins]
+    outputs = [component, note, heatmap, coverage, overlap]
+    ctx.template.change(draw, inputs, outputs, api_name="draw_networks")
+    component.input(draw, inputs, outputs, api_visibility="private")
+    bins.release(draw, inputs, outputs, api_visibility="private")
+    return tab
+
+
+@handled
+def draw(session: Session, name: Optional[str], component, bins):
+    """The three figures for template ``name`` (one component, or ``all``)."""
+    if not session.has(name):
+        return gr.update(choices=[("all components", ALL)], value=ALL), \
+            "Build or upload a template to see its networks.", None, None, None
+    template = session.get(name).template
+    choices = [("all components", ALL)] + [(f"component {c}", str(c)) for c in template.component_ids]
+    chosen = _component(component, template.component_ids)
+    bins = int(bins or plots.MAX_BINS)
+    if not 1 <= bins <= 4096:
+        raise FnwebError(f"Bins per layer must lie between 1 and 4096 (got {bins}).")
+    ids = template.component_ids if chosen is None else [chosen]
+    union = sum(len(v) for v in template.neurons(ids).values()) if ids else 0
+    note = (f"{'All components' if chosen is None else f'Component {chosen}'}: {union:,} of "
+            f"{template.total_channels():,} neurons ({100 * union / max(1, template.total_channels()):.2f} %). "
+            "Hover a cell for its layer, neuron range and count; the camera icon saves a PNG.")
+    return (gr.update(choices=choices, value=ALL if chosen is None else str(chosen)), note,
+            plots.membership_heatmap(template, chosen, bins), plots.coverage_bars(template),
+            plots.overlap_matrix(template))
+
+
+def _component(value, ids: list[int]) -> Optional[int]:
+    """None for all; a component id kept only if this template has it."""
+    if value in (None, "", ALL):
+        return None
+    try:
+        chosen = int(value)
+    except (TypeError, ValueError) as exc:
+        raise FnwebError(f"Component '{value}' is not a number; choose one from the list.") from exc
+    return chosen if chosen in ids else None

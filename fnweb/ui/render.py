@@ -1,0 +1,185 @@
+"""What the page shows, as HTML strings and tables: progress, messages, comparison columns, metrics.
+
+Pure formatting of engine objects (``Progress``, ``Comparison``, ``Template``); no
+Gradio and no model work here, so every function is easy to test and to reuse.
+The CSS classes used here are defined in ``fnweb.ui.theme``.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Optional
+
+import pandas as pd
+
+from ..compare import Comparison
+from ..progress import Progress
+from ..templates import Template
+
+# Where each build phase sits on the overall bar (start, end), for a bar that never runs backwards.
+PHASE_SPAN = {"loading": (0.0, 0.03), "capturing": (0.03, 0.75), "decomposing": (0.75, 0.98),
+              "thresholding": (0.98, 1.0), "done": (1.0, 1.0)}
+PHASE_STEP = {"loading": 1, "capturing": 2, "decomposing": 3, "thresholding": 4, "done": 4}
+COLUMN_TITLES = {"baseline": "Baseline", "lesion": "Lesion", "preserve": "Preserve", "random": "Random control"}
+COLUMN_HELP = {
+    "baseline": "the unchanged model",
+    "lesion": "the chosen components' neurons zeroed",
+    "preserve": "only the chosen components' neurons kept",
+    "random": "as many random neurons zeroed, per layer",
+}
+
+
+def esc(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def seconds(value: float) -> str:
+    value = max(0.0, value)
+    return f"{value:.0f} s" if value < 90 else f"{value // 60:.0f} min {value % 60:02.0f} s"
+
+
+# ---- progress and messages --------------------------------------------------------
+
+
+def progress_html(event: Optional[Progress], elapsed: float, title: str = "Building the template",
+                  waiting: bool = False) -> str:
+    """A bar with the phase, the work done, the time left in the phase and the time elapsed."""
+    if waiting:
+        return _bar_html(title, "Waiting for another job on this model to finish", 0.0, elapsed, "", busy=True)
+    if event is None:
+        return _bar_html(title, "Starting", 0.0, elapsed, "", busy=True)
+    start, end = PHASE_SPAN.get(event.phase, (0.0, 1.0))
+    overall = start + (end - start) * event.fraction
+    step = PHASE_STEP.get(event.phase)
+    label = (f"Step {step} of 4 · " if step else "") + (event.message or event.phase)
+    detail = event.describe()
+    detail = detail[len(event.message or event.phase):].lstrip(": ,") if detail.startswith(event.message or event.phase) else detail
+    # The phases without steady events (reading prompts, PCA, ICA) get a moving stripe to show life.
+    return _bar_html(title, label, overall, elapsed, detail, busy=not event.unit or event.phase == "decomposing")
+
+
+def _bar_html(title: str, label: str, fraction: float, elapsed: float, detail: str, busy: bool) -> str:
+    pct = f"{100 * min(1.0, max(0.0, fraction)):.1f}%"
+    parts = [esc(detail)] if detail else []
+    parts.append(f"{seconds(elapsed)} elapsed")
+    return (
+        f'<div class="fn-progress" role="progressbar" aria-valuenow="{pct[:-1]}">'
+        f'<div class="fn-progress-head"><b>{esc(title)}</b><span>{esc(label)}</span></div>'
+        f'<div class="fn-bar{" fn-busy" if busy else ""}"><div style="width:{pct}"></div></div>'
+        f'<div class="fn-progress-detail">{" · ".join(parts)}</div></div>'
+    )
+
+
+def message_html(kind: str, text: str) -> str:
+    """A coloured note: kind is ok | error | stopped | info."""
+    icon = {"ok": "✓", "error": "⚠", "stopped": "■", "info": "ℹ"}.get(kind, "")
+    return f'<div class="fn-msg fn-msg-{kind}"><span class="fn-msg-icon">{icon}</span>{esc(text)}</div>'
+
+
+# ---- templates ---------------------------------------------------------------------
+
+
+def coverage_frame(template: Template) -> pd.DataFrame:
+    """Per component: size, spread, where it peaks, and (when recorded) its share of the variance."""
+    rows = template.coverage()
+    variance = (template.meta.ica.get("explained_variance") if template.meta else None) or []
+    frame = pd.DataFrame({
+        "component": [r["component"] for r in rows],
+        "neurons": [r["channels"] for r in rows],
+        "% of all": [f"{100 * r['share']:.2f}" for r in rows],
+        "layers": [r["layers"] for r in rows],
+        "peak layer (neurons)": [_peak(template, r["component"]) for r in rows],
+    })
+    if len(variance) == len(rows):
+        frame["variance"] = [f"{v:.3f}" for v in variance]
+    return frame
+
+
+def _peak(template: Template, component: int) -> str:
+    per_layer = template.components[component]
+    if not per_layer:
+        return "—"
+    layer = max(per_layer, key=lambda l: len(per_layer[l]))
+    return f"{layer} ({len(per_layer[layer])})"
+
+
+def template_summary(name: str, template: Template, origin: str) -> str:
+    """Markdown: what the template is and how it was made."""
+    m = template.meta
+    head = f"**{name}** ({origin}): {len(template.components)} components over {len(template.layers)} layers " \
+           f"x {template.width:,} channels"
+    if m is None:
+        return head + ". No fnweb metadata (a file from the original tool): its site is inferred when used."
+    sources = ", ".join(f"{d['name']} ({d.get('samples', '?')})" for d in m.datasets) or "?"
+    return (
+        f"{head}.  \nModel `{m.model_id}` · site `{m.site}` · k {m.k} · threshold {m.threshold} "
+        f"{m.threshold_value:g} · {m.n_tokens:,} tokens · seed {m.seed}  \nPrompts: {sources}"
+    )
+
+
+# ---- comparison --------------------------------------------------------------------
+
+
+def columns_html(comparison: Optional[Comparison], settings_note: str = "") -> str:
+    """The columns side by side; the text from where a column departs from the baseline is marked."""
+    if comparison is None:
+        return '<div class="fn-empty">Choose a prompt and components, then press <b>Generate</b>.</div>'
+    cards = "".join(_card(col, comparison.done) for col in comparison.columns)
+    state = "done" if comparison.done else f"generating · token {comparison.step}"
+    note = f" · {esc(settings_note)}" if settings_note else ""
+    return (
+        f'<div class="fn-compare"><div class="fn-prompt"><span>Prompt</span>{esc(comparison.prompt)}'
+        f'<em>{state}{note}</em></div><div class="fn-columns">{cards}</div></div>'
+    )
+
+
+def _card(col, done: bool) -> str:
+    title = COLUMN_TITLES.get(col.name, col.name)
+    share = f"{100 * col.masked_share:.2f} % of neurons masked" if col.name != "baseline" else "no mask"
+    if col.name == "baseline":
+        body, foot = esc(col.text), f"{len(col.tokens)} tokens"
+    else:
+        body = esc(col.prefix) + (f'<mark class="fn-depart">{esc(col.rest)}</mark>' if col.rest else "")
+        foot = ("same as the baseline so far" if col.departs_at is None
+                else f"departs from the baseline at token {col.departs_at}")
+    cursor = "" if done else '<span class="fn-cursor"></span>'
+    if done and not col.tokens[:-1] and not col.text.strip():
+        body = '<span class="fn-none">(no text: the model ended its answer at once)</span>'
+    label = col.label if col.name != "random" or "draws" not in col.metrics else \
+        f"{col.label} (first of {col.metrics['draws']} draws shown)"
+    return (
+        f'<div class="fn-card fn-col-{esc(col.name)}"><div class="fn-card-head"><b>{esc(title)}</b>'
+        f'<span>{esc(label)}</span><span>{share}</span></div>'
+        f'<div class="fn-text">{body}{cursor}</div><div class="fn-card-foot">{esc(foot)}</div></div>'
+    )
+
+
+def _with_spread(metrics: dict, key: str, digits: int, scale: float = 1.0, suffix: str = "") -> str:
+    if key not in metrics:
+        return ""
+    text = f"{scale * metrics[key]:.{digits}f}"
+    if f"{key}_std" in metrics:
+        text += f" ± {scale * metrics[key + '_std']:.{digits}f}"
+    return text + suffix
+
+
+def metrics_frame(comparison: Optional[Comparison]) -> pd.DataFrame:
+    """One row per column; the random control shows mean ± spread over its draws."""
+    headers = ["column", "masked", "share masked", "KL from baseline", "CE of baseline text",
+               "top-1 agreement", "departs at token"]
+    if comparison is None or not comparison.done:
+        return pd.DataFrame(columns=headers)
+    rows = []
+    for col in comparison.columns:
+        m = col.metrics
+        draws = f" ({m['draws']} draws)" if "draws" in m else ""
+        rows.append([
+            COLUMN_TITLES.get(col.name, col.name) + draws,
+            col.label,
+            f"{100 * col.masked_share:.2f} %",
+            _with_spread(m, "kl", 3),
+            _with_spread(m, "ce", 3),
+            _with_spread(m, "top1", 1, 100.0, " %"),
+            "—" if col.name == "baseline" else ("never" if col.departs_at is None else str(col.departs_at)),
+        ])
+    return pd.DataFrame(rows, columns=headers)

@@ -1,0 +1,104 @@
+"""The app in headless Chromium (Playwright): build a small template, see the heatmap, compare four columns.
+
+Saves screenshots as test artifacts (artifacts/, not committed) and the README's
+screenshots, one per tab (docs/screenshots/). Skips, saying why, where Playwright or
+Chromium is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from live_app import running_app
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("FNWEB_CHROMIUM", "/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    if not Path(CHROMIUM).exists() and shutil.which(CHROMIUM) is None:
+        pytest.skip(f"No Chromium at {CHROMIUM} (install the Debian package or set FNWEB_CHROMIUM)")
+    with sync_api.sync_playwright() as p:
+        try:
+            chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        except Exception as exc:  # a broken install: say so rather than fail obscurely
+            pytest.skip(f"Chromium at {CHROMIUM} does not start: {exc}")
+        yield chromium
+        chromium.close()
+
+
+def _shot(page, name: str, readme: bool = False) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    if readme:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def _set_number(page, selector: str, value) -> None:
+    box = page.locator(f"{selector} input[type=number]").first
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def test_build_see_heatmap_and_compare_four_columns(browser):
+    with running_app() as url:
+        page = browser.new_page(viewport={"width": 1360, "height": 900})
+        page.goto(url)
+        # The embedded model loads on page open; the bar then shows its summary.
+        page.wait_for_selector("#fn-model-status .fn-status-ok", timeout=90_000)
+        assert "30 layers" in page.inner_text("#fn-model-status")
+
+        _set_number(page, "#fn-samples", 20)
+        _set_number(page, "#fn-max-tokens", 64)
+        _set_number(page, "#fn-k", 5)
+        page.click("#fn-build")
+        try:
+            page.wait_for_selector("#fn-build-progress .fn-progress", timeout=30_000)  # the bar shows while it works
+        except Exception:
+            _shot(page, "debug")
+            raise
+        page.wait_for_selector("#fn-build-progress .fn-msg-ok", timeout=180_000)
+        assert page.get_attribute("#fn-coverage [role=grid]", "aria-rowcount") == "6"  # header + 5 components
+        _shot(page, "templates", readme=True)
+
+        page.get_by_role("tab", name="Networks").click()
+        heatmap = page.locator("#fn-heatmap .js-plotly-plot .heatmaplayer image, #fn-heatmap .js-plotly-plot .hm")
+        heatmap.first.wait_for(state="attached", timeout=30_000)
+        assert page.locator("#fn-overlap-plot .js-plotly-plot").count() == 1
+        assert page.locator("#fn-heatmap .modebar").count() == 1  # the camera button saves a PNG
+        _shot(page, "networks", readme=True)
+
+        page.get_by_role("tab", name="Compare").click()
+        page.fill("#fn-prompt textarea", "Tell me a short story about a dragon.")
+        page.locator("#fn-components input").first.click()
+        page.keyboard.press("Backspace")  # drop the default choice, then pick component 4
+        page.locator("#fn-components input").first.fill("4")
+        page.keyboard.press("Enter")
+        page.keyboard.press("Escape")
+        page.locator("button:has-text('Generation settings')").click()
+        _set_number(page, "#fn-new-tokens", 32)
+        page.click("#fn-generate")
+        page.wait_for_selector("#fn-compare-output .fn-card", timeout=60_000)
+        page.wait_for_selector("#fn-compare-output .fn-prompt em:has-text('done')", timeout=180_000)
+        cards = page.locator("#fn-compare-output .fn-card")
+        assert cards.count() == 4
+        titles = [cards.nth(i).locator(".fn-card-head b").inner_text() for i in range(4)]
+        assert titles == ["Baseline", "Lesion", "Preserve", "Random control"]
+        page.wait_for_selector("#fn-metrics [role=grid][aria-rowcount='5']", timeout=30_000)
+        metrics = page.inner_text("#fn-metrics")
+        assert "Random control (3 draws)" in metrics and "±" in metrics
+        _shot(page, "compare", readme=True)
+        page.close()
