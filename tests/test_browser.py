@@ -48,7 +48,7 @@ def _shot(page, name: str, readme: bool = False) -> None:
 
 
 def _set_number(page, selector: str, value) -> None:
-    box = page.locator(f"{selector} input[type=number]").first
+    box = page.locator(f"{selector} input").first
     box.fill(str(value))
     box.press("Tab")
 

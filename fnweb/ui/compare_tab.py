@@ -19,6 +19,7 @@ from ..models import ModelRequest, load_model
 from ..templates import Template
 from . import render
 from .feedback import page_error
+from .forms import real, whole
 from .jobs import Job, gpu, stream
 from .state import Session
 
@@ -37,11 +38,11 @@ class CompareTab:
     prompt: gr.Textbox
     components: gr.Dropdown
     columns: gr.CheckboxGroup
-    max_new_tokens: gr.Slider
+    max_new_tokens: gr.Number
     decoding: gr.Radio
-    temperature: gr.Slider
+    temperature: gr.Number
     seed: gr.Number
-    draws: gr.Slider
+    draws: gr.Number
     generate: gr.Button
     stop: gr.Button
     output: gr.HTML
@@ -71,11 +72,11 @@ def build_compare_tab(ctx) -> CompareTab:
                 stop = gr.Button("Stop", variant="stop", elem_id="fn-compare-stop")
     with gr.Accordion("Generation settings", open=False):
         with gr.Row():
-            max_new_tokens = gr.Slider(1, 256, value=48, step=1, label="Max new tokens", elem_id="fn-new-tokens")
+            max_new_tokens = gr.Number(48, label="Max new tokens (1-1024)", precision=0, elem_id="fn-new-tokens")
             decoding = gr.Radio(["greedy", "sampled"], value="greedy", label="Decoding")
-            temperature = gr.Slider(0.05, 2.0, value=0.8, step=0.05, label="Temperature (sampled)")
+            temperature = gr.Number(0.8, label="Temperature (sampled, 0.05-5)", step=0.05)
             seed = gr.Number(0, label="Seed (re-applied for every column)", precision=0)
-            draws = gr.Slider(1, 10, value=3, step=1, label="Random control draws")
+            draws = gr.Number(3, label="Random control draws (1-20)", precision=0)
     output = gr.HTML(render.columns_html(None), elem_id="fn-compare-output")
     metrics = gr.Dataframe(render.metrics_frame(None), label="Metrics (teacher-forced on the baseline's text)",
                            interactive=False, elem_id="fn-metrics", wrap=True)
@@ -110,13 +111,11 @@ def component_choices(session: Session, name: Optional[str], current):
 def settings_from_form(max_new_tokens, decoding, temperature, seed, draws) -> GenerationSettings:
     if decoding not in ("greedy", "sampled"):
         raise FnwebError(f"Decoding must be greedy or sampled (got {decoding!r}).")
-    try:
-        settings = GenerationSettings(
-            max_new_tokens=int(max_new_tokens), greedy=decoding == "greedy", temperature=float(temperature),
-            seed=int(seed or 0), random_draws=int(draws),
-        )
-    except (TypeError, ValueError) as exc:
-        raise FnwebError(f"Generation settings must be numbers ({exc}).") from exc
+    settings = GenerationSettings(
+        max_new_tokens=whole(max_new_tokens, "Max new tokens"), greedy=decoding == "greedy",
+        temperature=real(temperature, "Temperature"), seed=whole(seed, "Seed"),
+        random_draws=whole(draws, "Random control draws"),
+    )
     settings.validate()
     return settings
 

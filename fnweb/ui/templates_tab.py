@@ -8,7 +8,6 @@ session. A stopped or failed build adds nothing. The work itself runs in
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -24,6 +23,7 @@ from ..prompts import BUILTIN_DIR, BUILTIN_PREFIX, PromptSource, builtin_sets
 from ..templates import Template
 from . import render
 from .feedback import handled, page_error
+from .forms import real, whole
 from .jobs import Job, gpu, stream
 from .model_bar import template_choices
 from .state import Session, SessionTemplate, stamp
@@ -35,8 +35,8 @@ class TemplatesTab:
     hub: gr.Textbox
     files: gr.File
     samples: gr.Number
-    max_tokens: gr.Slider
-    k: gr.Slider
+    max_tokens: gr.Number
+    k: gr.Number
     site: gr.Radio
     threshold: gr.Radio
     threshold_value: gr.Number
@@ -73,14 +73,13 @@ def build_templates_tab(ctx) -> TemplatesTab:
                 files = gr.File(label="Dataset files (.json, .jsonl, .csv, .parquet)", file_count="multiple",
                                 file_types=[".json", ".jsonl", ".csv", ".parquet"])
             gr.Markdown("#### 2 · Settings", elem_classes="fn-step")
+            # Numbers, not sliders: a value out of range then gets the engine's message, which names the setting.
             with gr.Row():
-                samples = gr.Number(100, label="Samples per dataset", precision=0, minimum=1, min_width=120,
-                                    elem_id="fn-samples")
-                max_tokens = gr.Slider(8, 512, value=128, step=8, label="Max tokens per sample", min_width=160,
+                samples = gr.Number(100, label="Samples per dataset", precision=0, min_width=110, elem_id="fn-samples")
+                max_tokens = gr.Number(128, label="Max tokens per sample", precision=0, min_width=110,
                                        elem_id="fn-max-tokens")
-            with gr.Row():
-                k = gr.Slider(2, 64, value=10, step=1, label="Components (k)", min_width=160, elem_id="fn-k")
-                seed = gr.Number(0, label="Seed", precision=0, min_width=100)
+                k = gr.Number(10, label="Components (k)", precision=0, min_width=110, elem_id="fn-k")
+                seed = gr.Number(0, label="Seed", precision=0, min_width=90, elem_id="fn-seed")
             site = gr.Radio(list(SITES), value="neurons", label="Site",
                             info="neurons: " + SITE_HELP["neurons"] + "; mlp_output: " + SITE_HELP["mlp_output"])
             with gr.Row():
@@ -136,14 +135,6 @@ def parse_hub(text: str) -> list[PromptSource]:
     return sources
 
 
-def _whole(value, what: str) -> int:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        raise FnwebError(f"{what} is empty: enter a whole number.")
-    if float(value) != int(float(value)):
-        raise FnwebError(f"{what} must be a whole number (got {value}).")
-    return int(float(value))
-
-
 def config_from_form(builtin, hub, files, samples, max_tokens, k, site, threshold, threshold_value,
                      seed) -> BuildConfig:
     sources = [PromptSource(BUILTIN_PREFIX + name) for name in (builtin or [])]
@@ -152,10 +143,11 @@ def config_from_form(builtin, hub, files, samples, max_tokens, k, site, threshol
     if site not in SITES:
         raise FnwebError(f"Unknown site '{site}'; choose {' or '.join(SITES)}.")
     config = BuildConfig(
-        sources=sources, samples_per_dataset=_whole(samples, "Samples per dataset"),
-        max_tokens=_whole(max_tokens, "Max tokens per sample"), k=_whole(k, "k"), site=site,
+        sources=sources, samples_per_dataset=whole(samples, "Samples per dataset"),
+        max_tokens=whole(max_tokens, "Max tokens per sample"), k=whole(k, "k"), site=site,
         threshold=threshold or "percentile",
-        threshold_value=None if threshold_value is None else float(threshold_value), seed=_whole(seed, "Seed"),
+        threshold_value=None if threshold_value in (None, "") else real(threshold_value, "Threshold value"),
+        seed=whole(seed, "Seed"),
     )
     config.validate()
     return config
