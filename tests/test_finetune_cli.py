@@ -103,3 +103,18 @@ def test_qlora_4bit_trains_where_bitsandbytes_runs(tmp_path):
     base = result.model.get_base_model()
     assert "4bit" in type(base.model.layers[0].mlp.down_proj.base_layer).__name__
     assert result.summary["learning"]["task_loss_after"] < result.summary["learning"]["task_loss_before"]
+
+
+@pytest.mark.slow
+def test_fnsft_runs_under_accelerate_launch_with_two_processes(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "fnweb.cli.fnsft",
+               *args_for(tiny_model_dir, out, "--max_steps", "2")]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("Run saved to") == 1  # only the main process reports and writes
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in steps if e["event"] == "step"] == [1, 2]
+    assert json.loads((out / "state.json").read_text())["state"] == "finished"

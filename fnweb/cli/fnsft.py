@@ -32,68 +32,86 @@ def parser() -> argparse.ArgumentParser:
         epilog=f"Built-in datasets: {', '.join('builtin:' + s for s in builtin_sets())}.",
     )
     d = TrainConfig()
-    data = p.add_argument_group("data and output")
-    data.add_argument("--model_name_or_path", default=EMBEDDED_ID, help="Hub id, local folder, or 'embedded' (default)")
-    data.add_argument("--dataset_name_or_path", required=True, help="builtin:NAME, a .json/.jsonl/.csv/.parquet file, or a Hub dataset")
-    data.add_argument("--dataset_config", default=None, help="Hub dataset configuration")
-    data.add_argument("--dataset_split", default="train", help="Hub dataset split (train)")
-    data.add_argument("--output_dir", required=True, help="the run folder (must not exist)")
-    data.add_argument("--overwrite_output_dir", action="store_true", help="replace an existing run folder")
-    data.add_argument("--max_seq_length", type=int, default=d.max_seq_len, help=f"tokens per example ({d.max_seq_len})")
-    data.add_argument("--validation_split", type=float, default=d.validation_split, help=f"share held out ({d.validation_split})")
-    data.add_argument("--template_format", choices=list(FORMATS), default="auto", help="prompt format (auto)")
-    data.add_argument("--loss_on", choices=list(LOSS_ON), default="response", help="response tokens (default) or all tokens")
-
-    train = p.add_argument_group("training")
-    train.add_argument("--num_train_epochs", type=float, default=d.num_epochs, help=f"epochs ({d.num_epochs:g})")
-    train.add_argument("--max_steps", type=int, default=d.max_steps, help="optimizer steps; overrides epochs (-1: use epochs)")
-    train.add_argument("--per_device_train_batch_size", type=int, default=d.batch_size, help=f"({d.batch_size})")
-    train.add_argument("--gradient_accumulation_steps", type=int, default=d.grad_accum, help=f"({d.grad_accum})")
-    train.add_argument("--learning_rate", type=float, default=d.learning_rate, help=f"({d.learning_rate:g})")
-    train.add_argument("--lr_scheduler_type", choices=list(SCHEDULES), default=d.lr_schedule, help=f"({d.lr_schedule})")
-    train.add_argument("--warmup_ratio", type=float, default=d.warmup_ratio, help=f"({d.warmup_ratio:g})")
-    train.add_argument("--weight_decay", type=float, default=d.weight_decay, help=f"({d.weight_decay:g})")
-    train.add_argument("--max_grad_norm", type=float, default=d.max_grad_norm, help=f"({d.max_grad_norm:g}; 0: off)")
-    train.add_argument("--eval_steps", type=int, default=None, help="steps between validation losses (about 5 per run)")
-    train.add_argument("--gradient_checkpointing", action="store_true", help="trade compute for memory")
-    train.add_argument("--seed", type=int, default=d.seed)
-
-    model = p.add_argument_group("model and LoRA")
-    model.add_argument("--torch_dtype", choices=list(DTYPES), default="auto", help="model dtype (auto)")
-    model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    model.add_argument("--use_4bit", action=argparse.BooleanOptionalAction, default=False, help="QLoRA: load in 4-bit (off)")
-    model.add_argument("--use_8bit", action=argparse.BooleanOptionalAction, default=False, help="load in 8-bit (off)")
-    model.add_argument("--revision", default=None, help="model revision")
-    model.add_argument("--trust_remote_code", action="store_true", help="run code from the model repo")
-    model.add_argument("--lora_r", type=int, default=d.lora_r, help=f"({d.lora_r})")
-    model.add_argument("--lora_alpha", type=float, default=d.lora_alpha, help=f"({d.lora_alpha:g})")
-    model.add_argument("--lora_dropout", type=float, default=d.lora_dropout, help=f"({d.lora_dropout:g})")
-    model.add_argument("--lora_target_modules", nargs="+", default=None,
-                       help="module names (space or comma separated); default: the architecture's")
-
-    mask = p.add_argument_group("functional-network mask")
-    mask.add_argument("--mask_mode", choices=list(MASK_MODES), default="none",
-                      help="none, lesion or preserve the components, or a matched random control")
-    mask.add_argument("--random_control_of", choices=list(CONTROL_OF), default="lesion",
-                      help="the mode a random control copies (lesion)")
-    mask.add_argument("--ica_template_path", default=None, help="a template file; without it one is computed from the training data")
-    mask.add_argument("--ica_component_ids", default="0", help="components: '0,3' or '[0, 3]' (0)")
-    mask.add_argument("--ica_components", type=int, default=d.ica_components, help=f"k when computing a template ({d.ica_components})")
-    mask.add_argument("--ica_percentile", type=float, default=d.ica_percentile, help=f"threshold when computing a template ({d.ica_percentile:g})")
-    mask.add_argument("--ica_site", choices=list(SITES), default="neurons", help="site when computing a template (neurons)")
-    mask.add_argument("--ica_mask_layers", default=None, help="layers to mask, e.g. '0,2:5,8' (all)")
-    mask.add_argument("--restrict_updates", action="store_true",
-                      help="only the kept neurons' MLP weights may change (everything else stays bit-identical)")
-    mask.add_argument("--mask_activations", action=argparse.BooleanOptionalAction, default=True,
-                      help="apply the mask to activations (on); off with --restrict_updates: "
-                           "the mask only limits which weights change")
-
-    evaluation = p.add_argument_group("learning and forgetting")
-    evaluation.add_argument("--general_samples", type=int, default=d.general_per_set,
-                            help=f"held-out prompts per general built-in set ({d.general_per_set}; 0: skip)")
-    evaluation.add_argument("--max_eval_examples", type=int, default=d.max_eval_examples, help=f"({d.max_eval_examples})")
+    _data_args(p.add_argument_group("data and output"), d)
+    _training_args(p.add_argument_group("training"), d)
+    _model_args(p.add_argument_group("model and LoRA"), d)
+    _mask_args(p.add_argument_group("functional-network mask"), d)
+    g = p.add_argument_group("learning and forgetting")
+    g.add_argument("--general_samples", type=int, default=d.general_per_set,
+                   help=f"held-out prompts per general built-in set ({d.general_per_set}; 0: skip)")
+    g.add_argument("--max_eval_examples", type=int, default=d.max_eval_examples,
+                   help=f"validation examples scored ({d.max_eval_examples})")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
+
+
+def _data_args(g, d: TrainConfig) -> None:
+    g.add_argument("--model_name_or_path", default=EMBEDDED_ID, help="Hub id, local folder, or 'embedded' (default)")
+    g.add_argument("--dataset_name_or_path", required=True,
+                   help="builtin:NAME, a .json/.jsonl/.csv/.parquet file, or a Hub dataset")
+    g.add_argument("--dataset_config", default=None, help="Hub dataset configuration")
+    g.add_argument("--dataset_split", default="train", help="Hub dataset split (train)")
+    g.add_argument("--output_dir", required=True, help="the run folder (must not exist)")
+    g.add_argument("--overwrite_output_dir", action="store_true", help="replace an existing run folder")
+    g.add_argument("--max_seq_length", type=int, default=d.max_seq_len, help=f"tokens per example ({d.max_seq_len})")
+    g.add_argument("--validation_split", type=float, default=d.validation_split,
+                   help=f"share held out ({d.validation_split})")
+    g.add_argument("--template_format", choices=list(FORMATS), default="auto", help="prompt format (auto)")
+    g.add_argument("--loss_on", choices=list(LOSS_ON), default="response",
+                   help="response tokens (default) or all tokens")
+
+
+def _training_args(g, d: TrainConfig) -> None:
+    g.add_argument("--num_train_epochs", type=float, default=d.num_epochs, help=f"epochs ({d.num_epochs:g})")
+    g.add_argument("--max_steps", type=int, default=d.max_steps,
+                   help="optimizer steps; overrides epochs (-1: use epochs)")
+    g.add_argument("--per_device_train_batch_size", type=int, default=d.batch_size, help=f"({d.batch_size})")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=d.grad_accum, help=f"({d.grad_accum})")
+    g.add_argument("--learning_rate", type=float, default=d.learning_rate, help=f"({d.learning_rate:g})")
+    g.add_argument("--lr_scheduler_type", choices=list(SCHEDULES), default=d.lr_schedule, help=f"({d.lr_schedule})")
+    g.add_argument("--warmup_ratio", type=float, default=d.warmup_ratio, help=f"({d.warmup_ratio:g})")
+    g.add_argument("--weight_decay", type=float, default=d.weight_decay, help=f"({d.weight_decay:g})")
+    g.add_argument("--max_grad_norm", type=float, default=d.max_grad_norm, help=f"({d.max_grad_norm:g}; 0: off)")
+    g.add_argument("--eval_steps", type=int, default=None, help="steps between validation losses (about 5 per run)")
+    g.add_argument("--gradient_checkpointing", action="store_true", help="trade compute for memory")
+    g.add_argument("--seed", type=int, default=d.seed)
+
+
+def _model_args(g, d: TrainConfig) -> None:
+    g.add_argument("--torch_dtype", choices=list(DTYPES), default="auto", help="model dtype (auto)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    g.add_argument("--use_4bit", action=argparse.BooleanOptionalAction, default=False,
+                   help="QLoRA: load in 4-bit (off)")
+    g.add_argument("--use_8bit", action=argparse.BooleanOptionalAction, default=False, help="load in 8-bit (off)")
+    g.add_argument("--revision", default=None, help="model revision")
+    g.add_argument("--trust_remote_code", action="store_true", help="run code from the model repo")
+    g.add_argument("--lora_r", type=int, default=d.lora_r, help=f"({d.lora_r})")
+    g.add_argument("--lora_alpha", type=float, default=d.lora_alpha, help=f"({d.lora_alpha:g})")
+    g.add_argument("--lora_dropout", type=float, default=d.lora_dropout, help=f"({d.lora_dropout:g})")
+    g.add_argument("--lora_target_modules", nargs="+", default=None,
+                   help="module names (space or comma separated); default: the architecture's")
+
+
+def _mask_args(g, d: TrainConfig) -> None:
+    g.add_argument("--mask_mode", choices=list(MASK_MODES), default="none",
+                   help="none, lesion or preserve the components, or a matched random control")
+    g.add_argument("--random_control_of", choices=list(CONTROL_OF), default="lesion",
+                   help="the mode a random control copies (lesion)")
+    g.add_argument("--ica_template_path", default=None,
+                   help="a template file; without it one is computed from the training data")
+    g.add_argument("--ica_component_ids", default="0", help="components: '0,3' or '[0, 3]' (0)")
+    g.add_argument("--ica_components", type=int, default=d.ica_components,
+                   help=f"k when computing a template ({d.ica_components})")
+    g.add_argument("--ica_percentile", type=float, default=d.ica_percentile,
+                   help=f"threshold when computing a template ({d.ica_percentile:g})")
+    g.add_argument("--ica_site", choices=list(SITES), default="neurons",
+                   help="site when computing a template (neurons)")
+    g.add_argument("--ica_mask_layers", default=None, help="layers to mask, e.g. '0,2:5,8' (all)")
+    g.add_argument("--restrict_updates", action="store_true",
+                   help="only the kept neurons' MLP weights may change (everything else stays bit-identical)")
+    g.add_argument("--mask_activations", action=argparse.BooleanOptionalAction, default=True,
+                   help="apply the mask to activations (on); off with --restrict_updates: "
+                        "the mask only limits which weights change")
 
 
 def config_from_args(args) -> TrainConfig:
@@ -140,8 +158,8 @@ def _printer(quiet: bool, is_main: bool):
                   f"{event['tokens_per_s']:,.0f} tok/s  about {event['seconds_left']:.0f} s left", flush=True)
         elif kind == "eval":
             print(f"  step {event['step']}/{event['total']}  eval loss {event['eval_loss']:.4f}", flush=True)
-        elif kind in ("phase", "start"):
-            print(f"  {event.get('message') or event.get('data')}", flush=True)
+        elif kind == "phase":
+            print(f"  {event['message']}", flush=True)
 
     return show
 

@@ -112,26 +112,57 @@ def task_loss(model, examples: Sequence[Example], plan: MaskPlan, batch_size: in
     return total / max(count, 1), count
 
 
+class BaseLogits:
+    """The unchanged model's logits at the labelled positions of each general batch, kept between
+    measurements (the base never changes), up to a memory limit; beyond it they are recomputed."""
+
+    def __init__(self, limit_bytes: int = 1 << 30):
+        self.kept: dict[int, torch.Tensor] = {}
+        self.limit, self.used = limit_bytes, 0
+
+    def get(self, index: int, compute) -> torch.Tensor:
+        if index in self.kept:
+            return self.kept[index]
+        logits = compute()
+        size = logits.numel() * logits.element_size()
+        if self.used + size <= self.limit:
+            self.kept[index], self.used = logits, self.used + size
+        return logits
+
+
 @torch.no_grad()
 def general_stats(model, examples: Sequence[Example], plan: MaskPlan, batch_size: int, pad_id: int,
-                  stop: Optional[StopFlag] = None) -> dict:
-    """Mean KL from the base model, CE, top-1 agreement and the base's CE, over general responses."""
+                  stop: Optional[StopFlag] = None, base: Optional[BaseLogits] = None,
+                  same_as_base: bool = False) -> dict:
+    """Mean KL from the base model, CE, top-1 agreement and the base's CE, over general responses.
+
+    ``same_as_base``: the model is known to equal the base (untrained adapter, no mask): one pass.
+    """
     if not examples:
         return {}
     was_training, device = model.training, _device(model)
     model.eval()
+    base = base or BaseLogits(limit_bytes=0)
     sums = {"kl": 0.0, "ce": 0.0, "top1": 0.0, "base_ce": 0.0}
     tokens = 0
     disable = getattr(model, "disable_adapter", None)
+
+    def base_pass(batch):
+        with disable() if callable(disable) else nullcontext():  # the unchanged model: no adapter, no mask
+            return _labelled(batch, _forward(model, batch, device))[0]
+
     try:
-        for chunk in eval_batches(examples, batch_size):
+        for index, chunk in enumerate(eval_batches(examples, batch_size)):
             if stop is not None:
                 stop.check()
             batch = collate(chunk, pad_id)
-            with disable() if callable(disable) else nullcontext():  # the unchanged model: no adapter, no mask
-                base_logits, targets = _labelled(batch, _forward(model, batch, device))
-            with apply_masks(model, plan.hooks, plan.site):
-                logits, _ = _labelled(batch, _forward(model, batch, device))
+            base_logits = base.get(index, lambda: base_pass(batch))
+            targets = batch["labels"][:, 1:][batch["labels"][:, 1:] != IGNORE].to(base_logits.device)
+            if same_as_base:
+                logits = base_logits
+            else:
+                with apply_masks(model, plan.hooks, plan.site):
+                    logits, _ = _labelled(batch, _forward(model, batch, device))
             stats = next_token_stats(base_logits, logits, targets)
             base_ce = float(torch.nn.functional.cross_entropy(base_logits, targets, reduction="sum"))
             n = stats["tokens"]
@@ -146,10 +177,12 @@ def general_stats(model, examples: Sequence[Example], plan: MaskPlan, batch_size
 
 
 def measure(model, task_examples: Sequence[Example], general: Sequence[Example], plan: MaskPlan,
-            config: TrainConfig, pad_id: int, stop: Optional[StopFlag] = None) -> Figures:
-    """Learning and forgetting figures of the model as it stands."""
+            config: TrainConfig, pad_id: int, stop: Optional[StopFlag] = None, base: Optional[BaseLogits] = None,
+            untrained: bool = False) -> Figures:
+    """Learning and forgetting figures of the model as it stands (``untrained``: its adapter is still zero)."""
     loss, task_tokens = task_loss(model, task_examples, plan, config.eval_batch_size, pad_id, stop)
-    stats = general_stats(model, general, plan, config.eval_batch_size, pad_id, stop)
+    stats = general_stats(model, general, plan, config.eval_batch_size, pad_id, stop, base,
+                          same_as_base=untrained and not plan.hooks)
     return Figures(
         task_loss=loss, task_tokens=task_tokens, general_kl=stats.get("kl"), general_ce=stats.get("ce"),
         general_top1=stats.get("top1"), general_tokens=stats.get("tokens", 0), base_ce=stats.get("base_ce"),

@@ -194,7 +194,9 @@ def load_adapter(model: nn.Module, folder: Path):
 
     missing = [n for n in ADAPTER_FILES if not (Path(folder) / n).exists()]
     if missing:
-        raise FnwebError(f"{folder} has no saved adapter ({', '.join(missing)} missing): the run never finished a step.")
+        raise FnwebError(
+            f"{folder} has no saved adapter ({', '.join(missing)} missing): the run never finished a step."
+        )
     peft_model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
     peft_model.eval()
     return peft_model

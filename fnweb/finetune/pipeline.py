@@ -33,7 +33,7 @@ from .card import model_card
 from .config import TrainConfig
 from .data import Example, TrainData, load_training_data
 from .distributed import Distributed
-from .forgetting import Figures, compare_figures, general_examples, measure
+from .forgetting import BaseLogits, Figures, compare_figures, general_examples, measure
 from .lora import attach_lora, check_quantization, describe_trainable, hub_base_id, save_adapter, trainable_copy
 from .network import MaskPlan, load_template, plan_for, spec_for, template_from_pairs
 from .runs import RunWriter, check_output_folder
@@ -182,7 +182,8 @@ def execute(run: PreparedRun, progress: ProgressFn = no_progress, stop: Optional
         model = attach_lora(trainable_copy(run.lm, config, run.owns_model), config, run.layout, plan)
         trainable = describe_trainable(model)
         writer.event({"event": "phase", "phase": "baseline", "message": "Measuring the model before training"})
-        before = measure(model, run.task_examples, run.general, plan, config, run.pad_id, stop)
+        base = BaseLogits()  # the unchanged model's logits, computed once for before and after
+        before = measure(model, run.task_examples, run.general, plan, config, run.pad_id, stop, base, untrained=True)
         _figures_event(writer, "before", before)
         loop = train_loop(model, run.data, run.task_examples if run.task_set == "validation" else [], config, plan,
                           run.pad_id, writer.event, stop, loss_fn, dist)
@@ -192,12 +193,12 @@ def execute(run: PreparedRun, progress: ProgressFn = no_progress, stop: Optional
         if dist.is_main:
             save_adapter(model, folder, hub_base_id(config.model_id))
         writer.event({"event": "phase", "phase": "evaluating", "message": "Measuring the model after training"})
-        after = measure(model, run.task_examples, run.general, plan, config, run.pad_id)
+        after = measure(model, run.task_examples, run.general, plan, config, run.pad_id, base=base)
         _figures_event(writer, "after", after)
         summary = _summary(run, plan, loop, before, after, trainable, state)
         writer.write_json("summary.json", summary)
         writer.write_text("README.md", model_card(config, summary, hub_base_id(config.model_id)))
-        message = (f"Stopped at step {loop.steps} of {loop.total_steps}; the adapter after {loop.steps} steps was saved."
+        message = (f"Stopped at step {loop.steps} of {loop.total_steps}; the adapter as of step {loop.steps} was saved."
                    if loop.stopped else f"Finished {loop.steps} steps.")
         writer.event({"event": "end", "state": state, "message": message, "step": loop.steps})
         writer.set_state(state, step=loop.steps, message=message)
