@@ -82,10 +82,11 @@ def build_presets(ctx, compare_tab: CompareTab) -> list[gr.Button]:
             for index, preset in enumerate(PRESETS):
                 button = gr.Button(preset.title, size="sm", variant="secondary", elem_id=f"fn-preset-{index}")
                 buttons.append(button)
+        note = gr.Markdown("", elem_classes="fn-preset-note", elem_id="fn-preset-note")
     for index, (preset, button) in enumerate(zip(PRESETS, buttons)):
-        fields = templates_tab.settings + compare_tab.settings
-        (button.click(lambda p=preset: p.template_form() + p.compare_form(), None, fields, queue=False,
-                      api_visibility="private")
+        fields = templates_tab.settings + compare_tab.settings + [note]
+        (button.click(lambda p=preset: p.template_form() + p.compare_form() + [f"**{p.title}.** {p.blurb}"],
+                      None, fields, queue=False, api_visibility="private")
          .then(_ensurer(preset), ctx.session, [compare_tab.output, ctx.template, compare_tab.components],
                api_name=f"preset_{index}_template", concurrency_id=ctx.model_queue,
                concurrency_limit=ctx.model_jobs)

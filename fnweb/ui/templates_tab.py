@@ -172,8 +172,9 @@ def config_label(config: BuildConfig) -> str:
         name = source.name.removeprefix(BUILTIN_PREFIX)
         return Path(name).name if Path(name).suffix else name
 
-    names = "+".join(short(s) for s in config.sources)
-    return f"{names[:48]} · k{config.k} · {stamp()}"
+    names = [short(s)[:32] for s in config.sources]
+    names = "+".join(names) if len(names) <= 2 else f"{names[0]}+{len(names) - 1} more"
+    return f"{names} · k{config.k} · {stamp()}"
 
 
 # ---- building -----------------------------------------------------------------------
