@@ -1,0 +1,54 @@
+"""One decomposition in a fresh process, so that its peak memory can be read alone.
+
+    python bench/_child.py {fnweb|reference} DATA.npz K OUT.npy
+
+Prints one JSON line: seconds and peak resident memory above the process's size
+before the activations were loaded (so each method's own copy of the data counts:
+float16 for fnweb, float32 for the original).
+"""
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import sklearn.decomposition  # noqa: E402,F401  (imported before the baseline is read)
+import torch  # noqa: E402
+
+
+def rss_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    method, data_path, k, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    from fnweb.decompose import decompose
+    from reference import reference_decompose
+
+    before = rss_mb()
+    data = np.load(data_path)
+    if method == "fnweb":
+        matrix = torch.from_numpy(data["matrix"])  # float16, as captured
+        mean, std = torch.from_numpy(data["mean"]), torch.from_numpy(data["std"])
+        start = time.perf_counter()
+        maps = decompose(matrix, k=k, seed=0, mean=mean, std=std).maps
+    else:
+        x = data["matrix"].astype(np.float32)  # the original holds X in float32
+        start = time.perf_counter()
+        maps = reference_decompose(x, k=k, seed=0)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    np.save(out, maps)
+    print(json.dumps({"seconds": seconds, "peak_mb": peak - before}))
+
+
+if __name__ == "__main__":
+    main()
