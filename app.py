@@ -3,7 +3,7 @@
 Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT as usual (a Space sets them). Knobs:
 FNWEB_MODEL_JOBS: model jobs at once (default 2; jobs on one model take turns);
 FNWEB_CONCURRENCY / FNWEB_QUEUE_SIZE: Gradio's default concurrency and queue bound;
-FNWEB_PRELOAD=0: do not load the embedded model at start;
+FNWEB_PRELOAD=0: do not load the default model at start;
 FNWEB_TORCH_THREADS: torch's CPU threads (on a machine shared with other work, 1 can be
 much faster than the default).
 """
@@ -19,12 +19,13 @@ from fnweb.ui import build_app, launch_options
 
 def _preload() -> None:
     from fnweb.errors import FnwebError
-    from fnweb.models import EMBEDDED_ID, load_model
+    from fnweb.models import load_model
+    from fnweb.ui.model_bar import default_model_id
 
     try:
-        load_model(EMBEDDED_ID)
+        load_model(default_model_id())
     except FnwebError as exc:  # the page says so too, when a visitor arrives
-        logging.getLogger("fnweb").warning("The embedded model did not load: %s", exc)
+        logging.getLogger("fnweb").warning("The default model did not load: %s", exc)
 
 
 def make_demo():

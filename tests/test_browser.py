@@ -53,7 +53,7 @@ def _set_number(page, selector: str, value) -> None:
     box.press("Tab")
 
 
-def test_build_see_heatmap_and_compare_four_columns(browser):
+def test_stop_build_see_heatmap_and_compare_four_columns(browser):
     with running_app() as url:
         page = browser.new_page(viewport={"width": 1360, "height": 900})
         page.goto(url)
@@ -61,15 +61,19 @@ def test_build_see_heatmap_and_compare_four_columns(browser):
         page.wait_for_selector("#fn-model-status .fn-status-ok", timeout=90_000)
         assert "30 layers" in page.inner_text("#fn-model-status")
 
+        # Stop mid-build: the page says so at once and no template appears.
+        page.click("#fn-build")
+        page.wait_for_selector("#fn-build-progress .fn-progress:has-text('Capturing')", timeout=60_000)
+        page.click("#fn-build-stop")
+        page.wait_for_selector("#fn-build-progress .fn-msg-stopped", timeout=30_000)
+        assert "Nothing was saved" in page.inner_text("#fn-build-progress")
+        assert page.input_value("#fn-template-picker input") == ""
+
         _set_number(page, "#fn-samples", 20)
         _set_number(page, "#fn-max-tokens", 64)
         _set_number(page, "#fn-k", 5)
         page.click("#fn-build")
-        try:
-            page.wait_for_selector("#fn-build-progress .fn-progress", timeout=30_000)  # the bar shows while it works
-        except Exception:
-            _shot(page, "debug")
-            raise
+        page.wait_for_selector("#fn-build-progress .fn-progress", timeout=30_000)  # the bar shows while it works
         page.wait_for_selector("#fn-build-progress .fn-msg-ok", timeout=180_000)
         assert page.get_attribute("#fn-coverage [role=grid]", "aria-rowcount") == "6"  # header + 5 components
         _shot(page, "templates", readme=True)

