@@ -1,0 +1,452 @@
+"""The Share tab: push a template or a fine-tuning run to the Hugging Face Hub, and load them back.
+
+Sign-in: on a Space, the Hugging Face button (``gr.LoginButton``). Every Hub handler
+takes a ``gr.OAuthToken | None`` parameter, which Gradio fills from the visitor's
+sign-in; only its text is passed on, to ``fnweb.hub``, which falls back to HF_TOKEN
+and then the saved login, and never uses the placeholder of a local sign-in. A token
+is never shown, logged or kept in a ``gr.State``. Off a Space the button is left out
+unless FNWEB_HF_SIGN_IN=1: Gradio's local stand-in for it needs a saved login and a
+Hub call when the app starts (without them the app would not start) and only ever
+yields that placeholder.
+
+Before a push, "Check account" (or leaving a repo field) says whose account will
+receive it (as ``hub.describe_target`` words it); each push says it again as it
+starts, then shows the repo's address as a link. A template loaded from the Hub
+joins the visitor's templates (so every tab can use it); a run loaded from the Hub
+joins this tab's run list. The runs listed are the visitor's own: those the session
+records (``session.runs``, when the Fine-tune tab keeps one) and those loaded here;
+off a Space a run folder's path may also be typed. Faults become messages in the
+page; a failed push changes nothing local and can simply be retried.
+
+This module formats and wires; the Hub work is ``fnweb.hub``'s.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import gradio as gr
+
+from .. import hub
+from ..archs import layout_of
+from ..errors import FnwebError
+from ..finetune.runs import read_json, run_info
+from ..hubcard import HEATMAP_FILENAME, coverage_png
+from ..templates import Template
+from . import render
+from .feedback import handled, page_error
+from .model_bar import template_choices
+from .state import Session, SessionTemplate
+
+HUB_QUEUE = "hub"
+HUB_JOBS = 4  # Hub calls wait on the network, not the CPU: a few at once
+KINDS = ("template", "run")
+RUN_COLUMN = "run"
+
+
+@dataclass
+class ShareTab:
+    sign_in: Optional[gr.LoginButton]
+    check: gr.Button
+    template_line: gr.Markdown
+    repo: gr.Textbox
+    private: gr.Checkbox
+    overwrite: gr.Checkbox
+    heatmap: gr.Checkbox
+    message: gr.Textbox
+    target: gr.HTML
+    push: gr.Button
+    run: gr.Dropdown
+    refresh_runs: gr.Button
+    run_line: gr.Markdown
+    run_repo: gr.Textbox
+    run_private: gr.Checkbox
+    run_overwrite: gr.Checkbox
+    run_message: gr.Textbox
+    run_target: gr.HTML
+    push_run: gr.Button
+    result: gr.HTML
+    preview: gr.Image
+    load_kind: gr.Radio
+    load_repo: gr.Textbox
+    load_revision: gr.Textbox
+    load: gr.Button
+    load_result: gr.HTML
+    loaded_runs: gr.State  # [{"label", "folder"}] of runs this visitor loaded from the Hub (no tokens)
+
+
+def on_space() -> bool:
+    from gradio.utils import get_space
+
+    return get_space() is not None
+
+
+def sign_in_available() -> bool:
+    """Whether the Hugging Face button can work here (a Space, or asked for locally)."""
+    return on_space() or os.environ.get("FNWEB_HF_SIGN_IN", "") == "1"
+
+
+SIGN_IN_HELP = {
+    True: "Sign in with your Hugging Face account; pushes go to it (or to an organisation of yours). "
+          "The token is used for this page's Hub calls only: never shown, logged or stored.",
+    False: "Running locally: the token comes from **HF_TOKEN** or the saved login (`hf auth login`). "
+           "It is used for the Hub calls only: never shown, logged or stored.",
+}
+
+
+def build_share_tab(ctx) -> ShareTab:
+    signed = sign_in_available()
+    loaded_runs = gr.State([])
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=6, min_width=380):
+            gr.Markdown("#### 1 · Account", elem_classes="fn-step")
+            gr.Markdown(SIGN_IN_HELP[signed], elem_classes="fn-note")
+            with gr.Row():
+                sign_in = gr.LoginButton(size="md", scale=2, min_width=220) if signed else None
+                check = gr.Button("Check account", size="md", scale=1, min_width=140, elem_id="fn-share-check")
+
+            gr.Markdown("#### 2 · Push a template", elem_classes="fn-step")
+            template_line = gr.Markdown(_template_line(None), elem_id="fn-share-template")
+            repo = gr.Textbox(label="Repo", placeholder="name, or namespace/name", elem_id="fn-share-repo",
+                              info="Prefilled from the model and prompt sets; a bare name goes to your account")
+            with gr.Row():
+                private = gr.Checkbox(False, label="Private", min_width=100, elem_id="fn-share-private")
+                heatmap = gr.Checkbox(True, label=f"Include the coverage image ({HEATMAP_FILENAME})", min_width=200)
+                overwrite = gr.Checkbox(False, label="Overwrite a repo holding other files", min_width=200,
+                                        elem_id="fn-share-overwrite")
+            message = gr.Textbox(label="Commit message", placeholder="blank: 'Upload fnweb template (…)'",
+                                 elem_id="fn-share-message")
+            target = gr.HTML(_note("info", "Press Check account to see where the push will go."),
+                             elem_id="fn-share-target")
+            push = gr.Button("Push template", variant="primary", elem_id="fn-share-push")
+
+            gr.Markdown("#### 3 · Push a fine-tuning run", elem_classes="fn-step")
+            with gr.Row(equal_height=True):
+                run = gr.Dropdown([], value=None, label="Run", allow_custom_value=not on_space(), scale=5,
+                                  elem_id="fn-share-run",
+                                  info="Your runs (Fine-tune tab, or loaded below)"
+                                  + ("" if on_space() else "; or type a run folder's path"))
+                refresh_runs = gr.Button("↻ Refresh", size="md", scale=1, min_width=100, elem_id="fn-share-refresh")
+            run_line = gr.Markdown("", elem_id="fn-share-run-line")
+            run_repo = gr.Textbox(label="Repo", placeholder="name, or namespace/name", elem_id="fn-share-run-repo")
+            with gr.Row():
+                run_private = gr.Checkbox(False, label="Private", min_width=100)
+                run_overwrite = gr.Checkbox(False, label="Overwrite a repo holding other files", min_width=200)
+            run_message = gr.Textbox(label="Commit message", placeholder="blank: 'Upload fnweb LoRA run (…)'")
+            run_target = gr.HTML("", elem_id="fn-share-run-target")
+            push_run = gr.Button("Push run", variant="primary", elem_id="fn-share-push-run")
+
+        with gr.Column(scale=5, min_width=360):
+            gr.Markdown("#### Result", elem_classes="fn-step")
+            result = gr.HTML(_note("info", "The pushed repo's address appears here."), elem_id="fn-share-result")
+            preview = gr.Image(None, type="filepath", label=f"Coverage image ({HEATMAP_FILENAME}: components x "
+                               "layers, darker = more of the layer)", interactive=False, height=240,
+                               buttons=["download"], elem_id="fn-share-heatmap")
+
+            gr.Markdown("#### 4 · Load from the Hub", elem_classes="fn-step")
+            load_kind = gr.Radio(list(KINDS), value="template", label="What", elem_id="fn-share-load-kind",
+                                 info="template: joins your templates · run: an adapter with its template and mask")
+            load_repo = gr.Textbox(label="Repo id", placeholder="namespace/name", elem_id="fn-share-load-repo")
+            load_revision = gr.Textbox(label="Revision", placeholder="blank: main; or a branch, tag or commit",
+                                       elem_id="fn-share-load-revision")
+            load = gr.Button("Load from the Hub", variant="primary", elem_id="fn-share-load")
+            load_result = gr.HTML("", elem_id="fn-share-load-result")
+
+    tab = ShareTab(sign_in, check, template_line, repo, private, overwrite, heatmap, message, target, push, run,
+                   refresh_runs, run_line, run_repo, run_private, run_overwrite, run_message, run_target, push_run,
+                   result, preview, load_kind, load_repo, load_revision, load, load_result, loaded_runs)
+    _wire(ctx, tab)
+    return tab
+
+
+def _wire(ctx, tab: ShareTab) -> None:
+    hub_queue = dict(concurrency_id=HUB_QUEUE, concurrency_limit=HUB_JOBS)
+    ctx.template.change(template_defaults, [ctx.session, ctx.template],
+                        [tab.template_line, tab.repo, tab.preview], api_name="share_template_defaults")
+    tab.check.click(check_account, [tab.repo, tab.run_repo], [tab.target, tab.run_target], api_name="hub_account",
+                    **hub_queue)
+    for box, line in ((tab.repo, tab.target), (tab.run_repo, tab.run_target)):
+        for event in (box.submit, box.blur):
+            event(target_line, box, line, api_visibility="private", **hub_queue)
+    tab.push.click(push_template, [ctx.session, ctx.template, tab.repo, tab.private, tab.overwrite, tab.heatmap,
+                                   tab.message], tab.result, api_name="push_template", **hub_queue)
+    tab.refresh_runs.click(run_choices, [ctx.session, tab.loaded_runs, tab.run], tab.run, api_name="share_runs")
+    tab.run.change(run_defaults, [ctx.session, tab.loaded_runs, tab.run], [tab.run_line, tab.run_repo],
+                   api_name="share_run_defaults")
+    tab.push_run.click(push_run, [ctx.session, tab.loaded_runs, tab.run, tab.run_repo, tab.run_private,
+                                  tab.run_overwrite, tab.run_message], tab.result, api_name="push_run", **hub_queue)
+    tab.load.click(load_from_hub, [ctx.session, tab.loaded_runs, tab.load_kind, tab.load_repo, tab.load_revision],
+                   [tab.load_result, ctx.template, tab.run, tab.loaded_runs], api_name="load_from_hub", **hub_queue)
+
+
+# ---- showing --------------------------------------------------------------------------
+
+
+def _note(kind: str, text: str, link: Optional[str] = None) -> str:
+    """A coloured note (``render.message_html``), with the repo's address as a link when given."""
+    note = render.message_html(kind, text)
+    if link is None:
+        return note
+    anchor = f' <a href="{html.escape(link, quote=True)}" target="_blank" rel="noopener">{html.escape(link)}</a>'
+    return note[: -len("</div>")] + anchor + "</div>"
+
+
+def _template_line(entry: Optional[SessionTemplate]) -> str:
+    if entry is None:
+        return ("No template yet: build one in the Templates tab, upload one there, or load one from the Hub "
+                "(section 4).")
+    t = entry.template
+    model = f" of `{t.meta.model_id}`" if t.meta else ""
+    return (f"Pushes **{entry.name}**: {len(t.components)} components{model} over {len(t.layers)} layers. "
+            "Pick another in the Template list at the top.")
+
+
+@handled
+def template_defaults(session: Session, name: Optional[str]):
+    """The picked template: its line, a repo name from its model and prompt sets, its coverage image."""
+    if not session.has(name):
+        return _template_line(None), gr.skip(), None
+    entry = session.get(name)
+    image = entry.path.with_suffix(".coverage.png")
+    if not image.exists():
+        image.write_bytes(coverage_png(entry.template))
+    return _template_line(entry), hub.default_template_repo_name(entry.template), str(image)
+
+
+# ---- whose account -------------------------------------------------------------------
+
+
+def _token(oauth: Optional[gr.OAuthToken]) -> Optional[str]:
+    """The sign-in's token text, handed straight to fnweb.hub (which ignores a local placeholder)."""
+    return oauth.token if oauth is not None else None
+
+
+def _target(repo: Optional[str], who: hub.Account) -> str:
+    """Where a push of ``repo`` would go, said before it happens (no network call)."""
+    if not (repo or "").strip():
+        return _note("info", f"Pushes go to {who.name}'s account ({who.describe()}); enter a repo name.")
+    name = hub.check_repo_id(repo)
+    full = name if "/" in name else f"{who.name}/{name}"
+    line = f"Pushes to {full} as {who.describe()}."  # the words of hub.describe_target
+    namespace = full.split("/")[0]
+    if who.role == "read":
+        return _note("error", f"{line} This token is read-only: the push would be refused. Use a token with "
+                              "write permission.")
+    if namespace not in who.namespaces:
+        return _note("error", f"{line} {who.name} cannot write to '{namespace}' (may write to "
+                              f"{', '.join(who.namespaces)}): the push would be refused.")
+    return _note("ok", line)
+
+
+def check_account(repo: str, run_repo: str, oauth: gr.OAuthToken | None):
+    """Ask the Hub whose account the token acts for; say where each push would go."""
+    try:
+        who = hub.account(_token(oauth))
+    except Exception as exc:  # shown in the page: the check is there to find these faults
+        note = _note("error", page_error(exc).message)
+        return note, note
+    return _safe_target(repo, who), _safe_target(run_repo, who) if (run_repo or "").strip() else ""
+
+
+def _safe_target(repo: str, who: hub.Account) -> str:
+    try:
+        return _target(repo, who)
+    except FnwebError as exc:
+        return _note("error", str(exc))
+
+
+def target_line(repo: str, oauth: gr.OAuthToken | None):
+    """A repo field was left: say where its push would go."""
+    if not (repo or "").strip():
+        return gr.skip()
+    try:
+        hub.check_repo_id(repo)  # a bad name is said without asking the Hub
+        return _target(repo, hub.account(_token(oauth)))
+    except Exception as exc:
+        return _note("error", page_error(exc).message)
+
+
+# ---- pushing --------------------------------------------------------------------------
+
+
+def _commit_message(text: Optional[str]) -> Optional[str]:
+    return (text or "").strip() or None
+
+
+def push_template(session: Session, name: Optional[str], repo: str, private: bool, overwrite: bool,
+                  heatmap: bool, message: str, oauth: gr.OAuthToken | None):
+    """Push the picked template (file, card, coverage image) and show the repo's address."""
+    try:
+        entry = session.get(name)
+        token = _token(oauth)
+        full, who = hub.push_target(repo, token)
+        yield _note("info", f"Pushing '{entry.name}' to {full} as {who.describe()} …")
+        png = coverage_png(entry.template) if heatmap else None
+        url = hub.push_template(entry.template, full, token=token, private=bool(private),
+                                commit_message=_commit_message(message), heatmap_png=png, overwrite=bool(overwrite))
+        what = "privately " if private else ""
+        yield _note("ok", f"Pushed the template '{entry.name}' {what}to {full} as {who.name}:", link=url)
+    except Exception as exc:
+        error = page_error(exc)
+        yield _note("error", error.message)
+        raise error from exc
+
+
+def visitor_runs(session: Session, loaded: Optional[list]) -> list[tuple[str, str]]:
+    """(label, folder) of this visitor's runs: the session's (Fine-tune tab), then those loaded from the Hub."""
+    choices: list[tuple[str, str]] = []
+    for folder in _session_run_folders(session):
+        if folder.is_dir():
+            info = run_info(folder)
+            mask = (info.summary or {}).get("mask") or info.config.get("mask_mode", "")
+            choices.append((f"{info.run_id} · {info.state}" + (f" · {mask}" if mask else ""), str(folder)))
+    for item in loaded or []:
+        choices.append((item["label"], item["folder"]))
+    seen: set[str] = set()
+    return [c for c in choices if not (c[1] in seen or seen.add(c[1]))]
+
+
+def _session_run_folders(session: Session) -> list[Path]:
+    """The run folders the session records, if the Fine-tune tab keeps them (``session.runs``).
+
+    Accepts what such a record is likely to hold: folders, or objects with a ``folder``
+    (``RunInfo``), as a list or as the values of a dict.
+    """
+    runs: Any = getattr(session, "runs", None)
+    if not runs:
+        return []
+    items: Iterable = runs.values() if isinstance(runs, dict) else runs
+    folders = []
+    for item in items:
+        folder = getattr(item, "folder", item)
+        if isinstance(folder, (str, os.PathLike)):
+            folders.append(Path(folder))
+    return folders
+
+
+def _run_folder(session: Session, loaded: Optional[list], choice: Optional[str]) -> Path:
+    """The chosen run's folder: one of the visitor's runs, or (off a Space) a typed path."""
+    text = (choice or "").strip() if isinstance(choice, str) else ""
+    if not text:
+        raise FnwebError("No run chosen: pick one of your runs (from the Fine-tune tab, or loaded from the Hub in "
+                         "section 4)" + ("" if on_space() else ", or type a run folder's path") + ".")
+    listed = {folder for _, folder in visitor_runs(session, loaded)}
+    if text in listed:
+        return Path(text)
+    if on_space():  # on a shared server, a typed path could reach another visitor's run
+        raise FnwebError(f"'{text}' is not one of your runs: pick a run from the list.")
+    return Path(text).expanduser()
+
+
+@handled
+def run_choices(session: Session, loaded: Optional[list], current: Optional[str]):
+    """The run list, refreshed (keeps the current choice)."""
+    choices = visitor_runs(session, loaded)
+    return gr.update(choices=choices, value=current or (choices[0][1] if choices else None))
+
+
+def run_defaults(session: Session, loaded: Optional[list], choice: Optional[str]):
+    """The chosen run: what it holds, and a repo name from its model and training set."""
+    if not (choice or "").strip():
+        return "", gr.skip()
+    try:
+        files = hub.read_run(_run_folder(session, loaded, choice))
+    except FnwebError as exc:
+        return f"⚠ {exc}", gr.skip()
+    config = files.train_config
+    name = hub.default_repo_name(config.get("model_id") or files.adapter_config.get("base_model_name_or_path", ""),
+                                 [config["dataset"]] if config.get("dataset") else [], kind=hub.RUN_KIND)
+    return describe_run(files), name
+
+
+def describe_run(files: hub.RunFiles) -> str:
+    """One line of plain text: the run's base model, adapter, mask, state and figures."""
+    adapter, config = files.adapter_config, files.train_config
+    base = config.get("model_id") or adapter.get("base_model_name_or_path") or "?"
+    mask = files.mask.label() if files.mask else "no mask"
+    learning = (files.summary or {}).get("learning", {})
+    forgetting = (files.summary or {}).get("forgetting", {})
+    figures = []
+    if learning.get("task_loss_before") is not None and learning.get("task_loss_after") is not None:
+        figures.append(f"task loss {learning['task_loss_before']:.3g} → {learning['task_loss_after']:.3g}")
+    if forgetting.get("kl_after") is not None:
+        figures.append(f"KL from the base {forgetting['kl_after']:.3g}")
+    state = (read_json(files.folder / "state.json") or {}).get("state")
+    return " · ".join([f"LoRA r {adapter.get('r', '?')} on {base}", mask, *([state] if state else []), *figures])
+
+
+def push_run(session: Session, loaded: Optional[list], choice: Optional[str], repo: str, private: bool,
+             overwrite: bool, message: str, oauth: gr.OAuthToken | None):
+    """Push the chosen run folder (adapter, template, mask, configs, metrics, card); show the address."""
+    try:
+        folder = _run_folder(session, loaded, choice)
+        hub.read_run(folder)  # a folder that is not a finished run is said before any Hub call
+        token = _token(oauth)
+        full, who = hub.push_target(repo, token)
+        yield _note("info", f"Pushing the run {folder.name} to {full} as {who.describe()} …")
+        url = hub.push_run(folder, full, token=token, private=bool(private), commit_message=_commit_message(message),
+                           overwrite=bool(overwrite))
+        what = "privately " if private else ""
+        yield _note("ok", f"Pushed the run {folder.name} {what}to {full} as {who.name}:", link=url)
+    except Exception as exc:
+        error = page_error(exc)
+        yield _note("error", error.message)
+        raise error from exc
+
+
+# ---- loading --------------------------------------------------------------------------
+
+
+def _fit_note(session: Session, template: Template) -> str:
+    """Check a template against the visitor's model, as an uploaded file is checked."""
+    if session.model is None:
+        return ""
+    lm = session.require_model()
+    return template.check_fits(layout_of(lm.model), lm.model_id) or ""
+
+
+def _label(repo_id: str, revision: Optional[str]) -> str:
+    return repo_id + (f"@{revision[:12]}" if revision else "") + " (Hub)"
+
+
+def load_from_hub(session: Session, loaded: Optional[list], kind: str, repo: str, revision: str,
+                  oauth: gr.OAuthToken | None):
+    """Download a template (into the visitor's templates) or a run (into the run list), checked like a file."""
+    skip = gr.skip()
+    loaded = list(loaded or [])
+    try:
+        if kind not in KINDS:
+            raise FnwebError(f"Choose what to load: {' or '.join(KINDS)} (got '{kind}').")
+        repo_id = hub.check_repo_id(repo)
+        revision = (revision or "").strip() or None
+        token = _token(oauth)
+        yield _note("info", f"Loading the {kind} {repo_id}{' at ' + revision if revision else ''} …"), \
+            skip, skip, skip
+        if kind == "template":
+            template = hub.load_template_from_hub(repo_id, revision=revision, token=token)
+            note = _fit_note(session, template)
+            entry = session.add(template, "from the Hub", _label(repo_id, revision))
+            text = f"Loaded the template '{entry.name}': {len(template.components)} components; it is now in " \
+                   "your Template list." + (f" {note}" if note else "")
+            yield _note("ok", text), template_choices(session), skip, skip
+            return
+        files = hub.download_run(repo_id, revision=revision, token=token)
+        note, added = "", None
+        if files.template is not None:
+            note = _fit_note(session, files.template)
+            added = session.add(files.template, "from the Hub", _label(repo_id, revision) + " run template")
+        loaded = [item for item in loaded if item["folder"] != str(files.folder)]
+        loaded.append({"label": _label(repo_id, revision), "folder": str(files.folder)})
+        text = f"Loaded the run {repo_id}: {describe_run(files)}." + \
+            (f" Its template is in your Template list as '{added.name}'." if added else "") + \
+            (f" {note}" if note else "")
+        runs = gr.update(choices=visitor_runs(session, loaded), value=str(files.folder))
+        yield _note("ok", text), template_choices(session) if added else skip, runs, loaded
+    except Exception as exc:
+        error = page_error(exc)
+        yield _note("error", error.message), skip, skip, skip
+        raise error from exc
