@@ -9,7 +9,7 @@ preserve and the matched random control (and, on request, "updates only" rows: r
 updates with the model unmasked),
 and prints a table: task loss on the validation split before and after (learning),
 KL from the base model and perplexity on general held-out prompts (forgetting), the
-masked share and seconds per step. Then times LoRA steps with and without a mask on
+mask's share of neurons (zeroed; for "updates only" rows, frozen) and seconds per step. Then times LoRA steps with and without a mask on
 the same model and batches, interleaved, and prints their ratio (target <= 1.05).
 Writes everything as JSON as well.
 """
@@ -122,7 +122,7 @@ def seconds_per_step_ratio(lm, template, dataset: str = "builtin:arithmetic", re
 
 
 def table(rows: list[dict]) -> str:
-    head = (f"{'mode':<18}{'masked %':>9}{'task loss before':>18}{'after':>8}{'change':>9}"
+    head = (f"{'mode':<18}{'mask %':>9}{'task loss before':>18}{'after':>8}{'change':>9}"
             f"{'KL before':>11}{'KL after':>10}{'ppl base':>10}{'ppl after':>11}{'s/step':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:

@@ -133,6 +133,12 @@ def test_restricted_updates_leave_every_other_weight_bit_identical(tiny_lm, tmp_
                           mask_activations=mask_activations)
     result = finetune(config, tiny_lm)
     assert (result.summary["forgetting"]["kl_before"] == 0) == (not mask_activations)
+    if mode == "preserve":  # trainable: r per allowed neuron in the pinned factor, the other factor whole
+        layout, r = layout_of(tiny_lm.model), 4
+        allowed = sum(int(result.plan.allowed(layer, layout.width(site)).sum()) for layer in (0, 2))
+        modules = 3 if site == "neurons" else 1  # down, up, gate (or down alone); layer 1 has none
+        other = r * (layout.hidden_size if site == "neurons" else layout.intermediate_size)
+        assert result.summary["trainable_parameters"] == modules * (allowed * r + 2 * other)
     assert json.loads((result.folder / "mask.json").read_text())["mask_activations"] == mask_activations
     assert result.summary["learning"]["task_loss_after"] < result.summary["learning"]["task_loss_before"]
     base = dict(tiny_lm.model.named_parameters())

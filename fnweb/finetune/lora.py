@@ -208,7 +208,13 @@ def merged_copy(peft_model: nn.Module) -> nn.Module:
 
 
 def describe_trainable(peft_model: nn.Module) -> dict:
+    """Parameter counts; entries pinned to zero by a restriction do not count as trainable."""
     trainable = sum(p.numel() for p in trainable_parameters(peft_model))
+    for module in peft_model.modules():
+        if parametrize.is_parametrized(module, "weight") and module.parametrizations.weight.original.requires_grad:
+            original = module.parametrizations.weight.original
+            keep = module.parametrizations.weight[0].keep
+            trainable -= original.numel() - int(keep.expand_as(original).count_nonzero())
     total = sum(p.numel() for p in peft_model.parameters())
     return {"trainable_parameters": int(trainable), "parameters": int(total)}
 
