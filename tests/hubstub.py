@@ -266,6 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(401, BAD_CREDENTIALS)
         self._json(200, {
             "type": "user", "name": account.name, "fullname": account.fullname or account.name,
+            "avatarUrl": "",  # Gradio's local sign-in stand-in reads it
             "orgs": [{"name": org, "type": "org"} for org in account.orgs],
             "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": account.role}},
         })

@@ -45,7 +45,7 @@ from .state import Session, SessionTemplate
 HUB_QUEUE = "hub"
 HUB_JOBS = 4  # Hub calls wait on the network, not the CPU: a few at once
 KINDS = ("template", "run")
-RUN_COLUMN = "run"
+CHECK_HINT = "Press Check account (or leave the repo field) to see where the push will go."
 
 
 @dataclass
@@ -120,12 +120,12 @@ def build_share_tab(ctx) -> ShareTab:
                                         elem_id="fn-share-overwrite")
             message = gr.Textbox(label="Commit message", placeholder="blank: 'Upload fnweb template (…)'",
                                  elem_id="fn-share-message")
-            target = gr.HTML(_note("info", "Press Check account to see where the push will go."),
+            target = gr.HTML(_note("info", CHECK_HINT),
                              elem_id="fn-share-target")
             push = gr.Button("Push template", variant="primary", elem_id="fn-share-push")
 
             gr.Markdown("#### 3 · Push a fine-tuning run", elem_classes="fn-step")
-            with gr.Row(equal_height=True):
+            with gr.Row(equal_height=False, elem_classes="fn-bar-row"):
                 run = gr.Dropdown([], value=None, label="Run", allow_custom_value=not on_space(), scale=5,
                                   elem_id="fn-share-run",
                                   info="Your runs (Fine-tune tab, or loaded below)"
@@ -143,8 +143,8 @@ def build_share_tab(ctx) -> ShareTab:
         with gr.Column(scale=5, min_width=360):
             gr.Markdown("#### Result", elem_classes="fn-step")
             result = gr.HTML(_note("info", "The pushed repo's address appears here."), elem_id="fn-share-result")
-            preview = gr.Image(None, type="filepath", label=f"Coverage image ({HEATMAP_FILENAME}: components x "
-                               "layers, darker = more of the layer)", interactive=False, height=240,
+            preview = gr.Image(None, type="filepath", label=f"{HEATMAP_FILENAME}: components (rows) x layers",
+                               interactive=False, height=180,
                                buttons=["download"], elem_id="fn-share-heatmap")
 
             gr.Markdown("#### 4 · Load from the Hub", elem_classes="fn-step")
@@ -166,21 +166,23 @@ def build_share_tab(ctx) -> ShareTab:
 def _wire(ctx, tab: ShareTab) -> None:
     hub_queue = dict(concurrency_id=HUB_QUEUE, concurrency_limit=HUB_JOBS)
     ctx.template.change(template_defaults, [ctx.session, ctx.template],
-                        [tab.template_line, tab.repo, tab.preview], api_name="share_template_defaults")
+                        [tab.template_line, tab.repo, tab.preview], api_name="hub_template_defaults")
     tab.check.click(check_account, [tab.repo, tab.run_repo], [tab.target, tab.run_target], api_name="hub_account",
                     **hub_queue)
     for box, line in ((tab.repo, tab.target), (tab.run_repo, tab.run_target)):
+        # A changed name makes the line stale (no Hub call per keystroke); leaving the field checks it again.
+        box.change(lambda _: _note("info", CHECK_HINT), box, line, queue=False, api_visibility="private")
         for event in (box.submit, box.blur):
             event(target_line, box, line, api_visibility="private", **hub_queue)
     tab.push.click(push_template, [ctx.session, ctx.template, tab.repo, tab.private, tab.overwrite, tab.heatmap,
-                                   tab.message], tab.result, api_name="push_template", **hub_queue)
-    tab.refresh_runs.click(run_choices, [ctx.session, tab.loaded_runs, tab.run], tab.run, api_name="share_runs")
+                                   tab.message], tab.result, api_name="hub_push_template", **hub_queue)
+    tab.refresh_runs.click(run_choices, [ctx.session, tab.loaded_runs, tab.run], tab.run, api_name="hub_runs")
     tab.run.change(run_defaults, [ctx.session, tab.loaded_runs, tab.run], [tab.run_line, tab.run_repo],
-                   api_name="share_run_defaults")
+                   api_name="hub_run_defaults")
     tab.push_run.click(push_run, [ctx.session, tab.loaded_runs, tab.run, tab.run_repo, tab.run_private,
-                                  tab.run_overwrite, tab.run_message], tab.result, api_name="push_run", **hub_queue)
+                                  tab.run_overwrite, tab.run_message], tab.result, api_name="hub_push_run", **hub_queue)
     tab.load.click(load_from_hub, [ctx.session, tab.loaded_runs, tab.load_kind, tab.load_repo, tab.load_revision],
-                   [tab.load_result, ctx.template, tab.run, tab.loaded_runs], api_name="load_from_hub", **hub_queue)
+                   [tab.load_result, ctx.template, tab.run, tab.loaded_runs], api_name="hub_load", **hub_queue)
 
 
 # ---- showing --------------------------------------------------------------------------
