@@ -345,6 +345,31 @@ def test_network_unreachable(client, hub, template_file, monkeypatch):
     assert "Cannot reach the Hugging Face Hub" in target
 
 
+# ---- the run list (no app needed) -----------------------------------------------------------
+
+
+def test_the_run_list_holds_the_visitors_runs_and_on_a_space_only_those(run_dir, tmp_path, monkeypatch):
+    from fnweb.errors import FnwebError
+    from fnweb.finetune.runs import run_info
+    from fnweb.ui import share_tab
+    from fnweb.ui.state import Session
+
+    session = Session()
+    loaded = [{"label": "lab/x (Hub)", "folder": str(tmp_path)}]
+    assert share_tab.visitor_runs(session, loaded) == [("lab/x (Hub)", str(tmp_path))]
+    for record in ([run_dir], {"a": run_info(run_dir)}, [str(run_dir)]):  # folders, or RunInfo by run id
+        session.runs = record  # what the Fine-tune tab keeps
+        assert share_tab.visitor_runs(session, loaded) == [
+            ("20250101-120000-lesion · finished · lesion", str(run_dir)), ("lab/x (Hub)", str(tmp_path))]
+    other = tmp_path / "someone-elses-run"
+    assert share_tab._run_folder(session, loaded, str(other)) == other  # locally a path may be typed
+    monkeypatch.setenv("SYSTEM", "spaces")
+    monkeypatch.setenv("SPACE_ID", "fnweb/fnweb")
+    assert share_tab._run_folder(session, loaded, str(run_dir)) == run_dir
+    with pytest.raises(FnwebError, match="is not one of your runs"):
+        share_tab._run_folder(session, loaded, str(other))
+
+
 # ---- in the browser -------------------------------------------------------------------------
 
 
