@@ -18,7 +18,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from .errors import FnwebError
-from .experiment_results import ExperimentResult
+from .experiment_results import ExperimentResult, units_of
 from .templates import write_atomic
 
 METRICS = {"ce": "cross-entropy (nats/token)", "kl": "KL from the unchanged model (nats/token)"}
@@ -60,14 +60,14 @@ def lesion_figure(result: ExperimentResult, metric: str = "ce") -> go.Figure:
         go.Bar(name="network lesioned", x=labels, y=value, marker_color=NETWORK,
                text=["" if q is None else f"{q:.1f}x" for q in ratios], textposition="outside",
                hovertemplate="%{x}: %{y:.4f}<extra>network lesioned</extra>"),
-        go.Bar(name=f"random neurons, same per-layer sizes ({draws} draws)", x=labels, y=control,
+        go.Bar(name=f"random {units_of(result)}, same per-layer sizes ({draws} draws)", x=labels, y=control,
                marker_color=RANDOM, error_y=dict(type="data", array=spread, visible=True),
                hovertemplate="%{x}: %{y:.4f}<extra>random control</extra>"),
     ])
     fig.update_layout(barmode="group")
     what = "Δ " + METRICS["ce"] if metric == "ce" else METRICS["kl"]
     return _layout(fig, "Lesion effect per component against random controls", result,
-                   "component (share of neurons)", what)
+                   f"component (share of {units_of(result)})", what)
 
 
 def preservation_figure(result: ExperimentResult, metric: str = "ce") -> go.Figure:
@@ -81,7 +81,7 @@ def preservation_figure(result: ExperimentResult, metric: str = "ce") -> go.Figu
                    mode="lines+markers+text", text=[str(p.m) for p in points], textposition="top center",
                    marker=dict(color=NETWORK, size=8), line=dict(color=NETWORK), hovertext=hover,
                    hovertemplate="%{hovertext}<br>%{x:.2f} % kept: %{y:.4f}<extra></extra>"),
-        go.Scatter(name="random neurons kept, same sizes", x=x,
+        go.Scatter(name=f"random {units_of(result)} kept, same sizes", x=x,
                    y=[p.random_ce_mean if metric == "ce" else p.random_kl_mean for p in points],
                    error_y=dict(type="data", visible=True,
                                 array=[p.random_ce_std if metric == "ce" else p.random_kl_std for p in points]),
@@ -93,7 +93,7 @@ def preservation_figure(result: ExperimentResult, metric: str = "ce") -> go.Figu
         fig.add_hline(y=level, line=dict(color=BASE, dash="dash"),
                       annotation_text="unchanged model", annotation_position="bottom right")
     return _layout(fig, "Preservation curve: keep the top-m networks, zero the rest", result,
-                   "neurons kept (% of the site's channels)", METRICS[metric])
+                   f"{units_of(result)} kept (% of all)", METRICS[metric])
 
 
 def write_figures(result: ExperimentResult, folder: str | Path, stem: str = "experiment") -> dict[str, Path]:

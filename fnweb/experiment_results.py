@@ -43,6 +43,8 @@ class LesionRow:
     dce_ratio: Optional[float]  # dce / random_dce_mean (None when the random change is ~0 or negative)
     kl_ratio: Optional[float]  # kl / random_kl_mean
     prompts: int  # held-out prompts this row was measured on
+    densest_layer: int = -1  # the layer where the lesion takes the largest share
+    densest_share: float = 0.0  # that share of the layer's channels
     acc: Optional[float] = None  # multiple-choice accuracy with the lesion
     random_acc_mean: Optional[float] = None
     random_acc_std: Optional[float] = None
@@ -181,24 +183,30 @@ def _pct(share: float) -> str:
     return f"{100 * share:.1f} %" if share >= 0.001 else f"{100 * share:.2f} %"
 
 
-def _lesion_sentence(row: LesionRow, draws: int) -> str:
+def units_of(result: ExperimentResult) -> str:
+    """What the masked channels are called at the result's site."""
+    return "MLP-output channels" if result.settings.get("site") == "mlp_output" else "neurons"
+
+
+def _lesion_sentence(row: LesionRow, draws: int, units: str) -> str:
     verb = "raised" if row.dce > 0 else "changed"
     control = f"{row.random_dce_mean:+.3f} ± {row.random_dce_std:.3f} over {draws} draws"
-    head = f"lesioning component {row.component} ({_pct(row.share)} of neurons) {verb} cross-entropy by {row.dce:+.3f} nats"
+    where = f"; {_pct(row.densest_share)} of layer {row.densest_layer}" if row.densest_layer >= 0 else ""
+    head = f"lesioning component {row.component} ({_pct(row.share)} of {units}{where}) {verb} cross-entropy by {row.dce:+.3f} nats"
     if row.dce_ratio is not None and row.dce > 0:
-        return f"{head}, {row.dce_ratio:.1f}x the change from random neurons of the same per-layer sizes ({control})"
-    return f"{head}, against random neurons of the same per-layer sizes: {control}"
+        return f"{head}, {row.dce_ratio:.1f}x the change from random {units} of the same per-layer sizes ({control})"
+    return f"{head}, against random {units} of the same per-layer sizes: {control}"
 
 
 def _curve_sentence(result: ExperimentResult) -> str:
     if not result.curve:
         return ""
-    point = result.curve[0]
+    point, units = result.curve[0], units_of(result)
     last = result.curve[-1]
     text = (
-        f" Keeping only the top component ({_pct(point.share_kept)} of neurons, all others in the masked layers "
+        f" Keeping only the top component ({_pct(point.share_kept)} of {units}, all others in the masked layers "
         f"zeroed) gave cross-entropy {point.ce:.2f} against {point.random_ce_mean:.2f} ± {point.random_ce_std:.2f} "
-        f"for random neurons kept in the same numbers"
+        f"for random {units} kept in the same numbers"
     )
     if last.m > 1:
         text += (
@@ -217,7 +225,7 @@ def reading(result: ExperimentResult) -> str:
     beating = sum(beats_random(r) for r in result.rows)
     text = (
         f"On {result.rows[0].prompts} held-out prompts ({result.tokens:,} scored tokens; the unchanged model's "
-        f"cross-entropy is {result.baseline_ce:.3f} nats per token), {_lesion_sentence(strongest, draws)}. "
+        f"cross-entropy is {result.baseline_ce:.3f} nats per token), {_lesion_sentence(strongest, draws, units_of(result))}. "
         f"{beating} of {len(result.rows)} components hurt more than their random control by over two "
         "standard deviations."
     )
@@ -225,7 +233,7 @@ def reading(result: ExperimentResult) -> str:
         u = result.union
         text += (
             f" Lesioning all {len(u.ids)} together ({_pct(u.share)}) raised it by {u.dce:+.3f} against "
-            f"{u.random_dce_mean:+.3f} ± {u.random_dce_std:.3f} for random neurons"
+            f"{u.random_dce_mean:+.3f} ± {u.random_dce_std:.3f} for random {units_of(result)}"
             + (f" ({u.dce_ratio:.1f}x)." if u.dce_ratio is not None else ".")
         )
     text += _curve_sentence(result)

@@ -442,13 +442,15 @@ def _lesion_row(run: _Run, name: str, ids: Sequence[int], n_units: int, base_ce:
     specs = with_controls(ids, "lesion", run.config.draws, run.config.seed)
     ce, kl, _ = _mean(run, specs[0], n_units)
     random_ = _controls(run, specs[1:], n_units, base_ce)
-    neurons = round(run.shares[specs[0]] * run.total_channels)
+    per_layer = {layer: len(ch) for layer, ch in run.template.neurons(ids).items()}
+    densest = max(per_layer, key=lambda layer: (per_layer[layer], -layer), default=-1)
     return LesionRow(
-        component=name, ids=list(ids), neurons=neurons, share=run.shares[specs[0]], ce=ce, dce=ce - base_ce, kl=kl,
+        component=name, ids=list(ids), neurons=sum(per_layer.values()), share=run.shares[specs[0]], ce=ce, dce=ce - base_ce, kl=kl,
         random_dce_mean=random_["ce"][0], random_dce_std=random_["ce"][1],
         random_kl_mean=random_["kl"][0], random_kl_std=random_["kl"][1],
         dce_ratio=ratio(ce - base_ce, random_["ce"][0]), kl_ratio=ratio(kl, random_["kl"][0]),
-        prompts=min(n_units, run.n_text), acc=_accuracy(run, specs[0], n_units),
+        prompts=min(n_units, run.n_text), densest_layer=densest,
+        densest_share=per_layer.get(densest, 0) / run.width, acc=_accuracy(run, specs[0], n_units),
         random_acc_mean=random_["acc"][0], random_acc_std=random_["acc"][1],
     )
 

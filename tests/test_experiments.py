@@ -84,6 +84,7 @@ def direct_ce(lm, template, config, spec) -> float:
 def test_planted_group_is_found_and_beats_its_random_control(result):
     planted, ordinary = result.rows
     assert planted.component == "0" and planted.neurons == 18 and planted.share == pytest.approx(18 / 192)
+    assert planted.densest_layer == 0 and planted.densest_share == pytest.approx(6 / 64)
     assert planted.dce > 0.5  # the planted group matters...
     assert planted.dce > planted.random_dce_mean + 5 * planted.random_dce_std  # ...far beyond random neurons
     assert planted.dce_ratio is None or planted.dce_ratio > 20
@@ -137,7 +138,7 @@ def test_files_round_trip(result, tmp_path):
 
 def test_reading_and_figures(result):
     text = result.reading()
-    assert "lesioning component 0 (9.4 % of neurons)" in text and "random neurons" in text
+    assert "lesioning component 0 (9.4 % of neurons; 9.4 % of layer 0)" in text and "random neurons" in text
     assert "PARTIAL" not in text
     bars = lesion_figure(result)
     assert [len(t.x) for t in bars.data] == [3, 3]
