@@ -9,13 +9,16 @@ numbers: mean next-token KL from the baseline, the continuation's cross-entropy,
 top-1 agreement, and where each column's text departs from the baseline's.
 
 The random control runs several seeded draws; its column shows the first draw's
-text and the mean and spread of the draws' numbers. It knows nothing about the UI.
+text and the mean and spread of the draws' numbers. ``model_column_stream`` adds a
+column from another model (a fine-tuned run with its mask) after the batched ones,
+generated and scored the same way. It knows nothing about the UI.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Sequence
+from typing import Callable, ContextManager, Iterator, Optional, Sequence
 
 import torch
 
@@ -110,22 +113,27 @@ def _pick(logits: torch.Tensor, settings: GenerationSettings, generators: list) 
 
 def _columns(lm: LoadedModel, template, rows: list[Row], prompt: str, site_width: int, n_layers: int):
     """Column results from rows (metrics filled in later)."""
-    results, base = [], rows[0].tokens
+    results = []
     for name in dict.fromkeys(r.column for r in rows):
         row = next(r for r in rows if r.column == name)
         share = masked_share(layer_masks(template, row.spec), n_layers, site_width) if row.spec else 0.0
-        departs = next((i for i, (a, b) in enumerate(zip(base, row.tokens)) if a != b), None)
-        if departs is None and len(base) != len(row.tokens) and rows[0].finished and row.finished:
-            departs = min(len(base), len(row.tokens))
-        text = lm.tokenizer.decode(row.tokens, skip_special_tokens=True)
-        split = departs if departs is not None else len(row.tokens)
-        results.append(ColumnResult(
-            name=name, label=row.spec.label() if row.spec else "unchanged model", text=text, tokens=list(row.tokens),
-            masked_share=share, departs_at=departs,
-            prefix=lm.tokenizer.decode(row.tokens[:split], skip_special_tokens=True),
-            rest=lm.tokenizer.decode(row.tokens[split:], skip_special_tokens=True),
-        ))
+        label = row.spec.label() if row.spec else "unchanged model"
+        results.append(_result(lm.tokenizer, name, label, row, share, rows[0]))
     return results
+
+
+def _result(tokenizer, name: str, label: str, row: Row, share: float, base: Row) -> ColumnResult:
+    """One column's text, split where it departs from the baseline's."""
+    departs = next((i for i, (a, b) in enumerate(zip(base.tokens, row.tokens)) if a != b), None)
+    if departs is None and len(base.tokens) != len(row.tokens) and base.finished and row.finished:
+        departs = min(len(base.tokens), len(row.tokens))
+    split = departs if departs is not None else len(row.tokens)
+    return ColumnResult(
+        name=name, label=label, text=tokenizer.decode(row.tokens, skip_special_tokens=True), tokens=list(row.tokens),
+        masked_share=share, departs_at=departs,
+        prefix=tokenizer.decode(row.tokens[:split], skip_special_tokens=True),
+        rest=tokenizer.decode(row.tokens[split:], skip_special_tokens=True),
+    )
 
 
 def compare_stream(
@@ -192,6 +200,61 @@ def _score(lm: LoadedModel, rows: list[Row], results: list[ColumnResult], prompt
         result.metrics["tokens"] = stats[0]["tokens"]
         if len(stats) > 1:
             result.metrics["draws"] = len(stats)
+
+
+def model_column_stream(
+    lm: LoadedModel,
+    comparison: Comparison,
+    other: LoadedModel,
+    name: str,
+    label: str,
+    settings: Optional[GenerationSettings] = None,
+    stop: Optional[StopFlag] = None,
+    context: Callable[[], ContextManager] = nullcontext,
+    share: float = 0.0,
+) -> Iterator[Comparison]:
+    """Add a column that ``other`` generates (e.g. a fine-tuned run, under its mask) to a finished comparison.
+
+    Same prompt, same decoding and seed as the other columns, streamed token by token;
+    then the baseline's continuation is teacher-forced through ``other`` (inside
+    ``context``, e.g. the run's mask) and scored against ``lm`` unchanged, as the
+    batched columns are. ``other`` must share ``lm``'s tokenizer.
+    """
+    settings = settings or GenerationSettings()
+    settings.validate()
+    stop = stop or StopFlag()
+    base = comparison.columns[0]
+    if base.name != "baseline":
+        raise FnwebError("An extra column is compared with the baseline: the comparison has none.")
+    prompt_ids = encode_pair(lm.tokenizer, Pair(comparison.prompt.strip()), with_response=False)
+    base_row = Row("baseline", None, list(base.tokens), finished=True)
+    row, eos = Row(name, None), lm.tokenizer.eos_token_id
+    generator = torch.Generator().manual_seed(settings.seed)  # the batched rows are seeded alike
+    columns = list(comparison.columns)
+    with torch.inference_mode(), context():
+        current, past = torch.tensor([prompt_ids], device=other.device), None
+        for _ in range(settings.max_new_tokens):
+            stop.check()
+            out = other.model(input_ids=current, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            token = int(_pick(out.logits[:, -1, :].to("cpu"), settings, [generator])[0])
+            row.tokens.append(token)
+            row.finished = token == eos
+            yield Comparison(comparison.prompt, columns + [_result(lm.tokenizer, name, label, row, share, base_row)],
+                             step=len(row.tokens))
+            if row.finished:
+                break
+            current = torch.tensor([[token]], device=other.device)
+        ids = torch.tensor([prompt_ids + base.tokens])
+        logits = other.model(input_ids=ids.to(other.device), use_cache=False).logits
+    with torch.inference_mode():
+        base_logits = lm.model(input_ids=ids.to(lm.device), use_cache=False).logits
+    span = slice(len(prompt_ids) - 1, ids.shape[1] - 1)
+    result = _result(lm.tokenizer, name, label, row, share, base_row)
+    stats = next_token_stats(base_logits[0, span].float().cpu(), logits[0, span].float().cpu(),
+                             torch.tensor(base.tokens))
+    result.metrics = {key: stats[key] for key in ("kl", "ce", "top1", "tokens")}
+    yield Comparison(comparison.prompt, columns + [result], done=True, step=comparison.step)
 
 
 def compare(lm, prompt, template, components, columns=COLUMNS, settings=None, stop=None) -> Comparison:

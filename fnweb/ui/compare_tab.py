@@ -2,23 +2,32 @@
 
 The handler reads the form into ``GenerationSettings``, runs
 ``fnweb.compare.compare_stream`` as a streamed, stoppable job and re-renders the
-columns as tokens arrive; when the run is done it shows the metrics table. The work
+columns as tokens arrive; when the run is done it shows the metrics table. A
+fine-tuned run of the visitor's (Fine-tune tab) can be added as one more column: after
+the batched columns, it is loaded with its adapter and mask and generates from the
+same prompt with the same seed, scored against the baseline's continuation. The work
 runs in ``compare_on_device``, the function ZeroGPU places on a GPU.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import gradio as gr
 
-from ..compare import COLUMNS, GenerationSettings, compare_stream
+from ..archs import layout_of
+from ..compare import COLUMNS, GenerationSettings, compare_stream, model_column_stream
 from ..errors import FnwebError, Stopped
+from ..finetune import load_run
+from ..finetune.runs import read_json
 from ..models import ModelRequest, load_model
 from ..templates import Template
 from . import render
 from .feedback import page_error
+from .finetune_tab import run_choices as finetuned_runs
+from .finetune_tab import run_folder
 from .forms import real, whole
 from .jobs import Job, gpu, stream
 from .state import Session
@@ -48,6 +57,7 @@ class CompareTab:
     output: gr.HTML
     metrics: gr.Dataframe
     presets: gr.Column  # where the demo preset buttons go
+    run: Optional[gr.Dropdown] = None  # a fine-tuned run as an extra column
 
     @property
     def settings(self) -> list:
@@ -67,6 +77,8 @@ def build_compare_tab(ctx) -> CompareTab:
             components = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True, label="Components",
                                      info="From the selected template; 0 is the strongest", elem_id="fn-components")
             columns = gr.CheckboxGroup(list(COLUMNS), value=list(COLUMNS), label="Columns")
+            run = gr.Dropdown([], value=None, label="Fine-tuned run (extra column)", allow_custom_value=True,
+                              info="One of your runs (Fine-tune tab), with its mask", elem_id="fn-compare-run")
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="fn-generate")
                 stop = gr.Button("Stop", variant="stop", elem_id="fn-compare-stop")
@@ -81,13 +93,14 @@ def build_compare_tab(ctx) -> CompareTab:
     metrics = gr.Dataframe(render.metrics_frame(None), label="Metrics (teacher-forced on the baseline's text)",
                            interactive=False, elem_id="fn-metrics", wrap=True)
     tab = CompareTab(prompt, components, columns, max_new_tokens, decoding, temperature, seed, draws,
-                     generate, stop, output, metrics, presets)
-    tab_inputs = [ctx.session, ctx.template, *tab.settings]
+                     generate, stop, output, metrics, presets, run)
+    tab_inputs = [ctx.session, ctx.template, *tab.settings, run]
     tab.generate.click(compare, tab_inputs, [output, metrics], api_name="compare",
                        concurrency_id=ctx.model_queue, concurrency_limit=ctx.model_jobs)
     tab.prompt.submit(compare, tab_inputs, [output, metrics], api_visibility="private",
                       concurrency_id=ctx.model_queue, concurrency_limit=ctx.model_jobs)
     tab.stop.click(_stop, ctx.session, None, api_visibility="private", concurrency_limit=None)
+    run.focus(offer_runs, [ctx.session, run], run, api_visibility="private", concurrency_limit=None)
     ctx.template.change(component_choices, [ctx.session, ctx.template, components], components,
                         api_visibility="private")
     from .presets import build_presets  # presets fill this tab's and the Templates tab's fields
@@ -120,13 +133,14 @@ def settings_from_form(max_new_tokens, decoding, temperature, seed, draws) -> Ge
     return settings
 
 
-def _duration(request, prompt, template, components, columns, settings: GenerationSettings, job) -> int:
-    return int(min(180, 20 + settings.max_new_tokens * 0.5))
+def _duration(request, prompt, template, components, columns, settings: GenerationSettings, job,
+              run_folder=None) -> int:
+    return int(min(180, 20 + settings.max_new_tokens * (0.5 if run_folder is None else 1.0)))
 
 
 @gpu(duration=_duration)
 def compare_on_device(request: ModelRequest, prompt: str, template: Optional[Template], components: list[int],
-                      columns: list[str], settings: GenerationSettings, job: Job):
+                      columns: list[str], settings: GenerationSettings, job: Job, run_folder: Optional[Path] = None):
     """The comparison job: yields ``jobs.Update``s of Comparisons, the last ``done`` with the final one."""
     lm = load_model(request)
 
@@ -134,14 +148,36 @@ def compare_on_device(request: ModelRequest, prompt: str, template: Optional[Tem
         last = None
         for last in compare_stream(lm, prompt, template, components, columns, settings, stop):
             emit(last)
+        if run_folder is not None:
+            for last in run_column(lm, last, run_folder, settings, stop):
+                emit(last)
         return last
 
     yield from stream(work, lm.model, job)
 
 
+def run_column(lm, comparison, run_folder: Path, settings: GenerationSettings, stop):
+    """The fine-tuned run's column: its adapter on a private copy of the model, its mask re-applied."""
+    config = read_json(run_folder / "train_config.json") or {}
+    if config.get("model_id") != lm.model_id:
+        raise FnwebError(f"Run {run_folder.name} was trained on {config.get('model_id')}, not on {lm.model_id}: "
+                         "load that model in the bar to compare it.")
+    run = load_run(run_folder, lm)
+    share = run.plan.share(layout_of(lm.model))
+    yield from model_column_stream(lm, comparison, run.loaded_model(), "run", run.label, settings, stop, run.masked,
+                                   share)
+
+
+def offer_runs(session: Session, current):
+    """The run list: the visitor's runs with a saved adapter (keeps the current choice)."""
+    listed = finetuned_runs(session)
+    value = current if current in [r for _, r in listed] else None
+    return gr.update(choices=listed, value=value)
+
+
 def compare(session: Session, template_name: Optional[str], prompt, components, columns, max_new_tokens,
-            decoding, temperature, seed, draws):
-    """Generate handler: streams the columns, then the metrics table."""
+            decoding, temperature, seed, draws, run=None):
+    """Generate handler: streams the columns (and a fine-tuned run's, when chosen), then the metrics table."""
     skip = gr.skip()
     job = last = None
     try:
@@ -152,6 +188,7 @@ def compare(session: Session, template_name: Optional[str], prompt, components, 
         if not columns:
             raise FnwebError("No columns chosen: tick at least one of baseline, lesion, preserve, random.")
         session.require_model()
+        run_folder = _run_folder(session, run)
         needs_template = any(c != "baseline" for c in columns)
         template = session.get(template_name).template if needs_template else None
         ids = _component_ids(components)
@@ -160,7 +197,8 @@ def compare(session: Session, template_name: Optional[str], prompt, components, 
         note = "greedy" if settings.greedy else f"sampled at T {settings.temperature:g}, seed {settings.seed}"
         job = session.job = Job()
         yield render.progress_html(None, 0.0, "Generating"), render.metrics_frame(None)
-        for update in compare_on_device(session.model, str(prompt), template, ids, columns, settings, job):
+        for update in compare_on_device(session.model, str(prompt), template, ids, columns, settings, job,
+                                        run_folder):
             if update.kind == "waiting":
                 yield render.progress_html(None, update.elapsed, "Generating", waiting=True), skip
             elif update.value is not None:
@@ -181,6 +219,10 @@ def compare(session: Session, template_name: Optional[str], prompt, components, 
             job.cleanup()
             if session.job is job:
                 session.job = None
+
+
+def _run_folder(session: Session, run) -> Optional[Path]:
+    return None if run in (None, "", []) else run_folder(session, run)
 
 
 def _component_ids(components) -> list[int]:

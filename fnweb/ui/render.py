@@ -20,12 +20,14 @@ from ..templates import Template
 PHASE_SPAN = {"loading": (0.0, 0.03), "capturing": (0.03, 0.75), "decomposing": (0.75, 0.98),
               "thresholding": (0.98, 1.0), "done": (1.0, 1.0)}
 PHASE_STEP = {"loading": 1, "capturing": 2, "decomposing": 3, "thresholding": 4, "done": 4}
-COLUMN_TITLES = {"baseline": "Baseline", "lesion": "Lesion", "preserve": "Preserve", "random": "Random control"}
+COLUMN_TITLES = {"baseline": "Baseline", "lesion": "Lesion", "preserve": "Preserve", "random": "Random control",
+                 "run": "Fine-tuned run"}
 COLUMN_HELP = {
     "baseline": "the unchanged model",
     "lesion": "the chosen components' neurons zeroed",
     "preserve": "only the chosen components' neurons kept",
     "random": "as many random neurons zeroed, per layer",
+    "run": "a fine-tuned run (LoRA adapter), with the mask it was trained with",
 }
 
 

@@ -1,4 +1,4 @@
-"""One visitor's session: the model they chose, the templates they built or uploaded, their jobs.
+"""One visitor's session: the model they chose, the templates they built or uploaded, their jobs and runs.
 
 A ``Session`` lives in a ``gr.State``, so every browser tab (and every API client)
 gets its own; nothing here is a module global. Loaded models are not stored here:
@@ -45,6 +45,8 @@ class Session:
     templates: dict[str, SessionTemplate] = field(default_factory=dict)
     selected: Optional[str] = None
     job: Optional[Job] = None  # the running (or last) job: Stop acts on it
+    runs: dict[str, Path] = field(default_factory=dict)  # fine-tuning runs of this visitor: run id -> folder
+    runs_folder: Optional[Path] = None  # where this visitor's runs live (set by the Fine-tune tab)
     _folder: Optional[Path] = None
 
     def __deepcopy__(self, memo) -> "Session":

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-COLUMN_COLOURS = {"baseline": "#475569", "lesion": "#dc2626", "preserve": "#16a34a", "random": "#d97706"}
+COLUMN_COLOURS = {"baseline": "#475569", "lesion": "#dc2626", "preserve": "#16a34a", "random": "#d97706",
+                  "run": "#7c3aed"}
 
 CSS = """
 .gradio-container { max-width: 1500px !important; margin: 0 auto; }
