@@ -241,17 +241,19 @@ class _Run:
     tally: dict = field(default_factory=dict)  # spec (None: unchanged) -> (units, 3) ce sum, kl sum, tokens
     done: dict = field(default_factory=dict)  # phase name -> units measured
     shares: dict = field(default_factory=dict)  # spec -> share of channels selected / kept
+    union: bool = True  # the union's random control fits (see _controllable)
     order: list[int] = field(default_factory=list)  # components by lesion effect, strongest first
+    curve_len: int = 0  # points of the preservation curve whose random keeps fit
     started: float = field(default_factory=time.monotonic)
 
     def lesion_specs(self) -> list[MaskSpec]:
         draws, seed = self.config.draws, self.config.seed
         specs = [s for c in self.ids for s in with_controls((c,), "lesion", draws, seed)]
-        return specs + (with_controls(self.ids, "lesion", draws, seed) if len(self.ids) > 1 else [])
+        return specs + (with_controls(self.ids, "lesion", draws, seed) if self.union else [])
 
     def preserve_specs(self) -> list[MaskSpec]:
         draws, seed = self.config.draws, self.config.seed
-        return [s for m in range(1, len(self.order) + 1) for s in with_controls(self.order[:m], "preserve", draws, seed)]
+        return [s for m in range(1, self.curve_len + 1) for s in with_controls(self.order[:m], "preserve", draws, seed)]
 
     @property
     def total_channels(self) -> int:
@@ -300,6 +302,11 @@ def _prepare(lm: LoadedModel, template: Template, config: ExperimentConfig, prog
     ids = template.check_components(config.components) if config.components else template.component_ids
     if not ids:
         raise FnwebError("This template has no components to test.")
+    ids, skipped = _controllable_ids(template, ids, config.seed)
+    union = len(ids) > 1 and _controllable(template, ids, config.seed) is None
+    if len(ids) > 1 and not union:
+        skipped.append("The union of all components leaves too few channels outside it in some layer for a random "
+                       "control: it has no row, and the preservation curve stops where its random keeps stop fitting.")
     progress(Progress("loading", 0, 1, "", "Reading held-out prompts"))
     used, notes = template_prompts(template)
     units, text_notes = _text_units(lm, config, used)
@@ -311,7 +318,32 @@ def _prepare(lm: LoadedModel, template: Template, config: ExperimentConfig, prog
     site = template.infer_site(layout)
     return _Run(lm, template, config, site, list(ids), units, n_text, answers, n_choices,
                 _rows_per_pass(lm, units, config.batch_tokens), layout.n_layers, layout.width(site),
-                warnings + notes + text_notes)
+                warnings + skipped + notes + text_notes, union=union)
+
+
+def _controllable(template: Template, ids: Sequence[int], seed: int) -> Optional[str]:
+    """None when a random control of these components can be drawn, else why not."""
+    try:
+        layer_masks(template, MaskSpec(tuple(ids), "lesion", random_seed=seed))
+    except FnwebError as exc:
+        return str(exc)
+    return None
+
+
+def _controllable_ids(template: Template, ids: Sequence[int], seed: int) -> tuple[list[int], list[str]]:
+    """The components whose random control fits, and a note for each one left out."""
+    kept, notes = [], []
+    for c in ids:
+        why = _controllable(template, (c,), seed)
+        if why is None:
+            kept.append(c)
+        else:
+            notes.append(f"Component {c} was left out: {why.split(':')[0]}: no random control of the same size "
+                         "can be drawn from the rest of that layer.")
+    if not kept:
+        raise FnwebError("No component can be compared with a random control: each takes over half of some "
+                         "layer's channels. Build the template with a stricter threshold.")
+    return kept, notes
 
 
 # ---- measuring --------------------------------------------------------------------------
@@ -345,6 +377,8 @@ def _phases(run: _Run) -> Iterator[_Phase]:
     yield _make_phase(run, "lesion", "Lesions and random controls", run.lesion_specs())
     if run.config.curve:
         run.order = _order(run)
+        run.curve_len = next((m - 1 for m in range(1, len(run.order) + 1)
+                              if _controllable(run.template, run.order[:m], run.config.seed)), len(run.order))
         yield _make_phase(run, "preserve", "Preservation curve", run.preserve_specs())
 
 
@@ -385,6 +419,8 @@ def experiment_stream(
     report = Progress("measuring", 0, total, "passes", "Lesions and random controls")
     try:
         for phase in _phases(run):
+            later = len(run.units) * run.chunks_for(n_curve) if phase.name == "lesion" and n_curve else 0
+            report.total = report.done + len(run.units) * len(phase.chunks) + later
             for index in range(len(run.units)):
                 report.message = f"{phase.label}: prompt {index + 1} of {len(run.units)}"
                 _measure_unit(run, phase, index, report, progress, stop)
@@ -495,8 +531,8 @@ def _assemble(run: _Run, finished: bool, stopped: bool = False) -> ExperimentRes
     n_lesion, n_curve = run.done.get("lesion", 0), run.done.get("preserve", 0)
     base_ce = _mean(run, None, n_lesion)[0] if n_lesion else float("nan")
     rows = [_lesion_row(run, str(c), (c,), n_lesion, base_ce) for c in run.ids] if n_lesion else []
-    union = _lesion_row(run, "union", run.ids, n_lesion, base_ce) if n_lesion and len(run.ids) > 1 else None
-    curve = [_curve_point(run, m, n_curve) for m in range(1, len(run.order) + 1)] if n_curve else []
+    union = _lesion_row(run, "union", run.ids, n_lesion, base_ce) if n_lesion and run.union else None
+    curve = [_curve_point(run, m, n_curve) for m in range(1, run.curve_len + 1)] if n_curve else []
     text_tokens = int(sum(len(u.ids) - u.first for u in run.units[: run.n_text]))
     return ExperimentResult(
         baseline_ce=base_ce if n_lesion else 0.0, rows=rows, union=union, curve=curve, settings=_settings(run),

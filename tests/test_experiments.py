@@ -185,6 +185,20 @@ def test_template_for_another_model(planted_lm):
         run_experiment(planted_lm, make_template(width=128), make_config())
 
 
+def test_components_too_big_for_a_random_control_are_left_out(planted_lm):
+    template = make_template()
+    template.components[2] = {l: list(range(10, 40)) for l in LAYERS}  # 30 of 64: a control still fits
+    template.components[3] = {0: list(range(0, 40))}  # 40 of 64: no room for a control
+    result = run_experiment(planted_lm, template, make_config(draws=1))
+    assert [r.component for r in result.rows] == ["0", "1", "2"]
+    assert any(w.startswith("Component 3 was left out: Layer 0 has 40 selected neurons") for w in result.warnings)
+    assert result.union is None and any("union of all components" in w for w in result.warnings)
+    assert 1 <= len(result.curve) < 3 and result.curve[0].ids == [0]
+    template.components = {3: template.components[3]}
+    with pytest.raises(FnwebError, match="No component can be compared with a random control"):
+        run_experiment(planted_lm, template, make_config(draws=1))
+
+
 def test_stop_mid_run_gives_a_partial_result(planted_lm):
     stop = StopFlag()
 
