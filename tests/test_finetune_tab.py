@@ -181,11 +181,13 @@ def test_a_run_streams_from_step_1_and_ends_with_learning_and_forgetting(finishe
     row = dict(zip(table["headers"], table["data"][0]))
     assert row["run"] == run and row["state"] == "finished" and row["steps"] == "3/3"
     assert row["mask"] == "lesion 1 · on the fly"
-    assert float(row["learning (loss drop)"]) == pytest.approx(before - after, abs=1e-4)
+    drop, percent = row["learning (loss drop)"].split(" (")
+    assert float(drop) == pytest.approx(before - after, abs=1e-4)
+    assert percent == f"{100 * (before - after) / before:.0f} %)"
     assert float(row["forgetting (KL from base)"]) == pytest.approx(kl, abs=1e-4) and kl > 0
     point = traces(scatter)[0]
     assert point["name"] == "lesion" and point["text"] == [run]
-    assert point["x"] == pytest.approx([kl]) and point["y"] == pytest.approx([before - after])
+    assert point["x"] == pytest.approx([kl]) and point["y"] == pytest.approx([100 * (before - after) / before])
 
 
 @pytest.mark.slow

@@ -47,6 +47,9 @@ LIMITS = {"Steps": (1, 5000), "Batch size": (1, 64), "Gradient accumulation": (1
           "Task examples scored": (1, 512), "Components computed (k)": (1, 64), "Prompts for the template": (2, 1000)}
 MODE_HELP = ("none: plain LoRA · lesion: the components' neurons zeroed while training · preserve: only theirs kept · "
              "random: as many random neurons zeroed (the control)")
+SCATTER_HELP = ("One point per run: **up** = the task loss fell more (learned more), **left** = closer to the base "
+                "model on general prompts (forgot less). Compare a lesion with its random control, and both with "
+                "plain LoRA.")
 INTRO = ("Fine-tune the loaded model with LoRA while a network is lesioned or preserved, and see what it learns "
          "(task loss on held-out examples) against what it forgets (KL from the base model on general prompts).")
 
@@ -125,7 +128,7 @@ def build_finetune_tab(ctx) -> FinetuneTab:
             mode = gr.Radio(list(MASK_MODES), value="none", label="Mask mode", info=MODE_HELP, elem_id="fn-ft-mode")
             with gr.Row():
                 control_of = gr.Radio(["lesion", "preserve"], value="lesion", label="Random control copies",
-                                      min_width=180, elem_id="fn-ft-control")
+                                      min_width=180, visible=False, elem_id="fn-ft-control")
                 restrict = gr.Checkbox(False, label="Restrict updates to the network",
                                        info="preserve: only its neurons' weights change; lesion: only the others'",
                                        min_width=220, elem_id="fn-ft-restrict")
@@ -174,10 +177,11 @@ def build_finetune_tab(ctx) -> FinetuneTab:
                                elem_id="fn-ft-progress")
             loss = gr.Plot(view.loss_figure([]), label="Loss", show_label=False, elem_id="fn-ft-loss")
             gr.Markdown("#### 5 · Your runs: learning vs forgetting", elem_classes="fn-step")
+            gr.Markdown(SCATTER_HELP, elem_classes="fn-note")
             scatter = gr.Plot(view.scatter_figure([]), show_label=False, elem_id="fn-ft-scatter")
-            table = gr.Dataframe(view.runs_frame([]), label="Results (task loss on held-out examples; KL and "
-                                 "perplexity on general prompts)", interactive=False, wrap=True,
-                                 elem_id="fn-ft-results")
+    table = gr.Dataframe(view.runs_frame([]), label="Results: task loss on held-out examples of the training set "
+                         "(before → after); KL from the base model and perplexity on general prompts",
+                         interactive=False, wrap=True, elem_id="fn-ft-results")
     visitor = gr.BrowserState(None, storage_key="fnweb-visitor")
     state = gr.State({})
     timer = gr.Timer(POLL_SECONDS, active=True)  # the first tick re-attaches; it stays on while a run trains
@@ -192,6 +196,8 @@ def build_finetune_tab(ctx) -> FinetuneTab:
 def _wire(ctx, tab: FinetuneTab) -> None:
     tab.source.change(lambda s: [gr.update(visible=s == name) for name in SOURCES], tab.source,
                       [tab.builtin, tab.file, tab.hub], queue=False, api_visibility="private")
+    tab.mode.change(lambda m: gr.update(visible=m == "random"), tab.mode, tab.control_of, queue=False,
+                    api_visibility="private")
     ctx.template.change(template_choices, [ctx.session, tab.template], tab.template, api_visibility="private")
     tab.template.focus(template_choices, [ctx.session, tab.template], tab.template, api_visibility="private")
     # Start only checks and launches (a few seconds), so it takes a turn in the model queue like other model work.

@@ -9,8 +9,8 @@ Pure formatting of what a run leaves on disk (``RunInfo`` and the events of its
   intervals, drawn from the first step.
 - Learning vs forgetting: one point per run, x = KL divergence of the trained model
   from the base model on general held-out prompts (forgetting), y = how much the task
-  loss fell (learning); colour = mask mode, so plain LoRA, lesion, preserve and the
-  random control compare at a glance.
+  loss fell, in % of where it started (learning); colour = mask mode, so plain LoRA,
+  lesion, preserve and the random control compare at a glance.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ TABLE_HEADERS = ["run", "mask", "state", "steps", "task loss before", "task loss
 
 def _figure(fig: go.Figure, title: str, height: int) -> go.Figure:
     fig.update_layout(title=dict(text=title, x=0.01, xanchor="left", font=dict(size=15)), font=_FONT, height=height,
-                      margin=dict(l=60, r=20, t=48, b=50), plot_bgcolor="white", paper_bgcolor="white",
+                      margin=dict(l=72, r=20, t=48, b=50), plot_bgcolor="white", paper_bgcolor="white",
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
     fig.update_xaxes(showgrid=True, gridcolor="#eef2f7", zeroline=False)
     fig.update_yaxes(showgrid=True, gridcolor="#eef2f7", zeroline=False)
@@ -77,7 +77,7 @@ def loss_figure(events: Sequence[dict], run_id: Optional[str] = None) -> go.Figu
                         hovertemplate="step %{x}<br>eval loss %{y:.4f}<extra></extra>")
     total = steps[-1].get("total") or steps[-1]["step"]
     fig.update_xaxes(title="step", range=[0.5, max(total, 2) + 0.5])
-    fig.update_yaxes(title="loss (cross-entropy per response token)")
+    fig.update_yaxes(title="loss per response token")
     return _figure(fig, title, 300)
 
 
@@ -182,40 +182,51 @@ def runs_frame(infos: Sequence[RunInfo]) -> pd.DataFrame:
         row = info.row()
         ppl = "—" if row["ppl_after"] is None else f"{row['ppl_after']:.2f} ({_number(row['ppl_base'], 2)})"
         steps = f"{info.step}/{info.total_steps}" if info.total_steps else str(info.step)
+        drop = _number(learning(info), 4) + ("" if learning(info) is None else f" ({relative_learning(info):.0f} %)")
         rows.append([info.run_id, mask_text(info), info.state, steps, _number(row["task_loss_before"], 4),
-                     _number(row["task_loss_after"], 4), _number(learning(info), 4), _number(row["kl_after"], 4),
-                     ppl])
+                     _number(row["task_loss_after"], 4), drop, _number(row["kl_after"], 4), ppl])
     return pd.DataFrame(rows, columns=TABLE_HEADERS)
 
 
+def relative_learning(info: RunInfo) -> Optional[float]:
+    """The task loss's fall as a percentage of where it started (masks start from very different losses)."""
+    drop, before = learning(info), info.row()["task_loss_before"]
+    return None if drop is None or not before else 100.0 * drop / before
+
+
 def scatter_figure(infos: Sequence[RunInfo]) -> go.Figure:
-    """Learning (y: task-loss drop) against forgetting (x: KL from the base), one point per measured run."""
+    """Learning (y: % fall of the task loss) against forgetting (x: KL from the base), one point per run.
+
+    The KL axis is logarithmic when every run has a positive KL: a plain LoRA run moves
+    the model by hundredths, a mask by units, and both must be readable side by side.
+    """
     measured = [i for i in infos if learning(i) is not None and i.row()["kl_after"] is not None]
     fig = go.Figure()
-    title = "Learning vs forgetting"
     if not measured:
-        return _empty(_figure(fig, title, 340), "Each finished run appears here: up = learned more, "
-                                                "left = forgot less.")
+        return _empty(_figure(fig, "", 340), "Each finished run appears here: up = learned more, "
+                                             "left = forgot less.")
     for mode, name in MODE_TITLES.items():
         runs = [i for i in measured if i.config.get("mask_mode", "none") == mode]
         if not runs:
             continue
         fig.add_scatter(
-            x=[i.row()["kl_after"] for i in runs], y=[learning(i) for i in runs], mode="markers+text", name=name,
-            text=[i.run_id for i in runs], textposition="top center", textfont=dict(size=10, color="#475569"),
-            marker=dict(color=MODE_COLOURS[mode], size=13, line=dict(color="white", width=1.5),
+            x=[i.row()["kl_after"] for i in runs], y=[relative_learning(i) for i in runs], mode="markers", name=name,
+            text=[i.run_id for i in runs],
+            marker=dict(color=MODE_COLOURS[mode], size=14, line=dict(color="white", width=1.5),
                         symbol=["diamond" if i.config.get("restrict_updates") else "circle" for i in runs]),
-            customdata=[[mask_text(i), i.state, i.step] for i in runs],
+            customdata=[[mask_text(i), i.state, i.step, learning(i), i.row()["task_loss_before"],
+                         i.row()["task_loss_after"]] for i in runs],
             hovertemplate="%{text}<br>mask %{customdata[0]} (%{customdata[1]}, %{customdata[2]} steps)<br>"
-                          "learning: task loss fell by %{y:.4f}<br>forgetting: KL from base %{x:.4f}<extra></extra>",
+                          "learning: task loss %{customdata[4]:.3f} → %{customdata[5]:.3f} (%{y:.1f} %)<br>"
+                          "forgetting: KL from base %{x:.4f}<extra></extra>",
         )
+    log = all(i.row()["kl_after"] > 0 for i in measured)
     fig.add_hline(y=0, line=dict(color="#cbd5e1", width=1))
-    fig.update_xaxes(title="forgetting: KL from the base model after training (left = less)", rangemode="tozero")
-    fig.update_yaxes(title="learning: drop in task loss (up = more)")
-    fig = _figure(fig, title + " (◆ = restricted updates)" if any(
-        i.config.get("restrict_updates") for i in measured) else title, 340)
-    fig.update_layout(legend=dict(y=1.08))
-    return fig
+    fig.update_xaxes(title="forgetting: KL from the base model" + (" (log scale)" if log else "") + " · left = less",
+                     type="log" if log else "linear", dtick=1 if log else None)  # log: label the decades
+    fig.update_yaxes(title="learning: task loss fell by (%)", ticksuffix=" %")
+    restricted = any(i.config.get("restrict_updates") for i in measured)
+    return _figure(fig, "◆ = restricted updates" if restricted else "", 340)
 
 
 def run_label(info: RunInfo) -> str:
