@@ -99,6 +99,9 @@ def test_four_runs_live_chart_reload_and_screenshot(browser, app):
         page.wait_for_selector("#fn-ft-progress .fn-msg-ok", timeout=240_000)
         page.wait_for_selector(f"#fn-ft-results [role=grid][aria-rowcount='{index + 2}']", timeout=30_000)
     assert len(list(next(runs.iterdir()).iterdir())) == 4
+    page.wait_for_selector("#fn-ft-scatter .js-plotly-plot .scatterlayer .trace", timeout=30_000)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)  # the form still shows the last run's settings
 
     page.reload()  # the runs come back: the browser kept the visitor key
     page.wait_for_selector("#fn-model-status .fn-status-ok", timeout=90_000)
@@ -110,6 +113,4 @@ def test_four_runs_live_chart_reload_and_screenshot(browser, app):
     table = page.inner_text("#fn-ft-results")
     for words in ("none", "lesion 0", "preserve 0", "random (lesion) 0"):
         assert words in table
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
     page.close()
