@@ -51,15 +51,20 @@ class _Moments:
         self.mean = torch.zeros(channels, dtype=torch.float64)
         self.m2 = torch.zeros(channels, dtype=torch.float64)
 
-    def add(self, cols: slice, values: torch.Tensor) -> None:
-        """Merge a batch (n, chunk) into ``cols``; ``count`` is advanced once per batch by the caller."""
+    def add(self, cols: slice, values: torch.Tensor) -> float:
+        """Merge a batch (n, chunk) into ``cols`` and return an upper bound of its ``|values|``.
+
+        ``count`` is advanced once per batch by the caller.
+        """
         n = values.shape[0]
-        batch_mean = values.mean(0)
-        batch_m2 = ((values - batch_mean) ** 2).sum(0).double()
-        delta = batch_mean.double() - self.mean[cols]
+        batch_var, batch_mean = torch.var_mean(values, dim=0, correction=0)  # one fused pass
+        batch_var, batch_mean = batch_var.double(), batch_mean.double()
+        delta = batch_mean - self.mean[cols]
         total = self.count + n
         self.mean[cols] += delta * (n / total)
-        self.m2[cols] += batch_m2 + delta**2 * (self.count * n / total)
+        self.m2[cols] += batch_var * n + delta**2 * (self.count * n / total)
+        # |x| <= sqrt(sum of x^2) = sqrt(n * (var + mean^2)) for every entry of a column
+        return float((n * (batch_var + batch_mean**2)).max().sqrt())
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         variance = self.m2 / max(self.count, 1)
@@ -88,10 +93,10 @@ def _pad(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
 
 def _store(buffer: torch.Tensor, rows: slice, cols: slice, values: torch.Tensor, moments: "_Moments") -> None:
     values = values.detach().to("cpu", torch.float32)
-    moments.add(cols, values)
-    if buffer.dtype == torch.float16:  # keep huge ("massive") activations finite
-        values = values.clamp_(-_FLOAT16_MAX, _FLOAT16_MAX)
-    buffer[rows, cols] = values.to(buffer.dtype)
+    bound = moments.add(cols, values)
+    if buffer.dtype == torch.float16 and bound > _FLOAT16_MAX:  # keep huge ("massive") activations finite
+        values = values.clamp(-_FLOAT16_MAX, _FLOAT16_MAX)
+    buffer[rows, cols].copy_(values)  # converts to the storage dtype as it copies
 
 
 def capture(

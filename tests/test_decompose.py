@@ -83,3 +83,16 @@ def test_capture_statistics_match_the_stored_matrix(tiny_lm):
     acts = capture(tiny_lm.model, [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]], batch_size=2, storage="float32")
     mean, std = column_moments(acts.matrix)
     assert torch.allclose(acts.mean, mean, atol=1e-5) and torch.allclose(acts.std, std, atol=1e-5)
+
+
+def test_massive_activations_stay_finite_in_float16(tiny_lm):
+    from fnweb.archs import layout_of
+    from fnweb.capture import capture
+
+    module = layout_of(tiny_lm.model).module(tiny_lm.model, 0, "neurons")
+    handle = module.register_forward_pre_hook(lambda _m, args: (args[0] * 1e9,))
+    try:
+        acts = capture(tiny_lm.model, [[5, 6, 7, 8, 9]], storage="float16")
+    finally:
+        handle.remove()
+    assert torch.isfinite(acts.matrix).all() and acts.matrix.abs().max() == 65504

@@ -502,3 +502,31 @@ def test_buildtemplates_keeps_the_template_when_the_push_fails(hub, tiny_model_d
     assert Template.load(out).components  # the build was kept
     fnhub.push_template(Template.load(out), "alice/flaky")  # and a retry of the push works
     assert hub.read("alice/flaky", TEMPLATE_FILENAME) == out.read_bytes()
+
+
+# ---- the fnsft CLI ----
+
+def test_fnsft_pushes_the_run_it_saved(hub, tiny_model_dir, tmp_path, capsys):
+    from fnweb.cli.fnsft import main as fnsft
+    from test_finetune_cli import args_for
+
+    out = tmp_path / "run"
+    code = fnsft(args_for(tiny_model_dir, out, "--push_to_hub", "--hub_repo_id", "cli-run", "--hub_private"))
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "Pushes to alice/cli-run as alice (token from HF_TOKEN)." in printed
+    assert f"{hub.endpoint}/alice/cli-run" in printed
+    assert hub.read("alice/cli-run", "adapter_model.safetensors") == (out / "adapter_model.safetensors").read_bytes()
+    assert hub.repos["alice/cli-run"].private
+
+
+def test_fnsft_checks_the_push_before_training(hub, tiny_model_dir, tmp_path, capsys):
+    from fnweb.cli.fnsft import main as fnsft
+    from test_finetune_cli import args_for
+
+    out = tmp_path / "run"
+    assert fnsft(args_for(tiny_model_dir, out, "--push_to_hub")) == 2
+    assert "needs --hub_repo_id" in capsys.readouterr().err
+    assert fnsft(args_for(tiny_model_dir, out, "--push_to_hub", "--hub_repo_id", "bad--id")) == 2
+    assert "not a valid Hub repo id" in capsys.readouterr().err
+    assert not out.exists() and hub.requests == []

@@ -41,8 +41,38 @@ def parser() -> argparse.ArgumentParser:
                    help=f"held-out prompts per general built-in set ({d.general_per_set}; 0: skip)")
     g.add_argument("--max_eval_examples", type=int, default=d.max_eval_examples,
                    help=f"validation examples scored ({d.max_eval_examples})")
+    sharing = p.add_argument_group("sharing (token from HF_TOKEN or `hf auth login`)")
+    sharing.add_argument("--push_to_hub", action="store_true", help="after training, push the run to the Hub")
+    sharing.add_argument("--hub_repo_id", metavar="REPO", help="the Hub repo for --push_to_hub ('name' or 'org/name')")
+    sharing.add_argument("--hub_private", action="store_true", help="create the Hub repo as private")
+    sharing.add_argument("--hub_overwrite", action="store_true",
+                         help="write into a repo that holds other files (they are kept)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
+
+
+def _check_push(args) -> None:
+    """Fail before training, not after it: these checks need no network."""
+    if not args.push_to_hub:
+        return
+    from .. import hub
+
+    if not args.hub_repo_id:
+        raise FnwebError("--push_to_hub needs --hub_repo_id REPO.")
+    hub.check_repo_id(args.hub_repo_id)
+    hub.resolve_token()
+
+
+def _push(args, folder) -> None:
+    from .. import hub
+
+    print(f"\n{hub.describe_target(args.hub_repo_id)}", flush=True)
+    try:
+        url = hub.push_run(folder, args.hub_repo_id, private=args.hub_private, overwrite=args.hub_overwrite)
+    except FnwebError as exc:
+        raise FnwebError(f"{exc} The run is saved in {folder}; push it again with "
+                         f"fnweb.hub.push_run('{folder}', '{args.hub_repo_id}').") from exc
+    print(f"Pushed to: {url}")
 
 
 def _data_args(g, d: TrainConfig) -> None:
@@ -203,6 +233,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
 
     def body() -> int:
+        _check_push(args)
         run = prepare(config_from_args(args))
         show = _printer(args.quiet, run.dist.is_main)
         if run.dist.is_main:
@@ -220,6 +251,8 @@ def main(argv=None) -> int:
         if run.dist.is_main:
             print()
             print(report(result))
+            if args.push_to_hub:
+                _push(args, result.folder)
         return 0
 
     return run_cli(body)
