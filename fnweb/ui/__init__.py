@@ -55,6 +55,7 @@ TABS: list[tuple[str, str]] = [
     ("Templates", "fnweb.ui.templates_tab:build_templates_tab"),
     ("Networks", "fnweb.ui.networks_tab:build_networks_tab"),
     ("Compare", "fnweb.ui.compare_tab:build_compare_tab"),
+    ("Experiments", "fnweb.ui.experiments_tab:build_experiments_tab"),
     ("Fine-tune", "fnweb.ui.finetune_tab:build_finetune_tab"),
     ("Share", "fnweb.ui.share_tab:build_share_tab"),
 ]
