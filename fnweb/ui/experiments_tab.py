@@ -273,8 +273,8 @@ def _views(result: ExperimentResult) -> tuple:
             _curve_frame(result))
 
 
-def _pm(mean: float, spread: float) -> str:
-    return f"{mean:+.4f} ± {spread:.4f}"
+def _pm(mean: float, spread: float, signed: bool = True) -> str:
+    return f"{mean:+.4f} ± {spread:.4f}" if signed else f"{mean:.4f} ± {spread:.4f}"
 
 
 def _ratio(value) -> str:
@@ -294,6 +294,7 @@ def _curve_frame(result: Optional[ExperimentResult]) -> pd.DataFrame:
     if result is None:
         return pd.DataFrame(columns=CURVE_COLUMNS)
     rows = [[p.m, " ".join(map(str, p.ids)), f"{100 * p.share_kept:.2f} %", f"{p.ce:.4f}",
-             _pm(p.random_ce_mean, p.random_ce_std), f"{p.kl:.4f}", _pm(p.random_kl_mean, p.random_kl_std), p.prompts]
+             _pm(p.random_ce_mean, p.random_ce_std, False), f"{p.kl:.4f}", _pm(p.random_kl_mean, p.random_kl_std, False),
+             p.prompts]
             for p in result.curve]
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
