@@ -33,9 +33,9 @@ def test_experiment_in_the_browser(browser, embedded_lm, tmp_path):  # noqa: F81
 
         page.get_by_role("tab", name="Experiments").click()
         page.locator("#fn-exp-sets label:has-text('creative')").click()  # factual only
-        _set_number(page, "#fn-exp-samples", 6)
+        _set_number(page, "#fn-exp-samples", 8)
         _set_number(page, "#fn-exp-draws", 3)
-        _set_number(page, "#fn-exp-tokens", 64)
+        _set_number(page, "#fn-exp-tokens", 128)
         page.click("#fn-exp-run")
         page.wait_for_selector("#fn-exp-status .fn-progress", timeout=30_000)  # the bar shows while it works
         page.wait_for_selector("#fn-exp-status .fn-msg-ok:has-text('Done in')", timeout=240_000)
