@@ -221,7 +221,12 @@ def app_ready_seconds(timeout: float = 180.0) -> float:
 
 def bench_scaling(lm, site, workdir: Path) -> dict:
     sources = [PromptSource(f"builtin:{name}") for name in builtin_sets() if name != "mcq"]
-    sequences = sequences_for(lm, sources, 1000)
+    sequences, total = [], 0
+    for sequence in sequences_for(lm, sources, 1000):  # just enough prompts for 16k tokens
+        if total >= 16000:
+            break
+        sequences.append(sequence)
+        total += len(sequence)
     acts = capture(lm.model, sequences, site=site, batch_size=8, pad_id=lm.tokenizer.pad_token_id)
     points = []
     for rows in (1000, 4000, 16000):
@@ -292,33 +297,46 @@ def main(argv=None) -> int:
     parser.add_argument("--skip", nargs="*", default=[], help="sections to skip")
     args = parser.parse_args(argv)
     results = {"machine": machine(), "site": args.site}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every section, so an interrupted run keeps what it measured
+        out.write_text(json.dumps(results, indent=2) + "\n")
+
     lm = load_model()
     sequences = sequences_for(lm, sources_100(), 20)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         results["capture"], acts = bench_capture(lm, sequences, args.site)
+        save()
         print(table(results), flush=True)
         if "decomposition" not in args.skip:
             results["decomposition"] = bench_decomposition(acts, workdir)
+            save()
+            print(table({"machine": results["machine"], "decomposition": results["decomposition"]}), flush=True)
         del acts
         if "end_to_end" not in args.skip and "decomposition" in results:
             results["end_to_end"] = bench_end_to_end(lm, sequences, args.site,
                                                      results["decomposition"]["reference_s"])
+            save()
+            print(table({"machine": results["machine"], "end_to_end": results["end_to_end"]}), flush=True)
         template = build_template(lm, BuildConfig(sources=sources_100(), samples_per_dataset=20, k=10,
                                                   site=args.site)).template
         if "generation" not in args.skip:
             results["generation"] = bench_generation(lm, template)
+            save()
         if "training" not in args.skip:
             results["training"] = bench_training(lm, template)
+            save()
         if "startup" not in args.skip:
             results["startup"] = bench_startup()
+            save()
         if "scaling" not in args.skip:
             results["scaling"] = bench_scaling(lm, args.site, workdir)
+            save()
     print()
     print(table(results))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    save()
     print(f"\nwrote {out}")
     return 0
 

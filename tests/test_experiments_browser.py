@@ -2,8 +2,8 @@
 
 A small template is built on the embedded model (factual and code prompts, k 3) and
 uploaded through the Templates tab's button; the experiment runs on a few held-out
-factual prompts with 3 random draws. Saves the README's screenshot
-(docs/screenshots/experiments.png). Skips, saying why, where Playwright or Chromium
+factual prompts with 3 random draws. Saves its screenshot (artifacts/, or
+docs/screenshots/ with FNWEB_README_SCREENSHOTS=1: tests/shots.py). Skips, saying why, where Playwright or Chromium
 is missing.
 """
 

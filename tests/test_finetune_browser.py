@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from shots import screenshot_dir
 import torch
 
 from live_app import running_app
@@ -22,7 +23,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = os.environ.get("FNWEB_CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
-SCREENSHOT = ROOT / "docs" / "screenshots" / "finetune.png"
+SCREENSHOT = screenshot_dir() / "finetune.png"  # artifacts/, or docs/screenshots/ when asked
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run"]
 MODES = ("none", "lesion", "preserve", "random")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shots import screenshot_dir
 
 from hubstub import Account, HubStub
 from live_app import running_app
@@ -419,8 +420,7 @@ def test_sign_in_push_and_see_the_link_in_the_page(url, hub, template_file):
         for close in page.locator(".toast-close").all():  # the error's pop-up, so that it hides nothing
             close.click()
         page.locator(".toast-body").first.wait_for(state="detached", timeout=10_000)
-        shots = ROOT / "docs" / "screenshots"
-        shots.mkdir(parents=True, exist_ok=True)
+        shots = screenshot_dir()  # artifacts/, or docs/screenshots/ when asked (tests/shots.py)
         page.screenshot(path=str(shots / "share.png"), full_page=True)
         browser.close()
     sent = hub.auth_headers[seen:]
