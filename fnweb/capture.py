@@ -51,18 +51,16 @@ class _Moments:
         self.mean = torch.zeros(channels, dtype=torch.float64)
         self.m2 = torch.zeros(channels, dtype=torch.float64)
 
-    def add(self, cols: slice, values: torch.Tensor) -> float:
-        """Merge a batch (n, chunk) into ``cols`` and return an upper bound of its ``|values|``.
-
-        ``count`` is advanced once per batch by the caller.
-        """
+    def add(self, values: torch.Tensor) -> float:
+        """Merge a batch (n, channels); return an upper bound of its ``|values|``."""
         n = values.shape[0]
         batch_var, batch_mean = torch.var_mean(values, dim=0, correction=0)  # one fused pass
         batch_var, batch_mean = batch_var.double(), batch_mean.double()
-        delta = batch_mean - self.mean[cols]
+        delta = batch_mean - self.mean
         total = self.count + n
-        self.mean[cols] += delta * (n / total)
-        self.m2[cols] += batch_var * n + delta**2 * (self.count * n / total)
+        self.mean += delta * (n / total)
+        self.m2 += batch_var * n + delta**2 * (self.count * n / total)
+        self.count = total
         # |x| <= sqrt(sum of x^2) = sqrt(n * (var + mean^2)) for every entry of a column
         return float((n * (batch_var + batch_mean**2)).max().sqrt())
 
@@ -91,12 +89,20 @@ def _pad(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
     return ids.to(device), mask.to(device)
 
 
-def _store(buffer: torch.Tensor, rows: slice, cols: slice, values: torch.Tensor, moments: "_Moments") -> None:
-    values = values.detach().to("cpu", torch.float32)
-    bound = moments.add(cols, values)
-    if buffer.dtype == torch.float16 and bound > _FLOAT16_MAX:  # keep huge ("massive") activations finite
-        values = values.clamp(-_FLOAT16_MAX, _FLOAT16_MAX)
-    buffer[rows, cols].copy_(values)  # converts to the storage dtype as it copies
+def _store(pending: list[torch.Tensor], real: torch.Tensor, rows: torch.Tensor, moments: _Moments) -> None:
+    """Write one batch: every layer's real tokens into ``rows`` (tokens, layers, width) at once.
+
+    Hooks only keep references; doing the work here, a few tensor operations per batch
+    instead of a dozen per layer, keeps capture close to a plain forward pass.
+    """
+    width = pending[0].shape[-1]
+    index = real.reshape(-1).nonzero().squeeze(1).to(pending[0].device)  # real token positions
+    block = torch.stack([p.reshape(-1, width) for p in pending])  # (layers, batch * positions, width)
+    block = block.index_select(1, index).transpose(0, 1).to("cpu", torch.float32)  # (tokens, layers, width)
+    bound = moments.add(block.reshape(block.shape[0], -1))
+    if rows.dtype == torch.float16 and bound > _FLOAT16_MAX:  # keep huge ("massive") activations finite
+        block = block.clamp(-_FLOAT16_MAX, _FLOAT16_MAX)
+    rows.copy_(block)  # converts to the storage dtype as it copies
 
 
 def capture(
@@ -123,9 +129,10 @@ def capture(
         raise FnwebError(f"Layers must lie in 0..{layout.n_layers - 1} (got {layers}).")
     total = sum(len(s) for s in sequences)
     buffer = torch.empty((total, len(layers) * width), dtype=STORAGE_DTYPES[storage])
+    by_layer = buffer.view(total, len(layers), width)
     moments = _Moments(buffer.shape[1])
-    state = {"rows": slice(0, 0), "real": None, "moments": moments}
-    handles = [_hook(model, layout, layer, col, width, site, buffer, state, layer == layers[-1])
+    pending: list[Optional[torch.Tensor]] = [None] * len(layers)
+    handles = [_hook(model, layout, layer, col, site, pending, layer == layers[-1])
                for col, layer in enumerate(layers)]
     device = next(model.parameters()).device
     body = unwrap(model).base_model  # the decoder without its LM head
@@ -137,13 +144,12 @@ def capture(
                 stop.check()
                 ids, mask = _pad([list(sequences[i]) for i in batch], pad_id, device)
                 n_real = int(mask.sum())
-                state["rows"], state["real"] = slice(done, done + n_real), mask.bool()
                 try:
                     body(input_ids=ids, attention_mask=mask, use_cache=False)
                 except _LastLayerDone:
                     pass
+                _store(pending, mask.bool(), by_layer[done : done + n_real], moments)
                 done += n_real
-                moments.count += n_real
                 report.done = done
                 progress(report)
     finally:
@@ -153,14 +159,11 @@ def capture(
     return Activations(matrix=buffer, layers=layers, width=width, site=site, mean=mean, std=std)
 
 
-def _hook(model, layout: Layout, layer: int, col: int, width: int, site: str, buffer, state, last: bool):
-    cols = slice(col * width, (col + 1) * width)
+def _hook(model, layout: Layout, layer: int, col: int, site: str, pending: list, last: bool):
     module = layout.module(model, layer, site)
 
     def keep(values: torch.Tensor) -> None:
-        real = state["real"]  # (batch, positions)
-        values = values.reshape(*real.shape, values.shape[-1])  # OPT flattens to (batch * positions, width)
-        _store(buffer, state["rows"], cols, values[real], state["moments"])  # (real tokens, width)
+        pending[col] = values.detach()  # a reference: the work happens once per batch in _store
         if last:
             raise _LastLayerDone()
 
