@@ -55,6 +55,8 @@ class _Standardised:
     def __init__(self, matrix: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, stop: StopFlag):
         self.x, self.mean, self.scale, self.stop = matrix, mean.float(), scale.float(), stop
         self.step = max(1, _CHUNK_BYTES // (4 * max(matrix.shape[0], 1)))
+        # One float32 chunk, reused by every pass: a fresh one each time costs page faults.
+        self.scratch = torch.empty(matrix.shape[0], min(self.step, matrix.shape[1]), dtype=torch.float32)
 
     @classmethod
     def of(cls, matrix: torch.Tensor, standardise: bool, stop: StopFlag,
@@ -70,12 +72,18 @@ class _Standardised:
             self.stop.check()
             yield slice(start, min(start + self.step, self.x.shape[1]))
 
+    def block(self, cols: slice) -> torch.Tensor:
+        """Raw columns ``cols`` of X in float32 (a view of the scratch chunk)."""
+        out = self.scratch[:, : cols.stop - cols.start]
+        out.copy_(self.x[:, cols])
+        return out
+
     def times(self, right: torch.Tensor) -> torch.Tensor:
         """Z @ right, right: (channels, l) -> (tokens, l)."""
         scaled = right * self.scale[:, None]
         out = torch.zeros(self.x.shape[0], right.shape[1])
         for cols in self.chunks():
-            out += self.x[:, cols].to(torch.float32) @ scaled[cols]
+            out += self.block(cols) @ scaled[cols]
         return out - self.mean @ scaled
 
     def transposed_times(self, left: torch.Tensor) -> torch.Tensor:
@@ -83,7 +91,7 @@ class _Standardised:
         totals = left.sum(0)
         out = torch.empty(self.x.shape[1], left.shape[1])
         for cols in self.chunks():
-            raw = self.x[:, cols].to(torch.float32).T @ left
+            raw = self.block(cols).T @ left
             out[cols] = (raw - torch.outer(self.mean[cols], totals)) * self.scale[cols, None]
         return out
 
@@ -93,7 +101,7 @@ class _Standardised:
         out = torch.zeros_like(left)
         correction = torch.zeros(left.shape[1])
         for cols in self.chunks():
-            block = self.x[:, cols].to(torch.float32)  # (tokens, chunk)
+            block = self.block(cols)  # (tokens, chunk)
             inner = (block.T @ left - torch.outer(self.mean[cols], totals)) * self.scale[cols, None] ** 2
             out += block @ inner
             correction += self.mean[cols] @ inner
@@ -141,7 +149,7 @@ def decompose(
     k: int = 10,
     seed: int = 0,
     standardise: bool = True,
-    oversample: int = 10,
+    oversample: int = 30,
     power_iters: int = 3,
     max_iter: int = 400,
     tol: float = 1e-4,
