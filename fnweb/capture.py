@@ -51,11 +51,9 @@ class _Moments:
         self.mean = torch.zeros(channels, dtype=torch.float64)
         self.m2 = torch.zeros(channels, dtype=torch.float64)
 
-    def add(self, values: torch.Tensor) -> float:
-        """Merge a batch (n, channels); return an upper bound of its ``|values|``."""
-        n = values.shape[0]
-        batch_var, batch_mean = torch.var_mean(values, dim=0, correction=0)  # one fused pass
-        batch_var, batch_mean = batch_var.double(), batch_mean.double()
+    def add(self, n: int, batch_var: torch.Tensor, batch_mean: torch.Tensor) -> float:
+        """Merge a batch of ``n`` rows given its per-column variance and mean; return a bound of its |values|."""
+        batch_var, batch_mean = batch_var.double().cpu(), batch_mean.double().cpu()
         delta = batch_mean - self.mean
         total = self.count + n
         self.mean += delta * (n / total)
@@ -89,20 +87,13 @@ def _pad(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
     return ids.to(device), mask.to(device)
 
 
-def _store(pending: list[torch.Tensor], real: torch.Tensor, rows: torch.Tensor, moments: _Moments) -> None:
-    """Write one batch: every layer's real tokens into ``rows`` (tokens, layers, width) at once.
-
-    Hooks only keep references; doing the work here, a few tensor operations per batch
-    instead of a dozen per layer, keeps capture close to a plain forward pass.
-    """
-    width = pending[0].shape[-1]
-    index = real.reshape(-1).nonzero().squeeze(1).to(pending[0].device)  # real token positions
-    block = torch.stack([p.reshape(-1, width) for p in pending])  # (layers, batch * positions, width)
-    block = block.index_select(1, index).transpose(0, 1).to("cpu", torch.float32)  # (tokens, layers, width)
-    bound = moments.add(block.reshape(block.shape[0], -1))
+def _finish_batch(state: dict, rows: torch.Tensor, moments: _Moments) -> None:
+    """Merge the batch's per-layer statistics; clamp overflowed float16 values (rare)."""
+    var = torch.cat([v for v, _ in state["stats"]])
+    mean = torch.cat([m for _, m in state["stats"]])
+    bound = moments.add(rows.shape[0], var, mean)
     if rows.dtype == torch.float16 and bound > _FLOAT16_MAX:  # keep huge ("massive") activations finite
-        block = block.clamp(-_FLOAT16_MAX, _FLOAT16_MAX)
-    rows.copy_(block)  # converts to the storage dtype as it copies
+        rows.nan_to_num_(posinf=_FLOAT16_MAX, neginf=-_FLOAT16_MAX)
 
 
 def capture(
@@ -131,8 +122,8 @@ def capture(
     buffer = torch.empty((total, len(layers) * width), dtype=STORAGE_DTYPES[storage])
     by_layer = buffer.view(total, len(layers), width)
     moments = _Moments(buffer.shape[1])
-    pending: list[Optional[torch.Tensor]] = [None] * len(layers)
-    handles = [_hook(model, layout, layer, col, site, pending, layer == layers[-1])
+    state: dict = {"stats": [None] * len(layers)}
+    handles = [_hook(model, layout, layer, col, width, site, state, layer == layers[-1])
                for col, layer in enumerate(layers)]
     device = next(model.parameters()).device
     body = unwrap(model).base_model  # the decoder without its LM head
@@ -144,11 +135,13 @@ def capture(
                 stop.check()
                 ids, mask = _pad([list(sequences[i]) for i in batch], pad_id, device)
                 n_real = int(mask.sum())
+                state["index"] = mask.reshape(-1).nonzero().squeeze(1)  # real token positions
+                state["rows"] = by_layer[done : done + n_real]  # (tokens, layers, width)
                 try:
                     body(input_ids=ids, attention_mask=mask, use_cache=False)
                 except _LastLayerDone:
                     pass
-                _store(pending, mask.bool(), by_layer[done : done + n_real], moments)
+                _finish_batch(state, buffer[done : done + n_real], moments)
                 done += n_real
                 report.done = done
                 progress(report)
@@ -159,11 +152,15 @@ def capture(
     return Activations(matrix=buffer, layers=layers, width=width, site=site, mean=mean, std=std)
 
 
-def _hook(model, layout: Layout, layer: int, col: int, site: str, pending: list, last: bool):
+def _hook(model, layout: Layout, layer: int, col: int, width: int, site: str, state: dict, last: bool):
+    """A hook that stores the real tokens' activations of one layer: three tensor operations."""
     module = layout.module(model, layer, site)
 
     def keep(values: torch.Tensor) -> None:
-        pending[col] = values.detach()  # a reference: the work happens once per batch in _store
+        real = values.reshape(-1, width).index_select(0, state["index"])  # (tokens, width); OPT is 2-D already
+        exact = real if real.dtype == torch.float32 else real.float()
+        state["stats"][col] = torch.var_mean(exact, dim=0, correction=0)  # float32 statistics, one pass
+        state["rows"][:, col].copy_(real)  # converts to the storage dtype as it copies
         if last:
             raise _LastLayerDone()
 
