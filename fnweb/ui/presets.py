@@ -56,8 +56,8 @@ class Preset:
 
 PRESETS = [
     Preset("Silence it with 2 % of its neurons",
-           "Lesion one mid-layer network (component 6): the model says nothing. As many random neurons: it still "
-           "answers.", "What is the capital of Japan?", (6,)),
+           "Lesion one network (component 7): the model says nothing. As many random neurons: it still "
+           "answers.", "What is the capital of Japan?", (7,)),
     Preset("Lose the thread in French",
            "Lesion the two late-layer networks (8 and 9): the answer drifts into broken French; random neurons "
            "leave it on track.", "What is the capital of France?", (8, 9)),
@@ -66,7 +66,7 @@ PRESETS = [
            "a fair control, where random damage is also large.", "Write a haiku about the sea.", (0, 1, 2, 3, 4)),
     Preset("Keep only one network",
            "Preserve one network and zero the other 98 % of neurons: the model babbles one word.",
-           "Tell me a short story about a dragon.", (6,), ("baseline", "preserve")),
+           "Tell me a short story about a dragon.", (7,), ("baseline", "preserve")),
 ]
 
 
