@@ -190,7 +190,7 @@ def units_of(result: ExperimentResult) -> str:
 
 def _lesion_sentence(row: LesionRow, draws: int, units: str) -> str:
     verb = "raised" if row.dce > 0 else "changed"
-    control = f"{row.random_dce_mean:+.3f} ± {row.random_dce_std:.3f} over {draws} draws"
+    control = f"{row.random_dce_mean:+.3f} ± {row.random_dce_std:.3f} over {draws} draw{'s' if draws != 1 else ''}"
     where = f"; {_pct(row.densest_share)} of layer {row.densest_layer}" if row.densest_layer >= 0 else ""
     head = f"lesioning component {row.component} ({_pct(row.share)} of {units}{where}) {verb} cross-entropy by {row.dce:+.3f} nats"
     if row.dce_ratio is not None and row.dce > 0:
@@ -222,12 +222,16 @@ def reading(result: ExperimentResult) -> str:
     if not result.rows:
         return "Nothing was measured yet" + (f": {result.partial_note}" if result.partial_note else ".")
     strongest = max(result.rows, key=lambda r: r.dce)
-    beating = sum(beats_random(r) for r in result.rows)
+    if draws > 1:
+        beating = (f"{sum(beats_random(r) for r in result.rows)} of {len(result.rows)} components hurt more than "
+                   "their random control by over two standard deviations.")
+    else:
+        beating = (f"{sum(r.dce > r.random_dce_mean for r in result.rows)} of {len(result.rows)} components hurt "
+                   "more than their random control (one draw: no spread to judge by).")
     text = (
         f"On {result.rows[0].prompts} held-out prompts ({result.tokens:,} scored tokens; the unchanged model's "
         f"cross-entropy is {result.baseline_ce:.3f} nats per token), {_lesion_sentence(strongest, draws, units_of(result))}. "
-        f"{beating} of {len(result.rows)} components hurt more than their random control by over two "
-        "standard deviations."
+        + beating
     )
     if result.union is not None and len(result.rows) > 1:
         u = result.union

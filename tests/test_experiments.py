@@ -220,6 +220,7 @@ def test_multiple_choice_accuracy(planted_lm):
     assert result.mcq_items == 4 and result.baseline_acc in (0.0, 0.25, 0.5, 0.75, 1.0)
     assert result.rows[0].acc in (0.0, 0.25, 0.5, 0.75, 1.0)
     assert result.union.random_acc_mean is not None
+    assert "(one draw: no spread to judge by)" in result.reading() and "over 1 draw" in result.reading()
     with pytest.raises(FnwebError, match="not a multiple-choice set"):
         run_experiment(planted_lm, make_template(), make_config(mcq=PromptSource("builtin:factual")))
 
