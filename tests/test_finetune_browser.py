@@ -9,38 +9,22 @@ saying why, where Playwright or Chromium is missing.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 from shots import screenshot_dir
+from test_browser import browser  # noqa: F401  (the shared Chromium fixture)
 import torch
 
 from live_app import running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = os.environ.get("FNWEB_CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = screenshot_dir() / "finetune.png"  # artifacts/, or docs/screenshots/ when asked
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run"]
 MODES = ("none", "lesion", "preserve", "random")
 
 
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-    if not Path(CHROMIUM).exists() and shutil.which(CHROMIUM) is None:
-        pytest.skip(f"No Chromium at {CHROMIUM} (install the Debian package or set FNWEB_CHROMIUM)")
-    with sync_api.sync_playwright() as p:
-        try:
-            chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        except Exception as exc:
-            pytest.skip(f"Chromium at {CHROMIUM} does not start: {exc}")
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
