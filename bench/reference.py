@@ -50,7 +50,7 @@ def reference_capture(model, sequences, layout, site: str) -> np.ndarray:
     try:
         with torch.no_grad():
             for sequence in sequences:
-                model(input_ids=torch.tensor([sequence]))  # the whole model, LM head included
+                model(input_ids=torch.tensor([sequence], device=model.device))  # the whole model, LM head included
                 rows.append(torch.cat([current[layer] for layer in range(layout.n_layers)], dim=1).numpy())
     finally:
         for handle in handles:

@@ -109,10 +109,13 @@ def run_child(method: str, data: Path, k: int, out: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def save_acts(acts, path: Path, rows: int | None = None) -> Path:
-    matrix = acts.matrix if rows is None else acts.matrix[:rows]
-    mean, std = (acts.mean, acts.std) if rows is None else (
-        matrix.float().mean(0), matrix.float().std(0, unbiased=False))
+def save_acts(acts, path: Path, rows: int | None = None, cols: int | None = None) -> Path:
+    """The activations (or their first ``rows`` x ``cols``) with column statistics, for a child process."""
+    if rows is None and cols is None:
+        matrix, mean, std = acts.matrix, acts.mean, acts.std
+    else:
+        matrix = acts.matrix[:rows, :cols]
+        mean, std = matrix.float().mean(0), matrix.float().std(0, unbiased=False)
     np.savez(path, matrix=matrix.numpy(), mean=mean.numpy(), std=std.numpy())
     return path
 
@@ -142,6 +145,7 @@ def bench_decomposition(acts, workdir: Path, k: int = 10) -> dict:
         "tokens": acts.n_tokens, "channels": acts.matrix.shape[1],
         "fnweb_s": ours["seconds"], "reference_s": theirs["seconds"], "speedup": speedup,
         "fnweb_peak_mb": ours["peak_mb"], "reference_peak_mb": theirs["peak_mb"], "memory_ratio": memory,
+        **({"fnweb_gpu_peak_mb": ours["gpu_peak_mb"]} if "gpu_peak_mb" in ours else {}),
         **agree,
         "target": "speedup >= 20, memory_ratio <= 0.5, matched |corr| >= 0.95",
         "ok": speedup >= 20 and memory <= 0.5 and agree["matched_abs_correlation"] >= 0.95,
@@ -161,7 +165,7 @@ def bench_end_to_end(lm, sequences, site, reference_decompose_s: float) -> dict:
 def bench_generation(lm, template) -> dict:
     prompts = ["What is the capital of France?", "Write a haiku about rain.", "What is 12 times 7?"]
     ids = [lm.tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                            return_tensors="pt")["input_ids"] for p in prompts]
+                                            return_tensors="pt")["input_ids"].to(lm.device) for p in prompts]
     spec = MaskSpec(tuple(template.component_ids[:2]), "lesion")
     new_tokens = 64
 
@@ -231,6 +235,7 @@ def app_ready_seconds(timeout: float = 180.0) -> float:
 
 
 def bench_scaling(lm, site, workdir: Path) -> dict:
+    """Decomposition time and peak memory as tokens, channels and k grow (one at a time)."""
     sources = [PromptSource(f"builtin:{name}") for name in builtin_sets() if name != "mcq"]
     sequences, total = [], 0
     for sequence in sequences_for(lm, sources, 1000):  # just enough prompts for 16k tokens
@@ -239,17 +244,30 @@ def bench_scaling(lm, site, workdir: Path) -> dict:
         sequences.append(sequence)
         total += len(sequence)
     acts = capture(lm.model, sequences, site=site, batch_size=8, pad_id=lm.tokenizer.pad_token_id)
-    points = []
-    for rows in (1000, 4000, 16000):
-        rows = min(rows, acts.n_tokens)
-        data = save_acts(acts, workdir / f"scale{rows}.npz", rows)
-        measured = run_child("fnweb", data, 10, workdir / "scale.npy")
-        points.append({"tokens": rows, "seconds": measured["seconds"], "peak_mb": measured["peak_mb"]})
-    x = np.log([p["tokens"] for p in points])
-    time_exp = float(np.polyfit(x, np.log([p["seconds"] for p in points]), 1)[0])
-    mem_exp = float(np.polyfit(x, np.log([max(p["peak_mb"], 1e-3) for p in points]), 1)[0])
-    return {"channels": acts.matrix.shape[1], "points": points, "time_exponent": time_exp,
-            "memory_exponent": mem_exp}
+    channels = acts.matrix.shape[1]
+
+    def point(rows: int, cols: int, k: int) -> dict:
+        rows, cols = min(rows, acts.n_tokens), min(cols, channels)
+        data = save_acts(acts, workdir / "scale.npz", rows, cols)
+        measured = run_child("fnweb", data, k, workdir / "scale.npy")
+        return {"tokens": rows, "channels": cols, "k": k, "seconds": measured["seconds"],
+                "peak_mb": measured["peak_mb"]}
+
+    middle = point(4000, channels, 10)
+    sweeps = {
+        "tokens": [point(1000, channels, 10), middle, point(16000, channels, 10)],
+        "channels": [point(4000, channels // 4, 10), point(4000, channels // 2, 10), middle],
+        "k": [middle, point(4000, channels, 20), point(4000, channels, 40)],
+    }
+    result = {"channels": channels}
+    for name, points in sweeps.items():
+        x = np.log([p[name] for p in points])
+        result[name] = {
+            "points": points,
+            "time_exponent": float(np.polyfit(x, np.log([p["seconds"] for p in points]), 1)[0]),
+            "memory_exponent": float(np.polyfit(x, np.log([max(p["peak_mb"], 1e-3) for p in points]), 1)[0]),
+        }
+    return result
 
 
 # ---- report ---------------------------------------------------------------------------
@@ -290,10 +308,11 @@ def table(results: dict) -> str:
         lines.append(f"start-up       cached model load {s['cached_model_load_s']:.1f} s"
                      + (f"; app launch to ready {s['app_ready_s']:.1f} s" if "app_ready_s" in s else ""))
     sc = results.get("scaling")
-    if sc:
-        pts = ", ".join(f"{p['tokens']} tok: {p['seconds']:.2f} s / {p['peak_mb']:.0f} MB" for p in sc["points"])
-        lines.append(f"scaling        {pts}; time ~ tokens^{sc['time_exponent']:.2f}, "
-                     f"memory ~ tokens^{sc['memory_exponent']:.2f} ({sc['channels']} channels)")
+    for name in ("tokens", "channels", "k") if sc else ():
+        sweep = sc[name]
+        pts = ", ".join(f"{p[name]}: {p['seconds']:.2f} s / {p['peak_mb']:.0f} MB" for p in sweep["points"])
+        lines.append(f"scaling {name:<8}{pts}; time ~ {name}^{sweep['time_exponent']:.2f}, "
+                     f"memory ~ {name}^{sweep['memory_exponent']:.2f}")
     return "\n".join(lines)
 
 

@@ -105,7 +105,8 @@ def build_template(
     seconds["capture"], clock = time.perf_counter() - clock, time.perf_counter()
 
     result = decompose(acts.matrix, k=config.k, seed=config.seed, standardise=config.standardise,
-                       progress=progress, stop=stop, mean=acts.mean, std=acts.std)
+                       progress=progress, stop=stop, mean=acts.mean, std=acts.std,
+                       device=lm.device if lm.device.type == "cuda" else None)  # PCA passes on the GPU too
     seconds["decompose"], clock = time.perf_counter() - clock, time.perf_counter()
 
     progress(Progress("thresholding", 0, 1, "", "Thresholding"))

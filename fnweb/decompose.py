@@ -52,20 +52,25 @@ class _Standardised:
     column chunk to float32 and multiplies.
     """
 
-    def __init__(self, matrix: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, stop: StopFlag):
-        self.x, self.mean, self.scale, self.stop = matrix, mean.float(), scale.float(), stop
+    def __init__(self, matrix: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, stop: StopFlag,
+                 device: torch.device = torch.device("cpu")):
+        self.x, self.stop, self.device = matrix, stop, device
+        self.mean, self.scale = mean.float().to(device), scale.float().to(device)
         self.step = max(1, _CHUNK_BYTES // (4 * max(matrix.shape[0], 1)))
         # One float32 chunk, reused by every pass: a fresh one each time costs page faults.
-        self.scratch = torch.empty(matrix.shape[0], min(self.step, matrix.shape[1]), dtype=torch.float32)
+        self.scratch = torch.empty(matrix.shape[0], min(self.step, matrix.shape[1]), dtype=torch.float32,
+                                   device=device)
 
     @classmethod
     def of(cls, matrix: torch.Tensor, standardise: bool, stop: StopFlag,
-           mean: Optional[torch.Tensor] = None, std: Optional[torch.Tensor] = None) -> "_Standardised":
+           mean: Optional[torch.Tensor] = None, std: Optional[torch.Tensor] = None,
+           device: torch.device = torch.device("cpu")) -> "_Standardised":
         """Use given column statistics (from the capture) or compute them in one pass."""
+        matrix = _onto(matrix, device)
         if mean is None or (standardise and std is None):
             mean, std = column_moments(matrix, stop)
         scale = torch.where(std > 1e-8, 1.0 / std, torch.zeros_like(std)) if standardise else torch.ones_like(mean)
-        return cls(matrix, mean, scale, stop)
+        return cls(matrix, mean, scale, stop, device)
 
     def chunks(self):
         for start in range(0, self.x.shape[1], self.step):
@@ -75,13 +80,13 @@ class _Standardised:
     def block(self, cols: slice) -> torch.Tensor:
         """Raw columns ``cols`` of X in float32 (a view of the scratch chunk)."""
         out = self.scratch[:, : cols.stop - cols.start]
-        out.copy_(self.x[:, cols])
+        out.copy_(self.x[:, cols])  # converts, and crosses to the device when X stayed on the CPU
         return out
 
     def times(self, right: torch.Tensor) -> torch.Tensor:
         """Z @ right, right: (channels, l) -> (tokens, l)."""
         scaled = right * self.scale[:, None]
-        out = torch.zeros(self.x.shape[0], right.shape[1])
+        out = torch.zeros(self.x.shape[0], right.shape[1], device=self.device)
         for cols in self.chunks():
             out += self.block(cols) @ scaled[cols]
         return out - self.mean @ scaled
@@ -89,7 +94,7 @@ class _Standardised:
     def transposed_times(self, left: torch.Tensor) -> torch.Tensor:
         """Z.T @ left, left: (tokens, l) -> (channels, l)."""
         totals = left.sum(0)
-        out = torch.empty(self.x.shape[1], left.shape[1])
+        out = torch.empty(self.x.shape[1], left.shape[1], device=self.device)
         for cols in self.chunks():
             raw = self.block(cols).T @ left
             out[cols] = (raw - torch.outer(self.mean[cols], totals)) * self.scale[cols, None]
@@ -99,7 +104,7 @@ class _Standardised:
         """Z @ Z.T @ left in one pass over X, left: (tokens, l) -> (tokens, l)."""
         totals = left.sum(0)
         out = torch.zeros_like(left)
-        correction = torch.zeros(left.shape[1])
+        correction = torch.zeros(left.shape[1], device=self.device)
         for cols in self.chunks():
             block = self.block(cols)  # (tokens, chunk)
             inner = (block.T @ left - torch.outer(self.mean[cols], totals)) * self.scale[cols, None] ** 2
@@ -108,11 +113,24 @@ class _Standardised:
         return out - correction
 
 
+def _onto(matrix: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The matrix on ``device`` when it fits in half the free memory there; else left where it is.
+
+    Left on the CPU, each pass streams it to the device one float32 chunk at a time.
+    """
+    if device.type != "cuda" or matrix.device == device:
+        return matrix
+    free, _total = torch.cuda.mem_get_info(device)
+    if matrix.numel() * matrix.element_size() > free // 2:
+        return matrix
+    return matrix.to(device)
+
+
 def column_moments(matrix: torch.Tensor, stop: Optional[StopFlag] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-column mean and standard deviation in float32, read in chunks."""
+    """Per-column mean and standard deviation in float32, read in chunks, on the matrix's device."""
     stop = stop or StopFlag()
-    mean = torch.empty(matrix.shape[1])
-    std = torch.empty(matrix.shape[1])
+    mean = torch.empty(matrix.shape[1], device=matrix.device)
+    std = torch.empty(matrix.shape[1], device=matrix.device)
     step = max(1, _CHUNK_BYTES // (4 * max(matrix.shape[0], 1)))
     for start in range(0, matrix.shape[1], step):
         stop.check()
@@ -127,14 +145,14 @@ def top_components(z: _Standardised, k: int, oversample: int, power_iters: int, 
     tokens, channels = z.x.shape
     width = min(k + oversample, tokens, channels)
     generator = torch.Generator().manual_seed(seed)
-    omega = torch.randn(channels, width, generator=generator)
+    omega = torch.randn(channels, width, generator=generator).to(z.device)  # drawn on the CPU: same on every device
     basis, _ = torch.linalg.qr(z.times(omega))
     for _ in range(power_iters):  # sharpen the spectrum: Q <- orth(Z Z^T Q)
         basis, _ = torch.linalg.qr(z.gram_times(basis))
     small = z.transposed_times(basis).T  # (width, channels) = Q^T Z
     u_small, singular, vt = torch.linalg.svd(small, full_matrices=False)
     u = basis @ u_small
-    return (u[:, :k] * singular[:k]).numpy(), vt[:k].T.contiguous().numpy(), singular[:k].numpy()
+    return (u[:, :k] * singular[:k]).cpu().numpy(), vt[:k].T.contiguous().cpu().numpy(), singular[:k].cpu().numpy()
 
 
 def _orient(maps: np.ndarray) -> np.ndarray:
@@ -157,11 +175,14 @@ def decompose(
     stop: Optional[StopFlag] = None,
     mean: Optional[torch.Tensor] = None,
     std: Optional[torch.Tensor] = None,
+    device: Optional[torch.device | str] = None,
 ) -> Decomposition:
     """ICA with ``k`` components of a ``(tokens, channels)`` activation matrix.
 
     ``mean`` and ``std`` are per-channel statistics if the caller has them (the capture
     computes them in float32 as it goes); otherwise one extra pass computes them.
+    ``device`` runs the PCA passes there (a CUDA device, say); FastICA on the small
+    score matrix always runs on the CPU.
     """
     from sklearn.decomposition import FastICA
     from sklearn.exceptions import ConvergenceWarning
@@ -177,7 +198,7 @@ def decompose(
         )
     report = Progress("decomposing", 0, power_iters + 3, "passes", "Decomposing (PCA)")
     progress(report)
-    z = _Standardised.of(matrix, standardise, stop, mean, std)
+    z = _Standardised.of(matrix, standardise, stop, mean, std, torch.device(device or "cpu"))
     scores, basis, singular = top_components(z, k, oversample, power_iters, seed)
     report.done = report.total - 1
     report.message = "Decomposing (ICA)"
