@@ -371,9 +371,7 @@ def load_template_from_hub(
 ) -> Template:
     """Download a repo's template (a template repo's file, or a run's template.json) and validate it."""
     repo_id = check_repo_id(repo_id)
-    token, source = resolve_token(token, required=False)
-    api = _api(token)
-    with _hub_errors("loading", repo_id, source, action_kind="load"):
+    with _loading(repo_id, token) as api:
         # The repo's info first: one call, not retried, so a dead network fails fast.
         present = _names(api.model_info(repo_id, revision=revision))
         filename = next((f for f in (TEMPLATE_FILENAME, "template.json") if f in present), None)
@@ -391,9 +389,7 @@ def download_run(
 ) -> RunFiles:
     """Download a run repo (snapshot) and check it like a local run folder."""
     repo_id = check_repo_id(repo_id)
-    token, source = resolve_token(token, required=False)
-    api = _api(token)
-    with _hub_errors("loading", repo_id, source, action_kind="load"):
+    with _loading(repo_id, token) as api:
         folder = api.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir)
     return read_run(folder, what=f"The repo {repo_id}{_at(revision)}")
 
@@ -424,6 +420,15 @@ def _cause(exc: BaseException, kinds) -> Optional[BaseException]:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+@contextmanager
+def _loading(repo_id: str, token: Optional[str]):
+    """A client for reading ``repo_id`` (a token only if one is at hand), Hub errors made plain."""
+    token, source = resolve_token(token, required=False)
+    api = _api(token)
+    with _hub_errors("loading", repo_id, source, action_kind="load"):
+        yield api
 
 
 @contextmanager

@@ -17,25 +17,11 @@ import pytest
 
 from fnweb.experiment_results import ExperimentResult
 from fnweb.templates import Template, TemplateMeta
-from live_app import running_app
-from test_app import EMBEDDED, expect_error, figure, load, picked
+from test_app import EMBEDDED, client, expect_error, figure, load, picked, url  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
 LAYERS, WIDTH = list(range(30)), 1536
-
-
-@pytest.fixture(scope="module")
-def url():
-    with running_app() as address:
-        yield address
-
-
-@pytest.fixture
-def client(url):
-    from gradio_client import Client
-
-    return Client(url, verbose=False)
 
 
 def make_template(width: int = WIDTH, model_id: str = EMBEDDED, built_on: int = 10) -> Template:

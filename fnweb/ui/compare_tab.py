@@ -215,10 +215,7 @@ def compare(session: Session, template_name: Optional[str], prompt, components, 
         yield render.message_html("error", error.message), skip
         raise error from exc
     finally:
-        if job is not None:
-            job.cleanup()
-            if session.job is job:
-                session.job = None
+        session.finish(job)
 
 
 def _run_folder(session: Session, run) -> Optional[Path]:

@@ -218,10 +218,7 @@ def run_experiment_form(session: Session, template_name: Optional[str], builtin,
         yield render.message_html("error", error.message), *[skip] * 6
         raise error from exc
     finally:
-        if job is not None:
-            job.cleanup()
-            if session.job is job:
-                session.job = None
+        session.finish(job)
 
 
 def stop_experiment(session: Session) -> None:

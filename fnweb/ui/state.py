@@ -53,6 +53,14 @@ class Session:
         # gr.State deep-copies its initial value for each visitor: each one starts afresh.
         return Session()
 
+    def finish(self, job: Optional[Job]) -> None:
+        """Clean up a job that has ended; forget it unless a newer one has taken its place."""
+        if job is None:
+            return
+        job.cleanup()
+        if self.job is job:
+            self.job = None
+
     # ---- model ----
 
     def require_model(self) -> LoadedModel:

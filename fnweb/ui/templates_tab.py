@@ -211,9 +211,7 @@ def build_stream(session: Session, config: BuildConfig, title: str = "Building t
             event = update.value if update.kind == "event" else event
             yield render.progress_html(event, update.elapsed, title, waiting=update.kind == "waiting"), None
     finally:
-        job.cleanup()
-        if session.job is job:
-            session.job = None
+        session.finish(job)
 
 
 def build(session: Session, builtin, hub, files, samples, max_tokens, k, site, threshold, threshold_value, seed):
