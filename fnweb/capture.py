@@ -2,8 +2,9 @@
 
 ``capture`` runs the model body (never the LM head) over token-id sequences sorted by
 length, with hooks at one site per layer, and writes each real token's activations
-into a preallocated ``(tokens, layers * width)`` matrix in float16 (or bfloat16).
-Statistics are left to the decomposition, which reads the matrix in float32 chunks.
+into a preallocated ``(tokens, layers * width)`` matrix in float16 (or bfloat16). Each
+column's mean and standard deviation come from the unrounded values on the way, so the
+decomposition can standardise without another pass over the matrix.
 
 It knows nothing about datasets or ICA.
 """
