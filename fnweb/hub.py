@@ -198,8 +198,13 @@ def push_run(
     private: bool = False,
     commit_message: Optional[str] = None,
     overwrite: bool = False,
+    merged: bool = False,
 ) -> str:
-    """Upload a fine-tuning run folder (adapter, template, mask, configs, metrics) with a refreshed card."""
+    """Upload a fine-tuning run folder (adapter, template, mask, configs, metrics) with a refreshed card.
+
+    ``merged`` adds ``merged/``: the adapter folded into the base weights with the run's
+    mask baked in, a model that loads with plain transformers (not for 4/8-bit runs).
+    """
     name = check_repo_id(repo_id)
     run = read_run(run_dir)
     files: dict[str, bytes | Path] = {}
@@ -211,11 +216,24 @@ def push_run(
 
     def card(full_id: str) -> bytes:
         return run_card(full_id, run.adapter_config, run.train_config, run.mask_dict, run.template, run.summary,
-                        existing).encode("utf-8")
+                        existing, merged=merged).encode("utf-8")
 
     what = run.mask.label() if run.mask else "no mask"
-    message = commit_message or f"Upload fnweb LoRA run ({what})"
-    return _push(RUN_KIND, name, files, card, token, private, message, overwrite)
+    message = commit_message or f"Upload fnweb LoRA run ({what}{', merged model' if merged else ''})"
+    with tempfile.TemporaryDirectory(prefix="fnweb-merged-") as scratch:
+        if merged:
+            resolve_token(token)  # no token: say so before the minutes a merge can take
+            files.update(_merged_files(run.folder, Path(scratch)))
+        return _push(RUN_KIND, name, files, card, token, private, message, overwrite)
+
+
+def _merged_files(folder: Path, scratch: Path) -> dict[str, Path]:
+    """The run's merged model, written to ``scratch``, as repo paths under ``merged/``."""
+    from .finetune.merge import MERGED_FOLDER, check_mergeable, merged_run, save_merged
+
+    check_mergeable(folder)  # before loading anything
+    saved = save_merged(merged_run(folder), scratch)
+    return {f"{MERGED_FOLDER}/{p.relative_to(saved).as_posix()}": p for p in sorted(saved.rglob("*")) if p.is_file()}
 
 
 def _push(kind, name, files, card, token, private, message, overwrite) -> str:

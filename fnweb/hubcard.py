@@ -201,8 +201,12 @@ def _train_datasets(train_config: dict) -> list[str]:
 
 
 def run_card(repo_id: str, adapter_config: dict, train_config: dict, mask: Optional[dict],
-             template: Optional[Template], summary: dict, existing: Optional[str] = None) -> str:
-    """README.md for a run repo. An existing card keeps its text; its metadata is refreshed."""
+             template: Optional[Template], summary: dict, existing: Optional[str] = None,
+             merged: bool = False) -> str:
+    """README.md for a run repo. An existing card keeps its text; its metadata is refreshed.
+
+    ``merged``: the repo also holds ``merged/``, and the card says how to load it.
+    """
     from huggingface_hub import ModelCard
 
     candidates = [adapter_config.get("base_model_name_or_path"), train_config.get("model_id"),
@@ -225,6 +229,8 @@ def run_card(repo_id: str, adapter_config: dict, train_config: dict, mask: Optio
     else:
         data = {**metadata, "tags": RUN_TAGS}
         body = _run_body(repo_id, base, base_id, mask, summary, train_config)
+    if merged and "subfolder=\"merged\"" not in body:
+        body = body.rstrip() + "\n\n" + _MERGED_USAGE.format(repo_id=repo_id, baked=_baked(mask))
     return _front_matter(data) + body
 
 
@@ -263,6 +269,28 @@ with run.masked():  # the mask it was trained with
 Without fnweb's fine-tuning module: `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base}"),
 files.folder)`, then `with fnweb.masks.masked(model, files.template, files.mask): ...`. The adapter was
 trained with the mask on: loaded without it, it is a different model.
+'''
+
+
+def _baked(mask: Optional[dict]) -> str:
+    if not mask or mask.get("mask_mode") == "none" or not mask.get("components"):
+        return "The run was trained without a mask."
+    if mask.get("mask_activations") is False:
+        return "It needs no mask: the run's mask only chose which weights could change."
+    return ("The run's mask is baked into its down-projections (the masked channels' weights are zero), "
+            "so it behaves as the adapter does with the mask on, with no hooks.")
+
+
+_MERGED_USAGE = '''## The merged model
+
+`merged/` holds the adapter folded into the base weights: a plain model. {baked}
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+model = AutoModelForCausalLM.from_pretrained("{repo_id}", subfolder="merged")
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}", subfolder="merged")
+```
 '''
 
 

@@ -246,6 +246,47 @@ def test_a_run_made_by_fnweb_finetune_round_trips_and_reloads_with_its_mask(hub,
     assert not torch.equal(got, _logits(remote.model, ids))  # the mask matters
 
 
+def test_a_run_pushed_with_its_merged_model_loads_with_plain_transformers(hub, tiny_model_dir, tmp_path):
+    """merged/ holds the adapter folded in with the mask baked in: the run's masked outputs, no fnweb."""
+    from huggingface_hub import ModelCard, snapshot_download
+    from transformers import AutoModelForCausalLM
+
+    from fnweb.finetune import finetune, load_run
+    from fnweb.models import ModelRequest, load_model
+    from ftkit import save_planted, small_config
+
+    lm = load_model(ModelRequest(str(tiny_model_dir)))
+    planted = save_planted(lm.model, tmp_path)
+    result = finetune(small_config(tmp_path / "ft", model_id=str(tiny_model_dir), mask_mode="lesion",
+                                   template_path=planted, component_ids=[2], max_steps=2), lm)
+    fnhub.push_run(result.folder, "alice/merged-run", merged=True)
+    listing = hub.listing("alice/merged-run")
+    assert {"adapter_model.safetensors", "merged/config.json", "merged/model.safetensors"} <= set(listing)
+    assert listing["merged/model.safetensors"].lfs and not (result.folder / "merged").exists()
+    card = ModelCard(hub.read("alice/merged-run", "README.md").decode())
+    assert 'subfolder="merged"' in card.text and "baked into its down-projections" in card.text
+
+    folder = Path(snapshot_download("alice/merged-run", cache_dir=str(tmp_path / "cache")))
+    plain = AutoModelForCausalLM.from_pretrained(folder / "merged")
+    run = load_run(result.folder, lm=lm)
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    with run.masked():
+        expected = _logits(run.model, ids)
+    assert torch.allclose(_logits(plain, ids), expected, atol=1e-4)
+
+
+def test_a_quantized_run_is_refused_a_merged_model_before_any_network_call(hub, run_dir, tmp_path):
+    import shutil
+
+    qlora = tmp_path / "qlora"
+    shutil.copytree(run_dir, qlora)
+    config = json.loads((qlora / "train_config.json").read_text())
+    (qlora / "train_config.json").write_text(json.dumps({**config, "quantization": "4bit"}))
+    with pytest.raises(FnwebError, match="QLoRA"):
+        fnhub.push_run(qlora, "alice/qlora-run", merged=True)
+    assert hub.requests == []
+
+
 def test_a_run_still_training_is_not_pushed(hub, run_dir, tmp_path):
     import os
 
@@ -520,6 +561,16 @@ def test_fnsft_pushes_the_run_it_saved(hub, tiny_model_dir, tmp_path, capsys):
     assert hub.repos["alice/cli-run"].private
 
 
+def test_fnsft_pushes_a_merged_model_when_asked(hub, tiny_model_dir, tmp_path, capsys):
+    from fnweb.cli.fnsft import main as fnsft
+    from test_finetune_cli import args_for
+
+    out = tmp_path / "run"
+    code = fnsft(args_for(tiny_model_dir, out, "--push_to_hub", "--hub_repo_id", "cli-merged", "--push_merged"))
+    assert code == 0, capsys.readouterr().out
+    assert "merged/model.safetensors" in hub.listing("alice/cli-merged")
+
+
 def test_fnsft_checks_the_push_before_training(hub, tiny_model_dir, tmp_path, capsys):
     from fnweb.cli.fnsft import main as fnsft
     from test_finetune_cli import args_for
@@ -529,4 +580,9 @@ def test_fnsft_checks_the_push_before_training(hub, tiny_model_dir, tmp_path, ca
     assert "needs --hub_repo_id" in capsys.readouterr().err
     assert fnsft(args_for(tiny_model_dir, out, "--push_to_hub", "--hub_repo_id", "bad--id")) == 2
     assert "not a valid Hub repo id" in capsys.readouterr().err
+    assert fnsft(args_for(tiny_model_dir, out, "--push_merged")) == 2
+    assert "--push_merged goes with --push_to_hub" in capsys.readouterr().err
+    assert fnsft(args_for(tiny_model_dir, out, "--push_to_hub", "--hub_repo_id", "q", "--push_merged",
+                          "--use_4bit")) == 2
+    assert "cannot merge a 4/8-bit" in capsys.readouterr().err
     assert not out.exists() and hub.requests == []

@@ -135,8 +135,8 @@ def push_template(client, name, repo, private=False, overwrite=False, heatmap=Tr
     return client.predict(name, repo, private, overwrite, heatmap, message, api_name="/hub_push_template")
 
 
-def push_run(client, run, repo, private=False, overwrite=False, message=""):
-    return client.predict(run, repo, private, overwrite, message, api_name="/hub_push_run")
+def push_run(client, run, repo, private=False, overwrite=False, message="", merged=False):
+    return client.predict(run, repo, private, overwrite, message, merged, api_name="/hub_push_run")
 
 
 def load(client, repo, kind="template", revision=""):
@@ -244,6 +244,29 @@ def test_push_a_run_then_load_it_and_push_the_loaded_copy(client, hub, run_dir):
     push_run(client, downloaded, "alice/copied-run")  # a loaded run, picked from the list
     assert hub.read("alice/copied-run", "adapter_model.safetensors") == \
         (run_dir / "adapter_model.safetensors").read_bytes()
+
+
+def test_push_a_run_with_its_merged_model(client, hub, tiny_model_dir, tmp_path):
+    from fnweb.finetune import finetune
+    from fnweb.models import ModelRequest, load_model
+    from ftkit import save_planted, small_config
+
+    lm = load_model(ModelRequest(str(tiny_model_dir)))
+    planted = save_planted(lm.model, tmp_path)
+    folder = finetune(small_config(tmp_path / "run", model_id=str(tiny_model_dir), mask_mode="lesion",
+                                   template_path=planted, component_ids=[2], max_steps=2), lm).folder
+    html = push_run(client, str(folder), "alice/merged-from-tab", merged=True)
+    assert "with a merged model" in html and link(html).endswith("/alice/merged-from-tab")
+    assert {"adapter_model.safetensors", "merged/model.safetensors", "merged/config.json"} <= \
+        set(hub.listing("alice/merged-from-tab"))
+
+    qlora = tmp_path / "qlora"
+    shutil.copytree(folder, qlora)
+    config = json.loads((qlora / "train_config.json").read_text())
+    (qlora / "train_config.json").write_text(json.dumps({**config, "quantization": "4bit"}))
+    requests = len(hub_calls(hub))
+    expect_error("trained on a 4bit base model", push_run, client, str(qlora), "alice/q", merged=True)
+    assert len(hub_calls(hub)) == requests
 
 
 # ---- faults: a message in the page, local files untouched, the app stays up -------------------

@@ -44,6 +44,9 @@ def parser() -> argparse.ArgumentParser:
     sharing = p.add_argument_group("sharing (token from HF_TOKEN or `hf auth login`)")
     sharing.add_argument("--push_to_hub", action="store_true", help="after training, push the run to the Hub")
     sharing.add_argument("--hub_repo_id", metavar="REPO", help="the Hub repo for --push_to_hub ('name' or 'org/name')")
+    sharing.add_argument("--push_merged", action="store_true",
+                         help="also push merged/: the adapter folded into the base weights with the mask baked in "
+                              "(a plain transformers model; not for 4/8-bit runs)")
     sharing.add_argument("--hub_private", action="store_true", help="create the Hub repo as private")
     sharing.add_argument("--hub_overwrite", action="store_true",
                          help="write into a repo that holds other files (they are kept)")
@@ -54,11 +57,15 @@ def parser() -> argparse.ArgumentParser:
 def _check_push(args) -> None:
     """Fail before training, not after it: these checks need no network."""
     if not args.push_to_hub:
+        if args.push_merged:
+            raise FnwebError("--push_merged goes with --push_to_hub and --hub_repo_id REPO.")
         return
     from .. import hub
 
     if not args.hub_repo_id:
         raise FnwebError("--push_to_hub needs --hub_repo_id REPO.")
+    if args.push_merged and (args.use_4bit or args.use_8bit):
+        raise FnwebError("--push_merged cannot merge a 4/8-bit (QLoRA) run: push the adapter alone.")
     hub.check_repo_id(args.hub_repo_id)
     hub.resolve_token()
 
@@ -68,7 +75,8 @@ def _push(args, folder) -> None:
 
     print(f"\n{hub.describe_target(args.hub_repo_id)}", flush=True)
     try:
-        url = hub.push_run(folder, args.hub_repo_id, private=args.hub_private, overwrite=args.hub_overwrite)
+        url = hub.push_run(folder, args.hub_repo_id, private=args.hub_private, overwrite=args.hub_overwrite,
+                           merged=args.push_merged)
     except FnwebError as exc:
         raise FnwebError(f"{exc} The run is saved in {folder}; push it again with "
                          f"fnweb.hub.push_run('{folder}', '{args.hub_repo_id}').") from exc

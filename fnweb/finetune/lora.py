@@ -202,11 +202,6 @@ def load_adapter(model: nn.Module, folder: Path):
     return peft_model
 
 
-def merged_copy(peft_model: nn.Module) -> nn.Module:
-    """The adapter folded into a copy of the base weights (for fast inference or comparisons)."""
-    return copy.deepcopy(peft_model).merge_and_unload()
-
-
 def describe_trainable(peft_model: nn.Module) -> dict:
     """Parameter counts; entries pinned to zero by a restriction do not count as trainable."""
     trainable = sum(p.numel() for p in trainable_parameters(peft_model))

@@ -34,6 +34,7 @@ import gradio as gr
 from .. import hub
 from ..archs import layout_of
 from ..errors import FnwebError
+from ..finetune.merge import check_mergeable
 from ..finetune.runs import read_json, run_info
 from ..hubcard import HEATMAP_FILENAME, coverage_png
 from ..templates import Template
@@ -66,6 +67,7 @@ class ShareTab:
     run_repo: gr.Textbox
     run_private: gr.Checkbox
     run_overwrite: gr.Checkbox
+    run_merged: gr.Checkbox
     run_message: gr.Textbox
     run_target: gr.HTML
     push_run: gr.Button
@@ -136,6 +138,9 @@ def build_share_tab(ctx) -> ShareTab:
             with gr.Row():
                 run_private = gr.Checkbox(False, label="Private", min_width=100)
                 run_overwrite = gr.Checkbox(False, label="Overwrite a repo holding other files", min_width=200)
+            run_merged = gr.Checkbox(False, label="Also push a merged model", elem_id="fn-share-run-merged",
+                                     info="merged/: the adapter folded into the base weights, the mask baked in; "
+                                          "loads with plain transformers (not for 4/8-bit runs)")
             run_message = gr.Textbox(label="Commit message", placeholder="blank: 'Upload fnweb LoRA run (…)'")
             run_target = gr.HTML("", elem_id="fn-share-run-target")
             push_run = gr.Button("Push run", variant="primary", elem_id="fn-share-push-run")
@@ -157,7 +162,8 @@ def build_share_tab(ctx) -> ShareTab:
             load_result = gr.HTML("", elem_id="fn-share-load-result")
 
     tab = ShareTab(sign_in, check, template_line, repo, private, overwrite, heatmap, message, target, push, run,
-                   refresh_runs, run_line, run_repo, run_private, run_overwrite, run_message, run_target, push_run,
+                   refresh_runs, run_line, run_repo, run_private, run_overwrite, run_merged, run_message, run_target,
+                   push_run,
                    result, preview, load_kind, load_repo, load_revision, load, load_result, loaded_runs)
     _wire(ctx, tab)
     return tab
@@ -180,7 +186,8 @@ def _wire(ctx, tab: ShareTab) -> None:
     tab.run.change(run_defaults, [ctx.session, tab.loaded_runs, tab.run], [tab.run_line, tab.run_repo],
                    api_name="hub_run_defaults")
     tab.push_run.click(push_run, [ctx.session, tab.loaded_runs, tab.run, tab.run_repo, tab.run_private,
-                                  tab.run_overwrite, tab.run_message], tab.result, api_name="hub_push_run", **hub_queue)
+                                  tab.run_overwrite, tab.run_message, tab.run_merged], tab.result,
+                       api_name="hub_push_run", **hub_queue)
     tab.load.click(load_from_hub, [ctx.session, tab.loaded_runs, tab.load_kind, tab.load_repo, tab.load_revision],
                    [tab.load_result, ctx.template, tab.run, tab.loaded_runs], api_name="hub_load", **hub_queue)
 
@@ -382,18 +389,22 @@ def describe_run(files: hub.RunFiles) -> str:
 
 
 def push_run(session: Session, loaded: Optional[list], choice: Optional[str], repo: str, private: bool,
-             overwrite: bool, message: str, oauth: gr.OAuthToken | None):
+             overwrite: bool, message: str, merged: bool, oauth: gr.OAuthToken | None):
     """Push the chosen run folder (adapter, template, mask, configs, metrics, card); show the address."""
     try:
         folder = _run_folder(session, loaded, choice)
         hub.read_run(folder)  # a folder that is not a finished run is said before any Hub call
+        if merged:
+            check_mergeable(folder)
         token = _token(oauth)
         full, who = hub.push_target(repo, token)
-        yield _note("info", f"Pushing the run {folder.name} to {full} as {who.describe()} …")
+        with_merged = " with a merged model" if merged else ""
+        first = "Merging, then pushing" if merged else "Pushing"
+        yield _note("info", f"{first} the run {folder.name}{with_merged} to {full} as {who.describe()} …")
         url = hub.push_run(folder, full, token=token, private=bool(private), commit_message=_commit_message(message),
-                           overwrite=bool(overwrite))
+                           overwrite=bool(overwrite), merged=bool(merged))
         what = "privately " if private else ""
-        yield _note("ok", f"Pushed the run {folder.name} {what}to {full} as {who.name}:", link=url)
+        yield _note("ok", f"Pushed the run {folder.name}{with_merged} {what}to {full} as {who.name}:", link=url)
     except Exception as exc:
         error = page_error(exc)
         yield _note("error", error.message)
