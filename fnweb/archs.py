@@ -97,9 +97,14 @@ def io_features(module: nn.Module) -> tuple[int, int]:
         return io_features(base)
     if hasattr(module, "in_features") and hasattr(module, "out_features"):
         return int(module.in_features), int(module.out_features)
-    if type(module).__name__ == "Conv1D":  # GPT-2: weight is (in, out)
+    if input_axis(module) == 0:  # GPT-2's Conv1D: weight is (in, out)
         return int(module.weight.shape[0]), int(module.weight.shape[1])
     raise FnwebError(f"{type(module).__name__} is not a linear layer fnweb can read.")
+
+
+def input_axis(module: nn.Module) -> int:
+    """The axis of ``module.weight`` that runs over input features: 1 for nn.Linear, 0 for GPT-2's Conv1D."""
+    return 0 if type(module).__name__ == "Conv1D" else 1
 
 
 def _text_config(model: nn.Module):

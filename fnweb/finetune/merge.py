@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..archs import layout_of
+from ..archs import input_axis, layout_of
 from ..errors import FnwebError
 from ..models import LoadedModel
 from .config import TrainConfig
@@ -56,9 +56,7 @@ def bake_masks(model: nn.Module, masks: dict[int, torch.Tensor], site: str) -> N
     for layer, keep in masks.items():
         projection = layout.module(model, layer, "neurons")  # the down-projection, for either site
         weight = projection.weight
-        # nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out).
-        in_axis = 0 if type(projection).__name__ == "Conv1D" else 1
-        axis = in_axis if site == "neurons" else 1 - in_axis
+        axis = input_axis(projection) if site == "neurons" else 1 - input_axis(projection)
         if weight.shape[axis] != keep.numel():
             raise FnwebError(f"Layer {layer}'s mask has {keep.numel()} channels; the down-projection has "
                              f"{weight.shape[axis]} on that side.")
