@@ -311,7 +311,7 @@ def table(results: dict) -> str:
     for name in ("tokens", "channels", "k") if sc else ():
         sweep = sc[name]
         pts = ", ".join(f"{p[name]}: {p['seconds']:.2f} s / {p['peak_mb']:.0f} MB" for p in sweep["points"])
-        lines.append(f"scaling {name:<8}{pts}; time ~ {name}^{sweep['time_exponent']:.2f}, "
+        lines.append(f"scaling {name:<9}{pts}; time ~ {name}^{sweep['time_exponent']:.2f}, "
                      f"memory ~ {name}^{sweep['memory_exponent']:.2f}")
     return "\n".join(lines)
 
