@@ -24,6 +24,7 @@ from .errors import FnwebError
 from .models import LoadedModel
 from .progress import Progress, ProgressFn, StopFlag, no_progress
 from .prompts import LOCAL_SUFFIXES, PromptSource, encode_pairs, sample_pairs
+from .stability import DEFAULT_RUNS, component_stability
 from .templates import Template, TemplateMeta
 
 
@@ -44,6 +45,7 @@ class BuildConfig:
     layers: Optional[Sequence[int]] = None  # None: every layer
     prompt_format: str = "auto"  # auto | chat | alpaca | chatml | basic
     activation_dtype: str = "auto"  # storage of captured activations: auto (float16) | bfloat16 | float32
+    stability_runs: int = DEFAULT_RUNS  # ICA re-runs on resampled tokens per component's stability; 0: none
 
     def validate(self) -> None:
         if not self.sources:
@@ -56,6 +58,8 @@ class BuildConfig:
             raise FnwebError(f"Samples per dataset must lie between 1 and 100000 (got {self.samples_per_dataset}).")
         if not 1 <= self.batch_size <= 1024:
             raise FnwebError(f"Batch size must lie between 1 and 1024 (got {self.batch_size}).")
+        if not 0 <= self.stability_runs <= 100:
+            raise FnwebError(f"Stability re-runs must lie between 0 and 100 (got {self.stability_runs}).")
         if self.threshold not in THRESHOLDS:
             raise FnwebError(f"Unknown threshold '{self.threshold}'; choose percentile or zscore.")
 
@@ -108,6 +112,11 @@ def build_template(
                        progress=progress, stop=stop, mean=acts.mean, std=acts.std,
                        device=lm.device if lm.device.type == "cuda" else None)  # PCA passes on the GPU too
     seconds["decompose"], clock = time.perf_counter() - clock, time.perf_counter()
+    stability = None
+    if config.stability_runs:
+        stability = component_stability(result, config.threshold, config.resolved_threshold, config.stability_runs,
+                                        config.seed, progress, stop).to_dict()
+        seconds["stability"], clock = time.perf_counter() - clock, time.perf_counter()
 
     progress(Progress("thresholding", 0, 1, "", "Thresholding"))
     masks = threshold(result.maps, config.threshold, config.resolved_threshold)
@@ -119,7 +128,7 @@ def build_template(
         max_tokens=config.max_tokens, n_tokens=acts.n_tokens, seed=config.seed, standardise=config.standardise,
         fnweb_version=__version__, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         ica={"converged": result.converged, "explained_variance": result.explained_variance.round(4).tolist(),
-             **result.info},
+             **result.info, **({"stability": stability} if stability else {})},
     )
     template = Template.from_masks(masks, acts.layers, acts.width, meta)
     seconds["threshold"] = time.perf_counter() - clock

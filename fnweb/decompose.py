@@ -42,6 +42,11 @@ class Decomposition:
     n_tokens: int
     converged: bool
     info: dict = field(default_factory=dict)
+    # The randomized SVD's sketch, for re-running PCA and ICA on resampled tokens
+    # (``fnweb.stability``): scores (tokens, w) and directions (channels, w), w = k + oversample.
+    sketch_scores: Optional[np.ndarray] = field(default=None, repr=False)
+    sketch_basis: Optional[np.ndarray] = field(default=None, repr=False)
+    ica_settings: dict = field(default_factory=dict)
 
 
 class _Standardised:
@@ -141,7 +146,11 @@ def column_moments(matrix: torch.Tensor, stop: Optional[StopFlag] = None) -> tup
 
 
 def top_components(z: _Standardised, k: int, oversample: int, power_iters: int, seed: int):
-    """Randomized SVD: (scores U_k S_k (tokens, k), V_k (channels, k), singular values (k,))."""
+    """Randomized SVD: (scores U S (tokens, w), V (channels, w), singular values (w,)), w = k + oversample.
+
+    The first k columns are the top k principal components; the rest span the sketch's
+    remaining directions (what ``fnweb.stability`` resamples within).
+    """
     tokens, channels = z.x.shape
     width = min(k + oversample, tokens, channels)
     generator = torch.Generator().manual_seed(seed)
@@ -152,10 +161,10 @@ def top_components(z: _Standardised, k: int, oversample: int, power_iters: int, 
     small = z.transposed_times(basis).T  # (width, channels) = Q^T Z
     u_small, singular, vt = torch.linalg.svd(small, full_matrices=False)
     u = basis @ u_small
-    return (u[:, :k] * singular[:k]).cpu().numpy(), vt[:k].T.contiguous().cpu().numpy(), singular[:k].cpu().numpy()
+    return (u * singular).cpu().numpy(), vt.T.contiguous().cpu().numpy(), singular.cpu().numpy()
 
 
-def _orient(maps: np.ndarray) -> np.ndarray:
+def orient_maps(maps: np.ndarray) -> np.ndarray:
     """Flip each map so that its heavier tail (positive skew) points up."""
     centred = maps - maps.mean(0)
     skew = (centred**3).mean(0)
@@ -184,9 +193,6 @@ def decompose(
     ``device`` runs the PCA passes there (a CUDA device, say); FastICA on the small
     score matrix always runs on the CPU.
     """
-    from sklearn.decomposition import FastICA
-    from sklearn.exceptions import ConvergenceWarning
-
     stop = stop or StopFlag()
     tokens, channels = matrix.shape
     if k < 1:
@@ -199,19 +205,13 @@ def decompose(
     report = Progress("decomposing", 0, power_iters + 3, "passes", "Decomposing (PCA)")
     progress(report)
     z = _Standardised.of(matrix, standardise, stop, mean, std, torch.device(device or "cpu"))
-    scores, basis, singular = top_components(z, k, oversample, power_iters, seed)
+    sketch_scores, sketch_basis, singular = top_components(z, k, oversample, power_iters, seed)
+    scores, basis = sketch_scores[:, :k], sketch_basis[:, :k]
     report.done = report.total - 1
     report.message = "Decomposing (ICA)"
     progress(report)
-    ica = FastICA(n_components=k, whiten="unit-variance", whiten_solver="eigh",
-                  random_state=seed, max_iter=max_iter, tol=tol)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        # float64: whitening by 'eigh' in float32 collapses every source onto one when the
-        # scores are ill-conditioned (seen on SmolLM2's MLP outputs: 10 identical components).
-        ica.fit(scores.astype(np.float64))
-    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    maps = _orient(basis @ ica.mixing_)  # (channels, k)
+    ica = fit_ica(scores, k, seed, max_iter, tol)
+    maps = orient_maps(basis @ ica.mixing)  # (channels, k)
     variance = (maps**2).sum(0)  # sources have unit variance: this is each one's share of Z's variance
     order = np.argsort(-variance, kind="stable")  # strongest component first, deterministically
     report.done = report.total
@@ -220,9 +220,40 @@ def decompose(
         maps=maps[:, order].astype(np.float32),
         explained_variance=variance[order].astype(np.float32),
         n_tokens=tokens,
-        converged=converged,
-        info={"ica_iterations": int(ica.n_iter_), "top_singular_values": singular.round(4).tolist()},
+        converged=ica.converged,
+        info={"ica_iterations": ica.iterations, "top_singular_values": singular[:k].round(4).tolist()},
+        sketch_scores=sketch_scores,
+        sketch_basis=sketch_basis,
+        ica_settings={"max_iter": max_iter, "tol": tol},
     )
+
+
+@dataclass
+class IcaFit:
+    mixing: np.ndarray  # (k, k): scores ~ sources @ mixing.T
+    converged: bool
+    iterations: int
+
+
+def fit_ica(scores: np.ndarray, k: int, seed: int, max_iter: int = 400, tol: float = 1e-4) -> IcaFit:
+    """FastICA (logcosh, unit-variance whitening) of a (tokens, k) score matrix, in float64."""
+    from sklearn.decomposition import FastICA
+    from sklearn.exceptions import ConvergenceWarning
+
+    # sklearn's whitening flips each eigenvector by the sign of its first entry, and
+    # np.sign(0) = 0 wipes a vector out. PCA scores are uncorrelated, so their covariance
+    # is diagonal and its eigenvectors unit vectors: all but one were wiped, and every
+    # component collapsed onto one (seen on SmolLM2's MLP outputs, and on resampled
+    # scores). A fixed random rotation makes the covariance dense; it is undone below.
+    rotation = np.linalg.qr(np.random.default_rng(seed).standard_normal((k, k)))[0]
+    ica = FastICA(n_components=k, whiten="unit-variance", whiten_solver="eigh",
+                  random_state=seed, max_iter=max_iter, tol=tol)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        ica.fit(scores.astype(np.float64) @ rotation)  # float64: eigh whitening in float32 loses weak sources
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    # scores @ R = S M'^T, so scores = S (R M')^T
+    return IcaFit(rotation @ ica.mixing_, converged, int(ica.n_iter_))
 
 
 def threshold(maps: np.ndarray, kind: str = "percentile", value: Optional[float] = None) -> np.ndarray:

@@ -125,8 +125,9 @@ class Template:
         return {layer: np.array(sorted(ch), dtype=np.int64) for layer, ch in sorted(union.items())}
 
     def coverage(self) -> list[dict]:
-        """Per component: channels, layers touched, and share of all channels."""
+        """Per component: channels, layers touched, share of all channels, and stability when recorded."""
         total = self.total_channels()
+        stability = self.stability()
         rows = []
         for c in self.component_ids:
             count = sum(len(ch) for ch in self.components[c].values())
@@ -135,17 +136,29 @@ class Template:
                 "channels": count,
                 "layers": len(self.components[c]),
                 "share": count / total if total else 0.0,
+                **({"stability": stability["correlation"][c], "mask_stability": stability["mask_iou"][c]}
+                   if stability and c < len(stability["correlation"]) else {}),
             })
         return rows
 
+    def stability(self) -> Optional[dict]:
+        """The build's stability check ({runs, correlation, mask_iou} per component id), if it ran."""
+        found = self.meta.ica.get("stability") if self.meta else None
+        return found if isinstance(found, dict) and "correlation" in found and "mask_iou" in found else None
+
     def coverage_summary(self) -> str:
-        """The original's 'Component Coverage Summary', one line per component."""
+        """The original's 'Component Coverage Summary', one line per component (and its stability, if known)."""
         lines = ["Component Coverage Summary:"]
         for row in self.coverage():
+            stable = (f"; stability {row['stability']:.2f}, mask {row['mask_stability']:.2f}"
+                      if "stability" in row else "")
             lines.append(
                 f"  Component {row['component']}: {row['channels']} channels across {row['layers']} layers"
-                f" ({100 * row['share']:.2f} % of {self.total_channels():,})"
+                f" ({100 * row['share']:.2f} % of {self.total_channels():,}){stable}"
             )
+        if self.stability():
+            lines.append(f"  (stability: mean matched |correlation| of the map over {self.stability()['runs']} ICA "
+                         "re-runs on resampled tokens; mask: mean IoU of the masks; 1 = found every time)")
         return "\n".join(lines)
 
     def infer_site(self, layout: Layout) -> str:

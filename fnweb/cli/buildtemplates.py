@@ -24,6 +24,7 @@ from ..hubcard import coverage_png
 from ..models import DTYPES, EMBEDDED_ID, ModelRequest, load_model
 from ..progress import Progress
 from ..prompts import FORMATS, PromptSource, builtin_sets
+from ..stability import DEFAULT_RUNS
 from . import run_cli
 
 
@@ -56,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=8, help="capture batch size (8)")
     p.add_argument("--no_standardise", action="store_true", help="skip z-scoring channels before PCA")
+    p.add_argument("--stability_runs", type=int, default=DEFAULT_RUNS,
+                   help=f"ICA re-runs on resampled tokens to score each component's stability ({DEFAULT_RUNS}; 0: skip)")
     p.add_argument("--torch_dtype", choices=list(DTYPES), default="auto", help="model dtype")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps, or multi (device_map=auto)")
     p.add_argument("--use_4bit", action=argparse.BooleanOptionalAction, default=False, help="load in 4-bit")
@@ -123,7 +126,7 @@ def main(argv=None) -> int:
             max_tokens=args.max_seq_length, k=args.ica_components, site=args.site, threshold=args.threshold,
             threshold_value=args.ica_percentile if args.threshold == "percentile" else args.zscore_alpha,
             seed=args.seed, batch_size=args.batch_size, standardise=not args.no_standardise,
-            prompt_format=args.template_format, activation_dtype=args.ica_dtype,
+            prompt_format=args.template_format, activation_dtype=args.ica_dtype, stability_runs=args.stability_runs,
         )
         config.validate()
         if args.push_to_hub:  # fail before the build, not after it: no network needed for these checks
