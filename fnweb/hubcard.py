@@ -121,9 +121,17 @@ def template_card(template: Template, repo_id: str, heatmap: Optional[str] = Non
             ["standardised", meta.standardise], ["created", meta.created or "-"],
         ]
         parts += ["## Settings\n", _table(["setting", "value"], settings) + "\n"]
+    coverage = template.coverage()
+    stable = bool(coverage) and all("stability" in r for r in coverage)
     rows = [[r["component"], f"{r['channels']:,}", r["layers"], f"{100 * r['share']:.2f} %"]
-            for r in template.coverage()]
-    parts += ["## Coverage\n", _table(["component", "channels", "layers", "share of all channels"], rows) + "\n"]
+            + ([f"{r['stability']:.2f}", f"{r['mask_stability']:.2f}"] if stable else []) for r in coverage]
+    header = ["component", "channels", "layers", "share of all channels"]
+    header += ["stability (map)", "stability (mask)"] if stable else []
+    parts += ["## Coverage\n", _table(header, rows) + "\n"]
+    if stable:
+        parts += [f"Stability: the mean matched |correlation| of each component's map, and the mean IoU of its "
+                  f"mask, over {template.stability()['runs']} re-runs of the PCA and ICA on bootstrap resamples "
+                  "of the tokens (1: found every time).\n"]
     if heatmap:
         ids = template.component_ids or [0]
         parts += [f"![Coverage: rows are components {ids[0]}..{ids[-1]} from the top, columns are layers from the "

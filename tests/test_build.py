@@ -60,9 +60,19 @@ def test_progress_reports_tokens_and_phases(tiny_lm):
     result = build_template(tiny_lm, small_config(), progress=events.append)
     phases = [e.phase for e in events]
     assert phases[0] == "loading" and phases[-1] == "done"
-    assert {"capturing", "decomposing", "thresholding"} <= set(phases)
+    assert {"capturing", "decomposing", "stability", "thresholding"} <= set(phases)
     captured = [e for e in events if e.phase == "capturing"]
     assert captured[-1].done == captured[-1].total == result.n_tokens
+
+
+def test_the_template_records_each_components_stability(tiny_lm, tmp_path):
+    result = build_template(tiny_lm, small_config(stability_runs=3), output=tmp_path / "t.json")
+    stability = Template.load(result.path).stability()
+    assert stability["runs"] == 3 and len(stability["correlation"]) == len(stability["mask_iou"]) == 3
+    assert all(0.0 <= v <= 1.0 for v in stability["correlation"] + stability["mask_iou"])
+    assert "stability" in result.template.coverage_summary()
+    plain = build_template(tiny_lm, small_config(stability_runs=0)).template
+    assert plain.stability() is None and "stability" not in plain.coverage_summary()
 
 
 def test_stop_raises_and_writes_nothing(tiny_lm, tmp_path):
@@ -83,6 +93,7 @@ def test_stop_raises_and_writes_nothing(tiny_lm, tmp_path):
     (dict(k=0), "k must lie between"),
     (dict(k=5000), "k must lie between"),
     (dict(max_tokens=1), "Max tokens"),
+    (dict(stability_runs=-1), "Stability re-runs must lie between 0 and 100"),
     (dict(threshold_value=100.0), "strictly between 0 and 100"),
     (dict(threshold="zscore", threshold_value=-1), "alpha must be positive"),
     (dict(samples_per_dataset=2, max_tokens=4, k=20), "only 16 tokens were captured"),

@@ -140,6 +140,7 @@ def test_template_card_parses_with_its_metadata(hub, built):
         "template", 3, "neurons", "percentile", 0)
     assert block["datasets"] == ["builtin:factual", "builtin:code"] and block["fnweb_version"]
     assert "| component | channels | layers |" in card.text and f"]({HEATMAP_FILENAME})" in card.text
+    assert "stability (map) | stability (mask) |" in card.text and "5 re-runs of the PCA and ICA" in card.text
     assert 'load_template_from_hub("alice/card-check")' in card.text
 
 

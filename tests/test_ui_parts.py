@@ -59,6 +59,20 @@ def test_coverage_bars_and_union():
     assert list(union.y) == [40.0, 10.0]  # neuron 2 is in both: counted once
 
 
+def test_coverage_table_shows_stability_when_the_template_recorded_it():
+    from fnweb.templates import TemplateMeta
+    from fnweb.ui.render import coverage_frame
+
+    meta = TemplateMeta(model_id="m", site="neurons", n_layers=2, width=10, k=2, threshold="percentile",
+                        threshold_value=98.0,
+                        ica={"stability": {"runs": 5, "correlation": [0.991, 0.52], "mask_iou": [0.9, 0.1]}})
+    t = Template(layers=[0, 1], width=10, components={0: {0: [0, 1, 2]}, 1: {0: [2, 3], 1: [9]}}, meta=meta)
+    frame = coverage_frame(t)
+    assert list(frame["stability"]) == ["0.99", "0.52"] and list(frame["mask stability"]) == ["0.90", "0.10"]
+    assert "stability" not in coverage_frame(Template(layers=[0], width=10, components={0: {0: [1]}}))
+    assert "stability" not in coverage_frame(Template([], 1, {}))
+
+
 def test_jaccard_and_overlap_matrix():
     t = Template(layers=[0, 1], width=10, components={0: {0: [0, 1, 2]}, 1: {0: [2, 3], 1: [2]}, 2: {}})
     matrix = plots.jaccard(t)
