@@ -157,8 +157,8 @@ class Template:
                 f" ({100 * row['share']:.2f} % of {self.total_channels():,}){stable}"
             )
         if self.stability():
-            lines.append(f"  (stability: mean matched |correlation| of the map over {self.stability()['runs']} ICA "
-                         "re-runs on resampled tokens; mask: mean IoU of the masks; 1 = found every time)")
+            lines.append(f"  (stability: mean matched |correlation| of the map over {self.stability()['runs']} re-runs "
+                         "of the PCA and ICA on resampled tokens; mask: mean IoU of the masks; 1 = found every time)")
         return "\n".join(lines)
 
     def infer_site(self, layout: Layout) -> str:
