@@ -41,6 +41,8 @@ def browser():
 
 
 def _shot(page, name: str, readme: bool = False) -> None:
+    for close in page.locator(".toast-close").all():  # a pop-up left from an earlier step would hide the page
+        close.click()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     if readme:

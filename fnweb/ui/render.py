@@ -88,17 +88,16 @@ def coverage_frame(template: Template) -> pd.DataFrame:
     frame = pd.DataFrame({
         "component": [r["component"] for r in rows],
         "neurons": [r["channels"] for r in rows],
-        "% of all": [f"{100 * r['share']:.2f}" for r in rows],
+        "% all": [f"{100 * r['share']:.2f}" for r in rows],
         "layers": [r["layers"] for r in rows],
-        "peak layer (neurons)": [_peak(template, r["component"]) for r in rows],
+        "peak layer": [_peak(template, r["component"]) for r in rows],
     })
     if variance and len(variance) == len(rows) and template.meta.standardise:
         # Standardised channels have unit variance, so the total is the number of channels.
-        frame["% variance"] = [f"{100 * v / template.total_channels():.2f}" for v in variance]
+        frame["% var"] = [f"{100 * v / template.total_channels():.2f}" for v in variance]
     if rows and all("stability" in r for r in rows):
         # Matched |correlation| and mask IoU over ICA re-runs on resampled tokens (1: found every time).
-        frame["stability"] = [f"{r['stability']:.2f}" for r in rows]
-        frame["mask stability"] = [f"{r['mask_stability']:.2f}" for r in rows]
+        frame["stability"] = [f"{r['stability']:.2f} / {r['mask_stability']:.2f}" for r in rows]
     return frame
 
 

@@ -95,8 +95,11 @@ def build_templates_tab(ctx) -> TemplatesTab:
                                                    "A small build (20 samples, k 5) takes seconds."),
                                elem_id="fn-build-progress")
             summary = gr.Markdown("", elem_id="fn-template-summary")
-            coverage = gr.Dataframe(render.coverage_frame(Template([], 1, {})), label="Coverage per component",
-                                    interactive=False, max_height=320, elem_id="fn-coverage")
+            coverage = gr.Dataframe(render.coverage_frame(Template([], 1, {})), interactive=False,
+                                    label="Coverage per component · peak layer: the layer with most of its "
+                                          "neurons (how many) · % var: share of the variance · stability: "
+                                          "map / mask agreement over resampled re-runs (1: found every time)",
+                                    max_height=320, elem_id="fn-coverage")
             with gr.Row():
                 download = gr.DownloadButton("Download template (.json)", value=None, elem_id="fn-download")
                 upload = gr.UploadButton("Upload a template (.json)", file_types=[".json"], elem_id="fn-upload")
