@@ -48,6 +48,7 @@ class LesionRow:
     acc: Optional[float] = None  # multiple-choice accuracy with the lesion
     random_acc_mean: Optional[float] = None
     random_acc_std: Optional[float] = None
+    stability: Optional[float] = None  # the component's map stability from its template's build (None: unknown)
 
 
 @dataclass
@@ -253,14 +254,14 @@ def reading(result: ExperimentResult) -> str:
 
 def table_text(result: ExperimentResult) -> str:
     head = (f"{'component':>9} {'share':>7} {'dCE':>8} {'random dCE':>16} {'ratio':>6} "
-            f"{'KL':>7} {'random KL':>15} {'ratio':>6}")
+            f"{'KL':>7} {'random KL':>15} {'ratio':>6} {'stable':>6}")
     lines = [f"Baseline cross-entropy {result.baseline_ce:.4f} nats/token on {result.prompts} prompts "
              f"({result.tokens:,} tokens)" + (" [PARTIAL]" if result.partial else ""), "", head]
     for r in result.rows + ([result.union] if result.union else []):
         lines.append(
             f"{r.component:>9} {_pct(r.share):>7} {r.dce:>+8.4f} {r.random_dce_mean:>+8.4f} ±{r.random_dce_std:<6.4f} "
             f"{_fmt_ratio(r.dce_ratio):>6} {r.kl:>7.4f} {r.random_kl_mean:>7.4f} ±{r.random_kl_std:<6.4f} "
-            f"{_fmt_ratio(r.kl_ratio):>6}"
+            f"{_fmt_ratio(r.kl_ratio):>6} {'-' if r.stability is None else f'{r.stability:.2f}':>6}"
         )
     if result.curve:
         lines += ["", f"{'kept m':>6} {'share':>7} {'CE':>8} {'random CE':>16} {'KL':>8} {'random KL':>16}"]

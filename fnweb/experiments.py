@@ -488,7 +488,16 @@ def _lesion_row(run: _Run, name: str, ids: Sequence[int], n_units: int, base_ce:
         prompts=min(n_units, run.n_text), densest_layer=densest,
         densest_share=per_layer.get(densest, 0) / run.width, acc=_accuracy(run, specs[0], n_units),
         random_acc_mean=random_["acc"][0], random_acc_std=random_["acc"][1],
+        stability=_stability(run.template, ids),
     )
+
+
+def _stability(template: Template, ids: Sequence[int]) -> Optional[float]:
+    """A single component's map stability, when its template's build recorded one."""
+    recorded = template.stability()
+    if recorded is None or len(ids) != 1 or not 0 <= ids[0] < len(recorded["correlation"]):
+        return None
+    return float(recorded["correlation"][ids[0]])
 
 
 def _curve_point(run: _Run, m: int, n_units: int) -> CurvePoint:

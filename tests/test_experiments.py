@@ -50,6 +50,7 @@ def make_template(width: int = tiny.INTERMEDIATE, samples: int = 5) -> Template:
         model_id="tiny-llama", site="neurons", n_layers=3, width=width, k=2, threshold="percentile",
         threshold_value=98.0, datasets=[{"name": "builtin:factual", "config": None, "split": "train", "samples": samples}],
         samples_per_dataset=samples, seed=0,
+        ica={"stability": {"runs": 5, "correlation": [0.97, 0.41], "mask_iou": [0.9, 0.2]}},
     )
     return Template(LAYERS, width, {0: {l: PLANTED for l in LAYERS}, 1: {l: ORDINARY for l in LAYERS}}, meta=meta)
 
@@ -128,6 +129,7 @@ def test_files_round_trip(result, tmp_path):
     assert [r["component"] for r in rows] == ["0", "1", "union"]
     assert float(rows[0]["dce"]) == pytest.approx(result.rows[0].dce)
     assert float(rows[0]["random_dce_std"]) == pytest.approx(result.rows[0].random_dce_std)
+    assert [r["stability"] for r in rows] == ["0.97", "0.41", ""]  # from the template's build; none for a union
     curve = list(csv.DictReader(io.StringIO(paths["curve"].read_text())))
     assert [int(p["m"]) for p in curve] == [1, 2] and curve[1]["ids"] == "0 1"
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files

@@ -39,7 +39,7 @@ from .state import Session, stamp
 TITLE = "Running the experiment"
 DATA_TYPES = [".json", ".jsonl", ".csv", ".parquet"]
 LESION_COLUMNS = ["component", "neurons", "share", "ΔCE", "random ΔCE (mean ± sd)", "ratio", "KL",
-                  "random KL (mean ± sd)", "KL ratio", "prompts"]
+                  "random KL (mean ± sd)", "KL ratio", "stability", "prompts"]
 CURVE_COLUMNS = ["top m kept", "components", "share kept", "CE", "random CE (mean ± sd)", "KL",
                  "random KL (mean ± sd)", "prompts"]
 
@@ -282,7 +282,8 @@ def _lesion_frame(result: Optional[ExperimentResult]) -> pd.DataFrame:
     if result is None:
         return pd.DataFrame(columns=LESION_COLUMNS)
     rows = [[r.component, r.neurons, f"{100 * r.share:.2f} %", f"{r.dce:+.4f}", _pm(r.random_dce_mean, r.random_dce_std),
-             _ratio(r.dce_ratio), f"{r.kl:.4f}", _pm(r.random_kl_mean, r.random_kl_std), _ratio(r.kl_ratio), r.prompts]
+             _ratio(r.dce_ratio), f"{r.kl:.4f}", _pm(r.random_kl_mean, r.random_kl_std), _ratio(r.kl_ratio),
+             "—" if r.stability is None else f"{r.stability:.2f}", r.prompts]
             for r in result.rows + ([result.union] if result.union else [])]
     return pd.DataFrame(rows, columns=LESION_COLUMNS)
 
