@@ -183,7 +183,7 @@ def bench_generation(lm, template) -> dict:
         return go
 
     plain, lesion = [], []
-    for _ in range(3):  # interleaved, so drift hits both alike
+    for _ in range(5):  # interleaved, so drift hits both alike; best of each
         plain.append(best_of(run(False), 1))
         lesion.append(best_of(run(True), 1))
     tokens = new_tokens * len(prompts)
