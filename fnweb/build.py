@@ -45,7 +45,7 @@ class BuildConfig:
     layers: Optional[Sequence[int]] = None  # None: every layer
     prompt_format: str = "auto"  # auto | chat | alpaca | chatml | basic
     activation_dtype: str = "auto"  # storage of captured activations: auto (float16) | bfloat16 | float32
-    stability_runs: int = DEFAULT_RUNS  # ICA re-runs on resampled tokens per component's stability; 0: none
+    stability_runs: int = DEFAULT_RUNS  # PCA+ICA re-runs on resampled tokens, for each component's stability; 0: none
 
     def validate(self) -> None:
         if not self.sources:

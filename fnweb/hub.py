@@ -229,10 +229,9 @@ def push_run(
 
 def _merged_files(folder: Path, scratch: Path) -> dict[str, Path]:
     """The run's merged model, written to ``scratch``, as repo paths under ``merged/``."""
-    from .finetune.merge import MERGED_FOLDER, check_mergeable, merged_run, save_merged
+    from .finetune.merge import MERGED_FOLDER, merged_run, save_merged
 
-    check_mergeable(folder)  # before loading anything
-    saved = save_merged(merged_run(folder), scratch)
+    saved = save_merged(merged_run(folder), scratch)  # merged_run refuses a 4/8-bit run before loading anything
     return {f"{MERGED_FOLDER}/{p.relative_to(saved).as_posix()}": p for p in sorted(saved.rglob("*")) if p.is_file()}
 
 

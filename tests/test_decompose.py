@@ -79,9 +79,9 @@ def test_k_larger_than_tokens_is_refused():
 
 
 def test_sources_of_very_different_strength_stay_distinct():
-    # Scores spanning 100x in scale make the whitening ill-conditioned: in float32 the
-    # FastICA collapsed all but one source onto the same component (seen on SmolLM2's
-    # MLP outputs); the decomposition runs it in float64.
+    # Scores spanning 100x in scale make the whitening ill-conditioned: in float32 FastICA
+    # collapsed all but one source onto the same component. fit_ica runs in float64 (and
+    # rotates its input against a second collapse: see test_stability).
     rng = np.random.default_rng(0)
     k, tokens, channels = 6, 4000, 300
     sources = rng.laplace(size=(tokens, k)) ** 3
