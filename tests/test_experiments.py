@@ -86,11 +86,11 @@ def test_planted_group_is_found_and_beats_its_random_control(result):
     planted, ordinary = result.rows
     assert planted.component == "0" and planted.neurons == 18 and planted.share == pytest.approx(18 / 192)
     assert planted.densest_layer == 0 and planted.densest_share == pytest.approx(6 / 64)
-    assert planted.dce > 0.5  # the planted group matters...
-    assert planted.dce > planted.random_dce_mean + 5 * planted.random_dce_std  # ...far beyond random neurons
-    assert planted.dce_ratio is None or planted.dce_ratio > 20
-    assert planted.kl_ratio > 20 and beats_random(planted)
-    assert planted.dce > 10 * abs(ordinary.dce)
+    assert planted.network["dce"] > 0.5  # the planted group matters...
+    assert planted.network["dce"] > planted.random["dce"].mean + 5 * planted.random["dce"].sd  # ...far beyond random neurons
+    assert planted.ratio["dce"] is None or planted.ratio["dce"] > 20
+    assert planted.ratio["kl"] > 20 and beats_random(planted)
+    assert planted.network["dce"] > 10 * abs(ordinary.network["dce"])
     assert result.union.ids == [0, 1] and result.union.neurons == 36
     assert not result.partial and result.prompts == 6 and planted.prompts == 6
 
@@ -100,14 +100,14 @@ def test_numbers_match_a_plain_forward_pass(planted_lm, result):
     base = direct_ce(planted_lm, template, config, None)
     assert result.baseline_ce == pytest.approx(base, abs=1e-4)
     lesioned = direct_ce(planted_lm, template, config, MaskSpec((0,), "lesion"))
-    assert result.rows[0].ce == pytest.approx(lesioned, abs=1e-4)
-    assert result.rows[0].dce == pytest.approx(lesioned - base, abs=1e-4)
+    assert result.rows[0].network["ce"] == pytest.approx(lesioned, abs=1e-4)
+    assert result.rows[0].network["dce"] == pytest.approx(lesioned - base, abs=1e-4)
     draws = [direct_ce(planted_lm, template, config, MaskSpec((0,), "lesion", random_seed=d)) - base for d in range(3)]
     mean = sum(draws) / 3
-    assert result.rows[0].random_dce_mean == pytest.approx(mean, abs=1e-4)
-    assert result.rows[0].random_dce_std == pytest.approx(torch.tensor(draws).std().item(), abs=1e-4)
+    assert result.rows[0].random["dce"].mean == pytest.approx(mean, abs=1e-4)
+    assert result.rows[0].random["dce"].sd == pytest.approx(torch.tensor(draws).std().item(), abs=1e-4)
     kept = direct_ce(planted_lm, template, config, MaskSpec((0,), "preserve"))
-    assert result.curve[0].ce == pytest.approx(kept, abs=1e-4)
+    assert result.curve[0].network["ce"] == pytest.approx(kept, abs=1e-4)
 
 
 def test_preservation_curve(result):
@@ -115,11 +115,11 @@ def test_preservation_curve(result):
     assert result.curve[0].ids == [0]  # ordered by lesion effect: the planted group first
     shares = [p.share_kept for p in result.curve]
     assert shares == sorted(shares) and shares[0] == pytest.approx(18 / 192)
-    kls = [p.kl for p in result.curve]
+    kls = [p.network["kl"] for p in result.curve]
     assert kls == sorted(kls, reverse=True)  # keeping more stays closer to the unchanged model
     first = result.curve[0]
-    assert first.ce < first.random_ce_mean - 3 * first.random_ce_std
-    assert first.kl < 0.1 * first.random_kl_mean
+    assert first.network["ce"] < first.random["ce"].mean - 3 * first.random["ce"].sd
+    assert first.network["kl"] < 0.1 * first.random["kl"].mean
 
 
 def test_files_round_trip(result, tmp_path):
@@ -127,8 +127,8 @@ def test_files_round_trip(result, tmp_path):
     assert ExperimentResult.load(paths["json"]) == result
     rows = list(csv.DictReader(io.StringIO(paths["components"].read_text())))
     assert [r["component"] for r in rows] == ["0", "1", "union"]
-    assert float(rows[0]["dce"]) == pytest.approx(result.rows[0].dce)
-    assert float(rows[0]["random_dce_std"]) == pytest.approx(result.rows[0].random_dce_std)
+    assert float(rows[0]["dce"]) == pytest.approx(result.rows[0].network["dce"])
+    assert float(rows[0]["random_dce_std"]) == pytest.approx(result.rows[0].random["dce"].sd)
     assert [r["stability"] for r in rows] == ["0.97", "0.41", ""]  # from the template's build; none for a union
     curve = list(csv.DictReader(io.StringIO(paths["curve"].read_text())))
     assert [int(p["m"]) for p in curve] == [1, 2] and curve[1]["ids"] == "0 1"
@@ -144,9 +144,9 @@ def test_reading_and_figures(result):
     assert "PARTIAL" not in text
     bars = lesion_figure(result)
     assert [len(t.x) for t in bars.data] == [3, 3]
-    assert list(bars.data[1].error_y.array) == pytest.approx([r.random_dce_std for r in result.rows + [result.union]])
+    assert list(bars.data[1].error_y.array) == pytest.approx([r.random["dce"].sd for r in result.rows + [result.union]])
     curve = preservation_figure(result, "kl")
-    assert list(curve.data[0].y) == pytest.approx([p.kl for p in result.curve])
+    assert list(curve.data[0].y) == pytest.approx([p.network["kl"] for p in result.curve])
     with pytest.raises(FnwebError, match="Unknown metric"):
         lesion_figure(result, "f1")
 
@@ -220,8 +220,8 @@ def test_multiple_choice_accuracy(planted_lm):
     config = make_config(draws=1, curve=False, mcq=PromptSource("builtin:mcq"), mcq_items=4)
     result = run_experiment(planted_lm, make_template(), config)
     assert result.mcq_items == 4 and result.baseline_acc in (0.0, 0.25, 0.5, 0.75, 1.0)
-    assert result.rows[0].acc in (0.0, 0.25, 0.5, 0.75, 1.0)
-    assert result.union.random_acc_mean is not None
+    assert result.rows[0].network["acc"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert result.union.random["acc"].mean is not None
     assert "(one draw: no spread to judge by)" in result.reading() and "over 1 draw" in result.reading()
     with pytest.raises(FnwebError, match="not a multiple-choice set"):
         run_experiment(planted_lm, make_template(), make_config(mcq=PromptSource("builtin:factual")))

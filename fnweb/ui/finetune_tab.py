@@ -27,6 +27,8 @@ import gradio as gr
 
 from ..errors import FnwebError
 from ..finetune import MASK_MODES, RunInfo, TrainConfig
+from ..finetune.config import CONTROL_OF, NO_MASK, RANDOM
+from ..interventions import DEFAULT_INTERVENTION, interventions_help
 from ..masks import component_ids_from_text
 from ..models import QUANTIZATIONS
 from ..prompts import BUILTIN_PREFIX, PromptSource, builtin_sets
@@ -45,8 +47,8 @@ POLL_SECONDS = 1.0
 LIMITS = {"Steps": (1, 5000), "Batch size": (1, 64), "Gradient accumulation": (1, 64),
           "Max sequence length": (16, 4096), "LoRA rank r": (1, 256), "Forgetting prompts per set": (0, 64),
           "Task examples scored": (1, 512), "Components computed (k)": (1, 64), "Prompts for the template": (2, 1000)}
-MODE_HELP = ("none: plain LoRA · lesion: the components' neurons zeroed while training · preserve: only theirs kept · "
-             "random: as many random neurons zeroed (the control)")
+MODE_HELP = (f"{NO_MASK}: plain LoRA · {interventions_help()}, while training · "
+             f"{RANDOM}: the same on as many random neurons (the control)")
 SCATTER_HELP = ("One point per run: **up** = the task loss fell more (learned more), **left** = closer to the base "
                 "model on general prompts (forgot less). Compare a lesion with its random control, and both with "
                 "plain LoRA.")
@@ -125,9 +127,9 @@ def build_finetune_tab(ctx) -> FinetuneTab:
                                        info="Yours (Templates tab), or computed from the training prompts")
                 components = gr.Textbox("0", label="Components", scale=1, min_width=110, elem_id="fn-ft-components",
                                         info="e.g. 0 or 0, 3")
-            mode = gr.Radio(list(MASK_MODES), value="none", label="Mask mode", info=MODE_HELP, elem_id="fn-ft-mode")
+            mode = gr.Radio(list(MASK_MODES), value=NO_MASK, label="Mask mode", info=MODE_HELP, elem_id="fn-ft-mode")
             with gr.Row():
-                control_of = gr.Radio(["lesion", "preserve"], value="lesion", label="Random control copies",
+                control_of = gr.Radio(list(CONTROL_OF), value=DEFAULT_INTERVENTION, label="Random control copies",
                                       min_width=180, visible=False, elem_id="fn-ft-control")
                 restrict = gr.Checkbox(False, label="Restrict updates to the network",
                                        info="preserve: only its neurons' weights change; lesion: only the others'",
@@ -196,7 +198,7 @@ def build_finetune_tab(ctx) -> FinetuneTab:
 def _wire(ctx, tab: FinetuneTab) -> None:
     tab.source.change(lambda s: [gr.update(visible=s == name) for name in SOURCES], tab.source,
                       [tab.builtin, tab.file, tab.hub], queue=False, api_visibility="private")
-    tab.mode.change(lambda m: gr.update(visible=m == "random"), tab.mode, tab.control_of, queue=False,
+    tab.mode.change(lambda m: gr.update(visible=m == RANDOM), tab.mode, tab.control_of, queue=False,
                     api_visibility="private")
     ctx.template.change(template_choices, [ctx.session, tab.template], tab.template, api_visibility="private")
     tab.template.focus(template_choices, [ctx.session, tab.template], tab.template, api_visibility="private")
@@ -243,7 +245,7 @@ def dataset_from_form(source: str, builtin, file, hub) -> PromptSource:
 
 
 def _template_path(session: Session, template: Optional[str], mode: str) -> Optional[str]:
-    if mode == "none" or template in (None, "", ON_THE_FLY):
+    if mode == NO_MASK or template in (None, "", ON_THE_FLY):
         return None
     return str(session.get(template).path)
 
@@ -263,8 +265,9 @@ def config_from_form(session: Session, source, builtin, file, hub, template, com
         revision=request.revision, trust_remote_code=request.trust_remote_code,
         lora_r=_bounded(lora_r, "LoRA rank r"), lora_alpha=real(lora_alpha, "LoRA alpha"),
         lora_dropout=real(lora_dropout, "LoRA dropout"),
-        mask_mode=mode, control_of=control_of or "lesion", template_path=_template_path(session, template, mode),
-        component_ids=component_ids_from_text(components or "") if mode != "none" else [0],
+        mask_mode=mode, control_of=control_of or DEFAULT_INTERVENTION,
+        template_path=_template_path(session, template, mode),
+        component_ids=component_ids_from_text(components or "") if mode != NO_MASK else [0],
         restrict_updates=bool(restrict),
         ica_components=_bounded(k, "Components computed (k)"), ica_samples=_bounded(ica_samples, "Prompts for the template"),
         max_steps=_bounded(steps, "Steps"), learning_rate=real(learning_rate, "Learning rate"),
