@@ -53,7 +53,7 @@ def _share(share: float) -> str:
 def lesion_table(result: Optional[ExperimentResult]) -> tuple[list[str], list[list]]:
     """Headers and rows (the union last) of the lesions."""
     rows = result.lesion_rows if result is not None else []
-    keys = measured(rows, LESION_METRICS) if rows else [k for k in LESION_METRICS if k != "acc"]
+    keys = measured(rows, LESION_METRICS)  # nothing measured yet: no metric columns
     headers = ["component", "neurons", "share", *_metric_headers(keys, True), "stability", "prompts"]
     cells = [[r.component, r.neurons, _share(r.share), *_metric_cells(r, keys, True),
               MISSING if r.stability is None else f"{r.stability:.2f}", r.prompts] for r in rows]
@@ -63,7 +63,7 @@ def lesion_table(result: Optional[ExperimentResult]) -> tuple[list[str], list[li
 def curve_table(result: Optional[ExperimentResult]) -> tuple[list[str], list[list]]:
     """Headers and rows of the preservation curve."""
     points = result.curve if result is not None else []
-    keys = measured(points, CURVE_METRICS) if points else [k for k in CURVE_METRICS if k != "acc"]
+    keys = measured(points, CURVE_METRICS)
     headers = ["top m kept", "components", "share kept", *_metric_headers(keys, False), "prompts"]
     cells = [[p.m, " ".join(map(str, p.ids)), _share(p.share_kept), *_metric_cells(p, keys, False), p.prompts]
              for p in points]

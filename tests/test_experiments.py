@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,11 +21,13 @@ import torch.nn.functional as F
 import tiny
 from fnweb.errors import FnwebError
 from fnweb.experiment_plots import lesion_figure, preservation_figure, write_figures
-from fnweb.experiment_results import ExperimentResult, beats_random
+from fnweb.experiment_results import CURVE_METRICS, LESION_METRICS, ExperimentResult, beats_random
+from fnweb.experiment_tables import curve_table, lesion_table, table_text
 from fnweb.experiments import (
     STOPPED, ExperimentConfig, experiment_stream, heldout_pairs, run_experiment, template_prompts,
 )
 from fnweb.masks import MaskSpec, masked
+from fnweb.metrics import METRICS
 from fnweb.models import LoadedModel, ModelRequest
 from fnweb.progress import StopFlag
 from fnweb.prompts import PromptSource, encode_prompt_and_response
@@ -136,6 +140,49 @@ def test_files_round_trip(result, tmp_path):
     figures = write_figures(result, tmp_path)
     assert 'src="plotly.min.js"' in figures["lesion"].read_text()
     assert figures["plotly.js"].stat().st_size > 100_000
+
+
+@pytest.mark.parametrize("key", LESION_METRICS)
+def test_every_lesion_metric_reaches_the_files_the_tables_and_the_figure(result, key, tmp_path):
+    metric = METRICS[key]
+    measured = key != "acc"  # accuracy needs a multiple-choice set, which this run has not
+    rows = list(csv.DictReader(io.StringIO(result.components_csv())))
+    assert {key, f"random_{key}_mean", f"random_{key}_std"} <= set(rows[0])
+    assert (f"{key}_ratio" in rows[0]) == metric.ratio
+    headers, cells = lesion_table(result)
+    assert (metric.short in headers) == measured and (f"random {metric.short} (mean ± sd)" in headers) == measured
+    if measured:
+        row = result.rows[0]
+        assert float(rows[0][key]) == pytest.approx(row.network[key])
+        assert cells[0][headers.index(metric.short)] == metric.format(row.network[key])
+        assert list(lesion_figure(result, key).data[0].y) == pytest.approx([r.network[key] for r in result.lesion_rows])
+        assert metric.short in table_text(result)
+    assert ExperimentResult.load(result.save(tmp_path)["json"]).rows[0].random[key] == result.rows[0].random[key]
+
+
+@pytest.mark.parametrize("key", CURVE_METRICS)
+def test_every_curve_metric_reaches_the_file_and_the_table(result, key):
+    rows = list(csv.DictReader(io.StringIO(result.curve_csv())))
+    assert {key, f"random_{key}_mean", f"random_{key}_std"} <= set(rows[0])
+    headers, cells = curve_table(result)
+    if key != "acc":
+        assert cells[1][headers.index(METRICS[key].short)] == METRICS[key].format(result.curve[1].network[key])
+        assert list(preservation_figure(result, key).data[1].y) == pytest.approx(
+            [p.random[key].mean for p in result.curve])
+
+
+def test_results_written_before_metrics_were_grouped_still_load():
+    """Older files hold one field per metric and statistic (dce, random_dce_mean, random_dce_std, dce_ratio, ...)."""
+    path = Path(__file__).parent.parent / "docs" / "figures" / "embedded_neurons_p98.json"
+    raw = json.loads(path.read_text())
+    old = ExperimentResult.load(path)
+    row, flat = old.rows[5], raw["rows"][5]
+    assert row.network["dce"] == flat["dce"] and row.network["ce"] == flat["ce"] and row.network["acc"] is None
+    assert row.random["dce"].mean == flat["random_dce_mean"] and row.random["kl"].sd == flat["random_kl_std"]
+    assert row.ratio == {"dce": flat["dce_ratio"], "kl": flat["kl_ratio"]}
+    assert old.curve[0].random["ce"].mean == raw["curve"][0]["random_ce_mean"]
+    assert "lesioning component 5" in old.reading() and beats_random(row)
+    assert ExperimentResult.from_json(old.to_json()) == old  # and they are written in today's form
 
 
 def test_reading_and_figures(result):

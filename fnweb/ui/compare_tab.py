@@ -26,8 +26,8 @@ from ..models import ModelRequest, load_model
 from ..templates import Template
 from . import render
 from .feedback import page_error
-from .finetune_tab import run_choices as finetuned_runs
-from .finetune_tab import run_folder
+from .finetune_runs import run_choices as finetuned_runs
+from .finetune_runs import run_folder
 from .forms import real, whole
 from .jobs import Job, gpu, stream
 from .state import Session
