@@ -96,9 +96,9 @@ def plan_rows(template: Optional[Template], components: Sequence[int], columns: 
         raise FnwebError(f"Unknown column {unknown[0]!r}; choose from {', '.join(COLUMNS)}.")
     masked_columns = [c for c in columns if c != BASELINE]
     if masked_columns and template is None:
-        raise FnwebError("Lesion, preserve and random columns need a template: build or upload one first.")
+        raise FnwebError(f"The {', '.join(COLUMNS[1:])} columns need a template: build or upload one first.")
     if masked_columns and not components:
-        raise FnwebError("Choose at least one component to lesion or preserve.")
+        raise FnwebError(f"Choose at least one component to {' or '.join(INTERVENTIONS)}.")
     components = tuple(template.check_components(components)) if masked_columns else ()
     rows = [Row(BASELINE, None)]
     for column in masked_columns:

@@ -230,7 +230,8 @@ def _lesion_sentence(row: LesionRow, draws: int, units: str) -> str:
     verb = "raised" if dce > 0 else "changed"
     spread = f"{control.mean:+.3f} ± {control.sd:.3f} over {draws} draw{'s' if draws != 1 else ''}"
     where = f"; {pct(row.densest_share)} of layer {row.densest_layer}" if row.densest_layer >= 0 else ""
-    head = f"lesioning component {row.component} ({pct(row.share)} of {units}{where}) {verb} cross-entropy by {dce:+.3f} nats"
+    head = (f"lesioning component {row.component} ({pct(row.share)} of {units}{where}) {verb} cross-entropy "
+            f"by {dce:+.3f} nats")
     if times is not None and dce > 0:
         return f"{head}, {times:.1f}x the change from random {units} of the same per-layer sizes ({spread})"
     return f"{head}, against random {units} of the same per-layer sizes: {spread}"

@@ -28,8 +28,6 @@ from .errors import FnwebError
 from .interventions import DEFAULT_INTERVENTION, INTERVENTIONS, LayerMask, as_layer_mask
 from .templates import Template
 
-MODES = tuple(INTERVENTIONS)
-
 
 @dataclass(frozen=True)
 class MaskSpec:

@@ -3,13 +3,14 @@
 ``trainable_copy`` never touches the shared cached model: an unquantised model is
 deep-copied, a 4-bit (QLoRA) or 8-bit one is loaded afresh through bitsandbytes.
 ``attach_lora`` wraps it with ``peft`` (targets from the architecture table unless
-given). With restricted updates, adapters sit only on the weights of the site's channels
-(the down-projection's side the site table names, ``weight_axis``: its columns for site
-``neurons``, plus the rows of the up/gate projections that produce those inputs; its
-rows for ``mlp_output``) in layers where some channel is allowed, and a fixed 0/1 parametrisation multiplies LoRA's A columns or
-B rows, so the effective update of a disallowed neuron is exactly zero whatever the
-gradients or the weight decay do to the raw entries behind the zeros: every weight
-outside the allowed set stays bit-identical, merged or not. Saved adapters hold the
+given). With restricted updates, adapters sit only on the weights of the site's
+channels (the down-projection's side the site table names, ``weight_axis``: its
+columns for site ``neurons``, plus the rows of the up/gate projections that produce
+those inputs; its rows for ``mlp_output``) in layers where some channel is allowed,
+and a fixed 0/1 parametrisation multiplies LoRA's A columns or B rows, so the
+effective update of a disallowed neuron is exactly zero whatever the gradients or the
+weight decay do to the raw entries behind the zeros: every weight outside the allowed
+set stays bit-identical, merged or not. Saved adapters hold the
 effective (masked) values under PEFT's usual names, so plain PEFT loads them.
 
 It knows nothing about data, the training loop or run folders.

@@ -186,7 +186,7 @@ def compare(session: Session, template_name: Optional[str], prompt, components, 
             raise FnwebError("The prompt is empty: type a prompt or pick an example.")
         columns = list(columns or [])
         if not columns:
-            raise FnwebError("No columns chosen: tick at least one of baseline, lesion, preserve, random.")
+            raise FnwebError(f"No columns chosen: tick at least one of {', '.join(COLUMNS)}.")
         session.require_model()
         run_folder = _run_folder(session, run)
         needs_template = any(c != "baseline" for c in columns)
