@@ -1,7 +1,8 @@
 """Tiny random models of every architecture in the table (and a refused one), with a tokenizer made here.
 
 Nothing is downloaded: the tokenizer is a byte-level BPE trained on the built-in
-prompt sets, and models are built from configs with random weights (seeded).
+prompt sets, and models are built from configs with random weights (seeded). ``planted``
+makes a tiny decomposition problem whose answer is known (for ICA, stability, the bench).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fnweb.prompts import BUILTIN_DIR
@@ -107,3 +109,16 @@ def save_tiny(folder: Path, arch: str = "llama", chat: bool = True) -> Path:
     make_model(arch).save_pretrained(folder)
     make_tokenizer(chat).save_pretrained(folder)
     return folder
+
+
+def planted(tokens=3000, channels=400, k=4, seed=0, noise=0.3):
+    """Activations = independent heavy-tailed sources mixed into sparse channel maps + noise."""
+    rng = np.random.default_rng(seed)
+    sources = rng.laplace(size=(tokens, k)) ** 3  # strongly non-Gaussian
+    sources /= sources.std(0)
+    maps = np.zeros((channels, k))
+    for c in range(k):
+        support = rng.choice(channels, size=channels // 10, replace=False)
+        maps[support, c] = rng.uniform(1.0, 2.0, size=len(support))
+    data = sources @ maps.T + noise * rng.normal(size=(tokens, channels))
+    return torch.tensor(data, dtype=torch.float16), maps
