@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -234,13 +234,3 @@ def load_fresh(request: ModelRequest | str) -> LoadedModel:
     if isinstance(request, str):
         request = ModelRequest(model_id=request)
     return _load(request)
-
-
-def forget_models() -> None:
-    """Drop every cached model (frees memory; the next load starts afresh)."""
-    with _cache_lock:
-        _cache.clear()
-
-
-def request_as_dict(request: ModelRequest) -> dict:
-    return asdict(request)

@@ -7,7 +7,6 @@ and generations short so that the whole file stays within a couple of minutes.
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 import time
@@ -15,29 +14,11 @@ import time
 import numpy as np
 import pytest
 
-from live_app import running_app
+from live_app import EMBEDDED, expect_error, figure, load, picked
 
 pytestmark = pytest.mark.slow
 
-EMBEDDED = "embedded:SmolLM2-135M-Instruct"
 ALL_COLUMNS = ["baseline", "lesion", "preserve", "random"]
-
-
-@pytest.fixture(scope="module")
-def url():
-    with running_app() as address:
-        yield address
-
-
-@pytest.fixture
-def client(url):
-    from gradio_client import Client
-
-    return Client(url, verbose=False)
-
-
-def load(client, model=EMBEDDED):
-    return client.predict(model, "auto", api_name="/load_model")
 
 
 def build(client, sets=("factual",), samples=20, max_tokens=64, k=5, files=(), hub="", threshold=98.0, seed=0):
@@ -51,32 +32,6 @@ def compare(client, template, prompt="What is the capital of France?", component
             tokens=8, decoding="greedy", temperature=0.8, draws=3):
     return client.predict(template, prompt, list(components), list(columns), tokens, decoding, temperature, 0,
                           draws, api_name="/compare")
-
-
-def figure(plot) -> list[dict]:
-    """The traces of a gr.Plot value as the client returns it, with Plotly's typed arrays decoded."""
-    return [{key: array(value) for key, value in trace.items()} for trace in json.loads(plot["plot"])["data"]]
-
-
-def array(value):
-    """Plotly writes numpy arrays as {'bdata': base64, 'dtype', 'shape'}: read them back."""
-    if not (isinstance(value, dict) and "bdata" in value):
-        return value
-    data = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-    shape = value.get("shape")
-    return data.reshape([int(n) for n in str(shape).split(",")]) if shape else data
-
-
-def picked(update) -> tuple[str, list[str]]:
-    """(selected name, all names) from the template picker's update."""
-    return update["value"], [choice[0] for choice in update["choices"]]
-
-
-def expect_error(match: str, call, *args, **kwargs):
-    from gradio_client.exceptions import AppError
-
-    with pytest.raises(AppError, match=match):
-        call(*args, **kwargs)
 
 
 # ---- the main path ------------------------------------------------------------------
