@@ -6,6 +6,10 @@ safetensors copy under the fnweb cache folder; later loads read the cache (secon
 Loaded models are cached per request and shared read-only: callers must not change
 their weights (masks are hooks that are always removed; fine-tuning copies).
 
+Everything that can fail is checked first and said in one line: the device against what
+this machine has, a Hub id with one short request (the download client's own retries take
+about 50 s to give up on an unreachable Hub), and unreadable weights when they load.
+
 This module knows nothing about prompts, captures or masks.
 """
 
