@@ -261,7 +261,9 @@ def _hub_problem(exc: Exception, model_id: str, revision: Optional[str]) -> str:
                                          "`hf auth login` or HF_TOKEN)"),
         (errors.RevisionNotFoundError, f"'{model_id}' has no revision '{revision}'"),
         (errors.EntryNotFoundError, f"'{model_id}' has no config.json: it is not a transformers model"),
-        (errors.HfHubHTTPError, f"the Hub answered HTTP {status} for '{model_id}'; try again later"),
+        (errors.HfHubHTTPError, f"the Hub refused the request (HTTP {status}): check your token (HF_TOKEN or "
+                                "`hf auth login`)" if status in (401, 403) else
+                                f"the Hub answered HTTP {status} for '{model_id}'; try again later"),
     )
     for kind, message in answers:
         if isinstance(exc, kind):

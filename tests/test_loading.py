@@ -185,7 +185,7 @@ def test_a_hub_that_never_answers_fails_after_the_probe_timeout(hub_at):
     assert models.HUB_PROBE_SECONDS - 0.5 < seconds < 10
 
 
-def test_hub_models_load_through_the_probe_and_unknown_ones_are_named(saved, hub_at):
+def test_hub_models_load_through_the_probe_and_failures_are_named(saved, hub_at, monkeypatch):
     from hubstub import Account, HubStub
 
     with HubStub({"hf_reader": Account("reader")}) as stub:
@@ -198,5 +198,11 @@ def test_hub_models_load_through_the_probe_and_unknown_ones_are_named(saved, hub
             load_fresh(ModelRequest("lab/nothing"))
         with pytest.raises(FnwebError, match=r"'lab/tiny' has no revision 'v9'\.$"):
             load_fresh(ModelRequest("lab/tiny", revision="v9"))
+        stub.fail("HEAD", "/lab/other/", status=503)
+        with pytest.raises(FnwebError, match=r"the Hub answered HTTP 503 for 'lab/other'; try again later\.$"):
+            load_fresh(ModelRequest("lab/other"))
+        monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+        with pytest.raises(FnwebError, match=r"the Hub refused the request \(HTTP 401\): check your token"):
+            load_fresh(ModelRequest("lab/another"))
     heads = [path for method, path in stub.requests if method == "HEAD"]
     assert heads.count("/lab/nothing/resolve/main/config.json") == 1  # one probe, no retries
