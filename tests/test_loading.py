@@ -135,7 +135,7 @@ def _closed_port() -> int:
         return probe.getsockname()[1]  # closed again when the block ends: nothing listens there
 
 
-def test_unreachable_hub_fails_in_seconds_with_one_line(tmp_path):
+def test_unreachable_hub_is_one_line_from_the_cli(tmp_path):
     port = _closed_port()
     env = {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
     started = time.monotonic()
@@ -147,7 +147,8 @@ def test_unreachable_hub_fails_in_seconds_with_one_line(tmp_path):
         f"error: Could not load model 'someorg/somemodel': cannot reach the Hugging Face Hub at "
         f"http://127.0.0.1:{port} ([Errno 111] Connection refused); check the connection, or use a local folder "
         "or a model downloaded before."]
-    assert seconds < 10, f"took {seconds:.1f} s (the client's own retries take about 50 s)"
+    # Loose, for a loaded machine (the process imports torch): the client's retries alone sleep 46 s.
+    assert seconds < 30, f"took {seconds:.1f} s"
     assert not (tmp_path / "out").exists()
 
 
@@ -167,6 +168,17 @@ def hub_at(monkeypatch, tmp_path):
         monkeypatch.setenv("HF_TOKEN", "hf_reader")
 
     return point
+
+
+def test_unreachable_hub_fails_in_seconds(hub_at, tmp_path, capsys):
+    from fnweb.cli.buildtemplates import main as buildtemplates
+
+    hub_at(f"http://127.0.0.1:{_closed_port()}")
+    started = time.monotonic()
+    code = buildtemplates(["someorg/somemodel", "builtin:code", "--output_file", str(tmp_path / "out" / "t.json")])
+    seconds = time.monotonic() - started
+    assert code == 2 and "cannot reach the Hugging Face Hub" in capsys.readouterr().err
+    assert seconds < 10, f"took {seconds:.1f} s (before the probe: 49 s, the client's retries)"
 
 
 def test_a_hub_that_never_answers_fails_after_the_probe_timeout(hub_at):
