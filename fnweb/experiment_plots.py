@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 
 from .errors import FnwebError
 from .experiment_results import ExperimentResult, units_of
-from .templates import write_atomic
+from .io import write_atomic
 
 METRICS = {"ce": "cross-entropy (nats/token)", "kl": "KL from the unchanged model (nats/token)"}
 NETWORK, RANDOM, BASE = "#d62728", "#7f7f7f", "#1f77b4"

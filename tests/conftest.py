@@ -88,3 +88,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# ---- CI: browser tests may not skip ---------------------------------------------------
+
+REQUIRE_BROWSER = "FNWEB_REQUIRE_BROWSER"  # set to 1 by .ci/run
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under ``FNWEB_REQUIRE_BROWSER=1`` a browser test that skips (no Playwright, no Chromium) fails instead."""
+    report = yield
+    if report.skipped and os.environ.get(REQUIRE_BROWSER) == "1" and item.get_closest_marker("browser"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"{REQUIRE_BROWSER}=1: browser tests may not skip here, and this one did: {reason}"
+    return report

@@ -126,6 +126,14 @@ def test_bad_build_inputs(client, tmp_path):
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"prompt": "hi"}\n{not json\n')
     expect_error("line 2 is not valid JSON", build, client, sets=(), files=[broken])
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(bytes(range(256)) * 4)
+    expect_error("Dataset file binary.jsonl looks like a binary file, not text", build, client, sets=(),
+                 files=[binary])
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("prompt,response\nUn café ?,Oui.\n".encode("latin-1"))
+    expect_error(r"Dataset file latin1.csv is not UTF-8 \(byte 0xE9 on line 2\); save it as UTF-8", build, client,
+                 sets=(), files=[latin1])
 
 
 def test_bad_template_uploads(client, tmp_path):
@@ -140,6 +148,10 @@ def test_bad_template_uploads(client, tmp_path):
     garbage = tmp_path / "garbage.json"
     garbage.write_text("{ this is not json")
     expect_error("is not valid JSON", client.predict, handle_file(str(garbage)), api_name="/upload_template")
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(bytes(range(256)) * 4)
+    expect_error("Template file binary.json looks like a binary file", client.predict, handle_file(str(binary)),
+                 api_name="/upload_template")
     meta = TemplateMeta(model_id="tiny-llama", site="neurons", n_layers=3, width=64, k=2, threshold="percentile",
                         threshold_value=98.0)
     other = Template.from_masks(np.eye(3 * 64, 2, dtype=np.uint8), [0, 1, 2], 64, meta).save(tmp_path / "tiny.json")

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
 from ..errors import FnwebError
-from ..models import DTYPES, EMBEDDED_ID, QUANTIZATIONS
+from ..models import DTYPES, EMBEDDED_ID, QUANTIZATIONS, check_device
 
 MASK_MODES = ("none", "lesion", "preserve", "random")
 CONTROL_OF = ("lesion", "preserve")  # what a random control mimics
@@ -142,6 +142,7 @@ def _check_model(c: TrainConfig) -> None:
         raise FnwebError("No model given: enter a Hub id, a local folder, or use the embedded model.")
     _choice("dtype", c.dtype, DTYPES)
     _choice("quantization", c.quantization, QUANTIZATIONS)
+    check_device(c.device)
 
 
 def _check_lora(c: TrainConfig) -> None:

@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from ..errors import FnwebError
+from ..io import check_writable_folder, read_text, write_atomic
+from ..io import read_json as read_json_file
 from ..masks import apply_masks
 from ..models import LoadedModel, ModelRequest, load_model
-from ..templates import Template, write_atomic
+from ..templates import Template
 from .config import TrainConfig
 from .network import MaskPlan
 
@@ -54,9 +56,10 @@ def _process_alive(pid: Optional[int]) -> bool:
 
 
 def read_json(path: Path) -> Optional[dict]:
+    """A run file's JSON, or None when it is missing or unreadable (a run being written, or a damaged one)."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        return read_json_file(path)
+    except FnwebError:
         return None
 
 
@@ -77,6 +80,7 @@ def check_output_folder(folder: Path, overwrite: bool) -> None:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise FnwebError(f"{folder} is a file, not a folder: choose another output folder.")
+    check_writable_folder(folder, "the run folder")
     if not folder.exists() or not any(folder.iterdir()):
         return
     if not overwrite:
@@ -146,7 +150,7 @@ def read_events(folder: Path, since: int = 0) -> list[dict]:
     if not path.exists():
         return []
     events = []
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8", errors="replace") as handle:  # a damaged line is skipped below
         for line in handle:
             if not line.endswith("\n"):
                 break
@@ -236,7 +240,7 @@ def load_plan(folder: Path) -> MaskPlan:
     if not mask_path.exists():
         return MaskPlan("none")
     template = Template.load(folder / "template.json") if (folder / "template.json").exists() else None
-    return MaskPlan.from_json(mask_path.read_text(encoding="utf-8"), template)
+    return MaskPlan.from_json(read_text(mask_path, f"{folder.name}/mask.json"), template)
 
 
 def load_run(folder: str | Path, lm: Optional[LoadedModel] = None, merge: bool = False) -> FinetunedRun:
