@@ -313,22 +313,23 @@ def check_claims(data: dict, source: str = "template") -> None:
     layers, width = layout.get("captured_layers_sorted"), layout.get("hidden_size")
     n_layers = len(layers) if isinstance(layers, list) else 0
     meta = data.get("fnweb") if isinstance(data.get("fnweb"), dict) else {}
-    claims = [("layers", n_layers, MAX_LAYERS), ("components", len(per_component), MAX_COMPONENTS),
-              ("component x layer cells", len(per_component) * n_layers, MAX_COMPONENT_LAYERS)]
-    for key, what, limit in (("n_layers", "layers", MAX_LAYERS), ("k", "components", MAX_COMPONENTS),
-                             ("width", "width", MAX_WIDTH)):
+    claims = [("{:,} layers", n_layers, MAX_LAYERS), ("{:,} components", len(per_component), MAX_COMPONENTS),
+              ("{:,} component x layer cells", len(per_component) * n_layers, MAX_COMPONENT_LAYERS)]
+    for key, what, limit in (("n_layers", "{:,} layers", MAX_LAYERS), ("k", "{:,} components", MAX_COMPONENTS),
+                             ("width", "a width of {:,} channels per layer", MAX_WIDTH)):
         if isinstance(meta.get(key), (int, float)):
             claims.append((what, meta[key], limit))
     if isinstance(width, (int, float)):
-        claims += [("width", width, MAX_WIDTH), ("channels", n_layers * width, MAX_CHANNELS)]
+        claims += [("a width of {:,} channels per layer", width, MAX_WIDTH),
+                   ("{:,} channels in all", n_layers * width, MAX_CHANNELS)]
     listed = sum(len(ch) for per_layer in per_component.values() if isinstance(per_layer, dict)
                  for ch in per_layer.values() if isinstance(ch, list))
-    claims.append(("listed indices", listed, MAX_LISTED))
+    claims.append(("{:,} listed channel indices", listed, MAX_LISTED))
     for what, value, limit in claims:
         if value > limit:
             raise FnwebError(
-                f"{source} claims {value:,} {what}, more than fnweb accepts ({limit:,}; the largest real models need "
-                "a fraction of that). It was refused before anything was built from it.")
+                f"{source} claims {what.format(value)}, more than fnweb accepts ({limit:,}; the largest real models "
+                "need a fraction of that). It was refused before anything was built from it.")
 
 
 def write_atomic(path: Path, text: str) -> Path:

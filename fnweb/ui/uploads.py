@@ -37,5 +37,5 @@ def checked(paths: list[Path], limit: Optional[int] = None, what: str = "file") 
             continue  # a missing file is said by whoever reads it
         if size > limit:
             raise FnwebError(f"The {what} {Path(path).name} is {size / 2**20:,.1f} MB; uploads may be at most "
-                             f"{limit / 2**20:,.0f} MB here. Use a smaller file (fewer examples are enough).")
+                             f"{limit / 2**20:,.3g} MB here. Use a smaller file (fewer examples are enough).")
     return paths
