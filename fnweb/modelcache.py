@@ -45,7 +45,10 @@ def _device_memory() -> int:
             return int(torch.cuda.get_device_properties(0).total_memory)
     except Exception:  # no usable GPU: the machine's memory is what models use
         pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # a system without sysconf: assume a 16 GB machine
+        return 16 * 2**30
 
 
 def max_bytes() -> int:

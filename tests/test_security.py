@@ -371,6 +371,8 @@ def test_models_hold_their_cache_entry_through_a_job(monkeypatch, tiny_model_dir
     from fnweb import models
     from fnweb.modelcache import ModelCache
     from fnweb.ui.jobs import Job, stream
+    from fnweb.ui.model_bar import cache_status, status_html
+    from fnweb.ui.state import Session
 
     monkeypatch.setattr(models, "_shared", ModelCache())  # the tests' shared models stay as they are
     monkeypatch.setenv("FNWEB_MAX_MODELS", "1")
@@ -386,7 +388,14 @@ def test_models_hold_their_cache_entry_through_a_job(monkeypatch, tiny_model_dir
     assert done.value is True  # held: not evicted during the job
     models.load_model(models.ModelRequest(str(tiny_model_dir), dtype="bfloat16"))
     assert not models.is_loaded(first) and "unloaded at" in models.cache_note(first)
-    assert models.load_model(first) is not lm and "loaded again" in models.cache_note(first)
+
+    session = Session(model=first)  # the visitor whose model that was: the model bar says so
+    evicted = cache_status(session, status_html("Loaded " + lm.summary_line()))
+    assert "is not in memory now: It was unloaded at" in evicted and "loads again when you next use it" in evicted
+    unchanged = cache_status(session, evicted)
+    assert isinstance(unchanged, dict) and "value" not in unchanged  # nothing new since: the line is left as it is
+    assert session.require_model() is not lm and "loaded again" in models.cache_note(first)  # its next use
+    assert "loaded again at" in cache_status(session, evicted)
 
 
 # ---- one file per template ---------------------------------------------------------------------
