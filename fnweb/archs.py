@@ -110,14 +110,19 @@ _LLAMA_LIKE = ArchSpec(
 )
 
 # model_type -> layout. Llama-family models (SmolLM2 is a Llama) share one entry.
+# Each entry is checked on a tiny model in tests/test_build.py.
 ARCHITECTURES: dict[str, ArchSpec] = {
     **{
         name: _LLAMA_LIKE
         for name in (
-            "llama", "qwen2", "qwen3", "mistral", "mixtral", "gemma", "gemma2", "gemma3_text",
-            "olmo", "olmo2", "granite", "smollm3", "cohere", "starcoder2_llama",
+            "llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text",
+            "olmo", "olmo2", "granite", "smollm3", "cohere",
         )
     },
+    "starcoder2": ArchSpec(
+        blocks=("model.layers",), down_proj="mlp.c_proj", mlp="mlp",
+        lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj"),
+    ),
     "gpt2": ArchSpec(
         blocks=("transformer.h",), down_proj="mlp.c_proj", mlp="mlp",
         lora_targets=("c_attn", "c_proj", "c_fc"),
@@ -139,6 +144,13 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         lora_targets=("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
     ),
 }
+
+# Config fields that count the experts of a mixture-of-experts MLP (Mixtral, Qwen-MoE, OLMoE,
+# DeepSeek...). Such a block routes each token to a few experts whose weights transformers 5
+# stores fused (one (experts, hidden, intermediate) tensor, no Linear per expert), so it has no
+# single down-projection whose input is "the neurons": fnweb refuses these models rather than
+# fall back on some other linear layer (a shared expert, say) and call it the MLP.
+EXPERT_COUNT_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -244,6 +256,16 @@ def _fallback_down_proj(block: nn.Module, hidden: int) -> Optional[str]:
     return None
 
 
+def _refuse_mixture_of_experts(config, model_type: str) -> None:
+    experts = max((getattr(config, field, None) or 0 for field in EXPERT_COUNT_FIELDS), default=0)
+    if experts > 1:
+        raise FnwebError(
+            f"'{model_type}' is a mixture of experts ({experts} experts per block, chosen per token by a router): "
+            "fnweb captures and masks the neurons of one dense MLP per block and cannot do so for routed experts. "
+            "Choose a dense model (Llama, Qwen, Mistral, Gemma, Phi, GPT-2 and the others in fnweb.archs)."
+        )
+
+
 def layout_of(model: nn.Module) -> Layout:
     """Resolve the MLP sites of ``model`` (a transformers causal LM, PEFT-wrapped or not)."""
     inner = unwrap(model)
@@ -251,6 +273,7 @@ def layout_of(model: nn.Module) -> Layout:
     model_type = getattr(config, "model_type", type(inner).__name__)
     hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
     n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    _refuse_mixture_of_experts(config, model_type)
     spec = ARCHITECTURES.get(model_type)
     blocks_path = _find_blocks(inner, spec, n_layers)
     if blocks_path is None:

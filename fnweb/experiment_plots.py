@@ -24,8 +24,8 @@ import plotly.graph_objects as go
 from .errors import FnwebError
 from .experiment_results import CURVE_METRICS, LESION_METRICS, ExperimentResult, units_of
 from .experiment_tables import measured
+from .io import write_atomic
 from .metrics import METRICS
-from .templates import write_atomic
 
 NETWORK, RANDOM, BASE = "#d62728", "#7f7f7f", "#1f77b4"
 _FONT = dict(family="Inter, system-ui, sans-serif", size=13)

@@ -26,8 +26,8 @@ from typing import Optional
 
 from .archs import DEFAULT_SITE, SITES
 from .errors import FnwebError
+from .io import read_text, write_atomic
 from .metrics import METRICS, Stat
-from .templates import write_atomic
 
 FILE_STEM = "experiment"
 LESION_METRICS = ("dce", "kl", "acc")  # what a lesion row compares with its random control
@@ -137,7 +137,7 @@ class ExperimentResult:
         path = Path(path)
         if not path.exists():
             raise FnwebError(f"Experiment file not found: {path}")
-        return cls.from_json(path.read_text(encoding="utf-8"))
+        return cls.from_json(read_text(path))
 
     def save(self, folder: str | Path, stem: str = FILE_STEM) -> dict[str, Path]:
         """Write ``{stem}.json``, ``{stem}_components.csv`` and ``{stem}_curve.csv`` atomically."""

@@ -1,9 +1,13 @@
 """Share templates and fine-tuning runs on the Hugging Face Hub, and load them back.
 
 - **Token**: an explicit token (the visitor's ``gr.OAuthToken.token`` on a Space) comes
-  first, then ``HF_TOKEN``, then the saved login (``hf auth login``). The placeholder a
-  local Gradio sign-in yields is never used. A token is passed to ``huggingface_hub``
-  and nowhere else: never logged, shown, stored in an object's fields or written.
+  first. Only a process serving one user (the CLIs, a local app: ``fnweb.access``) falls
+  back to ``HF_TOKEN``, then the saved login (``hf auth login``); an app serving many
+  visitors never does: without a sign-in, pushes and account checks are refused ("sign
+  in first") and loads go out anonymous (``token=False``: huggingface_hub would
+  otherwise pick up the server's token itself). The placeholder a local Gradio sign-in
+  yields is never used. A token is passed to ``huggingface_hub`` and nowhere else:
+  never logged, shown, stored in an object's fields or written.
 - **Account**: ``account(token)`` asks the Hub (``whoami``) whose account a push will
   go to, so the UI and CLI can say it before pushing.
 - **Push**: ``push_template`` and ``push_run`` create the repo if needed and upload
@@ -13,7 +17,10 @@
   refused unless ``overwrite`` is given; even then only the files of this push are
   written and the others are kept.
 - **Load**: ``load_template_from_hub`` and ``download_run`` fetch through the Hub cache
-  and validate like local files.
+  and validate like local files. Sizes are checked from the repo's file listing before
+  anything is downloaded: a template file at most ``MAX_TEMPLATE_BYTES``, a run's files
+  at most ``max_run_bytes()`` (``FNWEB_MAX_DOWNLOAD_MB``); a run download fetches the run's
+  own files only (never ``merged/`` or anything else the repo holds).
 
 Faults (no token, a rejected token, no write access, the network or the Hub failing,
 a bad repo id, a repo holding something else) become ``FnwebError`` messages that
@@ -33,10 +40,12 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from . import __version__
+from .access import mode_reason, multi_user
 from .errors import FnwebError
 from .hubcard import HEATMAP_FILENAME, run_card, template_card
+from .io import read_json
 from .masks import MaskSpec
-from .templates import TEMPLATE_FILENAME, Template
+from .templates import MAX_TEMPLATE_BYTES, TEMPLATE_FILENAME, Template
 
 # What a local Gradio sign-in puts where the OAuth token would be (gradio/oauth.py).
 PLACEHOLDER_TOKENS = frozenset({"mock-oauth-token-for-local-dev"})
@@ -47,6 +56,21 @@ RUN_OPTIONAL = ("metrics.jsonl", "summary.json", "README.md")
 # Never published from a run folder: pickles (fnweb loads none) and resumable-training leftovers.
 RUN_SKIP = re.compile(r"(^|/)(\.|checkpoint[^/]*/)|\.(bin|pt|pth|pkl|pickle|ckpt|tmp)$")
 NO_CHANGE = "Nothing was pushed and the local files are unchanged"
+ANONYMOUS = "no sign-in (anonymous)"
+# A run's adapter is small next to its model (LoRA r 16 on a 7B model: ~40 MB); 2 GB covers r 256 on a 70B model.
+DEFAULT_MAX_RUN_MB = 2048
+
+
+def max_run_bytes() -> int:
+    """The most a run download may fetch (FNWEB_MAX_DOWNLOAD_MB, default 2048 MB)."""
+    return int(float(os.environ.get("FNWEB_MAX_DOWNLOAD_MB") or DEFAULT_MAX_RUN_MB) * 2**20)
+
+
+def sign_in_first() -> str:
+    """The refusal an app serving many visitors gives a Hub action without the visitor's own sign-in."""
+    return (f"Sign in first: this app is shared ({mode_reason()}), so Hub actions use only your own Hugging Face "
+            "sign-in ('Sign in with Hugging Face' in the Share tab), never the server's token. Nothing reached the "
+            "Hub. Public repos load without signing in.")
 
 
 # ---- tokens and accounts ----
@@ -57,9 +81,17 @@ def is_placeholder(token: Optional[str]) -> bool:
 
 
 def resolve_token(explicit: Optional[str] = None, required: bool = True) -> tuple[Optional[str], str]:
-    """(token, where it came from): explicit, else HF_TOKEN, else the saved login."""
+    """(token, where it came from): explicit; else, for one user only, HF_TOKEN, else the saved login.
+
+    Serving many visitors (``fnweb.access.multi_user``), nothing stands in for a missing
+    sign-in: a required token is refused with ``sign_in_first()``, an optional one is None.
+    """
     if not is_placeholder(explicit):
         return explicit.strip(), "your Hugging Face sign-in"
+    if multi_user():
+        if required:
+            raise FnwebError(sign_in_first())
+        return None, ANONYMOUS
     env = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
     if not is_placeholder(env):
         return env.strip(), "HF_TOKEN"
@@ -199,11 +231,13 @@ def push_run(
     commit_message: Optional[str] = None,
     overwrite: bool = False,
     merged: bool = False,
+    trust_remote_code: bool = False,
 ) -> str:
     """Upload a fine-tuning run folder (adapter, template, mask, configs, metrics) with a refreshed card.
 
     ``merged`` adds ``merged/``: the adapter folded into the base weights with the run's
     mask baked in, a model that loads with plain transformers (not for 4/8-bit runs).
+    Merging loads the base model with the caller's ``trust_remote_code`` (never the run's own).
     """
     name = check_repo_id(repo_id)
     run = read_run(run_dir)
@@ -223,15 +257,15 @@ def push_run(
     with tempfile.TemporaryDirectory(prefix="fnweb-merged-") as scratch:
         if merged:
             resolve_token(token)  # no token: say so before the minutes a merge can take
-            files.update(_merged_files(run.folder, Path(scratch)))
+            files.update(_merged_files(run.folder, Path(scratch), trust_remote_code))
         return _push(RUN_KIND, name, files, card, token, private, message, overwrite)
 
 
-def _merged_files(folder: Path, scratch: Path) -> dict[str, Path]:
+def _merged_files(folder: Path, scratch: Path, trust_remote_code: bool = False) -> dict[str, Path]:
     """The run's merged model, written to ``scratch``, as repo paths under ``merged/``."""
     from .finetune.merge import MERGED_FOLDER, merged_run, save_merged
 
-    saved = save_merged(merged_run(folder), scratch)  # merged_run refuses a 4/8-bit run before loading anything
+    saved = save_merged(merged_run(folder, trust_remote_code=trust_remote_code), scratch)  # merged_run refuses a 4/8-bit run before loading anything
     return {f"{MERGED_FOLDER}/{p.relative_to(saved).as_posix()}": p for p in sorted(saved.rglob("*")) if p.is_file()}
 
 
@@ -315,12 +349,7 @@ class RunFiles:
 
 
 def _read_json(path: Path, what: str):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise FnwebError(f"{what}: {path.name} is not valid JSON ({exc.msg} at line {exc.lineno}).") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FnwebError(f"{what}: cannot read {path.name} ({exc}).") from exc
+    return read_json(path, f"{what}: {path.name}")
 
 
 def mask_from_dict(data: Optional[dict], source: str = "mask.json") -> Optional[MaskSpec]:
@@ -389,14 +418,16 @@ def load_template_from_hub(
     """Download a repo's template (a template repo's file, or a run's template.json) and validate it."""
     repo_id = check_repo_id(repo_id)
     with _loading(repo_id, token) as api:
-        # The repo's info first: one call, not retried, so a dead network fails fast.
-        present = _names(api.model_info(repo_id, revision=revision))
+        # The repo's info first: one call, not retried, so a dead network fails fast; it gives the sizes too.
+        sizes = _sizes(api.model_info(repo_id, revision=revision, files_metadata=True))
+        present = list(sizes)
         filename = next((f for f in (TEMPLATE_FILENAME, "template.json") if f in present), None)
         if filename is None:
             raise FnwebError(
                 f"The repo {repo_id}{_at(revision)} has no {TEMPLATE_FILENAME} (nor a run's template.json): it is "
                 f"not an fnweb template (it holds {', '.join(present[:8]) or 'nothing'}). Check the repo id."
             )
+        _check_size(repo_id, revision, {filename: sizes[filename]}, MAX_TEMPLATE_BYTES, "a template file")
         path = api.hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir)
     return Template.load(path)
 
@@ -404,16 +435,40 @@ def load_template_from_hub(
 def download_run(
     repo_id: str, revision: Optional[str] = None, token: Optional[str] = None, cache_dir: Optional[str] = None,
 ) -> RunFiles:
-    """Download a run repo (snapshot) and check it like a local run folder."""
+    """Download a run repo's own files (not ``merged/`` nor anything else) and check them like a local run folder."""
     repo_id = check_repo_id(repo_id)
+    wanted = (*RUN_REQUIRED, *RUN_OPTIONAL, "state.json")
     with _loading(repo_id, token) as api:
-        folder = api.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir)
+        sizes = _sizes(api.model_info(repo_id, revision=revision, files_metadata=True))
+        _check_size(repo_id, revision, {f: n for f, n in sizes.items() if f in wanted}, max_run_bytes(),
+                    "a run's files", "FNWEB_MAX_DOWNLOAD_MB")
+        folder = api.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=list(wanted))
     return read_run(folder, what=f"The repo {repo_id}{_at(revision)}")
 
 
 def _names(info) -> list[str]:
     """The file names of a repo, from its info."""
     return [s.rfilename for s in info.siblings or []]
+
+
+def _sizes(info) -> dict[str, Optional[int]]:
+    """File name -> size in bytes (None where the Hub did not say), from info asked with files_metadata."""
+    return {s.rfilename: s.size for s in info.siblings or []}
+
+
+def _check_size(repo_id: str, revision: Optional[str], sizes: dict[str, Optional[int]], limit: int, what: str,
+                knob: Optional[str] = None) -> None:
+    """Refuse, before downloading, files larger in all than ``limit`` (or whose size the Hub does not give)."""
+    unknown = sorted(f for f, n in sizes.items() if n is None)
+    if unknown:
+        raise FnwebError(f"The Hub did not give the size of {', '.join(unknown)} in {repo_id}{_at(revision)}, so "
+                         "it is not downloaded (fnweb caps what it downloads). Nothing was loaded.")
+    total = sum(n for n in sizes.values() if n is not None)
+    if total > limit:
+        raise FnwebError(
+            f"The repo {repo_id}{_at(revision)} holds {total / 2**20:,.1f} MB of {what}, over the limit of "
+            f"{limit / 2**20:,.0f} MB: it is not downloaded. Nothing was loaded."
+            + (f" (The server's owner can raise the limit with {knob}.)" if knob else ""))
 
 
 def _at(revision: Optional[str]) -> str:
@@ -423,9 +478,11 @@ def _at(revision: Optional[str]) -> str:
 # ---- the Hub client and its errors ----
 
 def _api(token: Optional[str]):
+    """A client that sends ``token`` and nothing else: without one, ``False`` (huggingface_hub reads
+    ``None`` as "find one yourself", which would pick up HF_TOKEN or the saved login)."""
     from huggingface_hub import HfApi
 
-    return HfApi(token=token if token else None, library_name="fnweb", library_version=__version__)
+    return HfApi(token=token if token else False, library_name="fnweb", library_version=__version__)
 
 
 def _cause(exc: BaseException, kinds) -> Optional[BaseException]:
@@ -477,8 +534,9 @@ def _hub_errors(action: str, repo_id: Optional[str], source: str, who: Optional[
             raise FnwebError(f"The repo{where} has no such revision: check the branch, tag or commit.") from None
         if isinstance(http, RepositoryNotFoundError) and action_kind == "load":
             raise FnwebError(
-                f"No repo{where} on the Hub, or it is private and the token from {source} cannot read it. "
-                "Check the repo id and your sign-in."
+                f"No repo{where} on the Hub, or it is private and " + (
+                    "you are not signed in: sign in first to load your private repos. " if source == ANONYMOUS else
+                    f"the token from {source} cannot read it. Check the repo id and your sign-in.")
             ) from None
         if status == 401:
             raise FnwebError(

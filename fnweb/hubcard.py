@@ -277,6 +277,10 @@ with run.masked():  # the mask it was trained with
 Without fnweb's fine-tuning module: `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base}"),
 files.folder)`, then `with fnweb.masks.masked(model, files.template, files.mask): ...`. The adapter was
 trained with the mask on: loaded without it, it is a different model.
+
+A run is data: `load_run` loads its base model with `trust_remote_code=False` whatever the run's files say
+(a base model that needs custom code is refused). Pass `trust_remote_code=True` yourself, only if you trust
+that model's code.
 '''
 
 

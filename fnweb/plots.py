@@ -2,7 +2,9 @@
 
 - ``membership_heatmap``: layers x neurons, neurons grouped into at most ``max_bins``
   bins per layer so that the figure stays light for wide models (a 14k-neuron layer
-  is still 256 cells). One component shows how many of each bin's neurons belong to
+  is still 256 cells); a tall template or one of many components gets fewer bins, so
+  that the cells drawn (``MAX_CELLS``) and counted (``MAX_COUNTED``) stay bounded
+  whatever a template claims. One component shows how many of each bin's neurons belong to
   it; all components colour each cell by the component with most neurons there, and
   the hover lists every component present.
 - ``coverage_bars``: per layer, the share of its neurons in each component (stacked)
@@ -27,6 +29,9 @@ from .errors import FnwebError
 from .templates import Template
 
 MAX_BINS = 256
+MAX_CELLS = 2**16  # cells in a heatmap (256 bins x 256 layers): the figure stays a few MB
+MAX_COUNTED = 2**22  # component x layer x bin counts (16 MB of int32)
+HOVER_TOP = 5  # components named in a cell's hover; the rest are counted
 # Distinct colours; past 24 components they repeat (the hover still names the component).
 PALETTE = list(qualitative.Plotly) + list(qualitative.Dark24[:14])
 _FONT = dict(family="Inter, system-ui, sans-serif", size=13)
@@ -75,6 +80,8 @@ def membership_heatmap(template: Template, component: Optional[int] = None, max_
     if not template.components:
         raise FnwebError("This template has no components to draw.")
     ids = template.component_ids if component is None else template.check_components([component])
+    max_bins = max(1, min(max_bins, MAX_CELLS // max(1, len(template.layers)),
+                          MAX_COUNTED // max(1, len(template.layers) * len(ids))))
     counts = membership_counts(template, ids, max_bins)  # (C, L, B)
     starts, ends, size = _bin_edges(template, max_bins)
     centres = (starts + ends) / 2.0
@@ -117,13 +124,17 @@ def membership_heatmap(template: Template, component: Optional[int] = None, max_
 
 
 def _all_components_hover(counts: np.ndarray, ids: Sequence[int], present: np.ndarray) -> np.ndarray:
-    """Per cell: 'component 3: 2, component 7: 1' (largest first), or 'no component'."""
+    """Per cell: 'component 3: 2, component 7: 1' (largest first, at most HOVER_TOP, then how many more)."""
     _, n_layers, n_bins = counts.shape
     text = np.full((n_layers, n_bins), "no component", dtype=object)
-    for layer, b in zip(*np.nonzero(present.any(0))):
-        cell = counts[:, layer, b]
-        order = np.argsort(-cell, kind="stable")
-        text[layer, b] = "<br>".join(f"component {ids[i]}: {cell[i]}" for i in order if cell[i] > 0)
+    rows, cols = np.nonzero(present.any(0))
+    cells = np.ascontiguousarray(counts[:, rows, cols].T)  # (cells with a member, C)
+    order = np.argsort(-cells, axis=1, kind="stable")[:, :HOVER_TOP]
+    members = (cells > 0).sum(1)
+    for j, (layer, b) in enumerate(zip(rows, cols)):
+        shown = [f"component {ids[i]}: {cells[j, i]}" for i in order[j] if cells[j, i] > 0]
+        more = members[j] - len(shown)
+        text[layer, b] = "<br>".join(shown + ([f"and {more} more"] if more > 0 else []))
     return text
 
 

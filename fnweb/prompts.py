@@ -13,13 +13,16 @@ This module knows nothing about models beyond their tokenizer.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from .errors import FnwebError
+from .io import read_text
 
 BUILTIN_DIR = Path(__file__).parent / "data" / "prompts"
 BUILTIN_PREFIX = "builtin:"
@@ -60,7 +63,9 @@ def builtin_sets() -> list[str]:
 
 
 def _read_json(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, f"Dataset file {path.name}")
+    if not text.strip():
+        return []  # reported as an empty dataset, as for any file without records
     try:
         if path.suffix == ".jsonl":
             rows = []
@@ -83,8 +88,11 @@ def _read_json(path: Path) -> list[dict]:
 
 
 def _read_csv(path: Path) -> list[dict]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    # Decoded whole (an Excel byte-order mark dropped), newlines kept as written: csv needs them raw.
+    try:
+        return list(csv.DictReader(io.StringIO(read_text(path, f"Dataset file {path.name}"), newline="")))
+    except csv.Error as exc:
+        raise FnwebError(f"Dataset file {path.name} is not a readable CSV file: {exc}.") from exc
 
 
 def _read_parquet(path: Path) -> list[dict]:
@@ -93,7 +101,10 @@ def _read_parquet(path: Path) -> list[dict]:
     try:
         return pq.read_table(path).to_pylist()
     except Exception as exc:  # pyarrow raises ArrowInvalid and OSError for bad files
-        raise FnwebError(f"{path.name} is not a readable Parquet file: {exc}") from exc
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        detail = re.sub(r"^Could not open Parquet input source '.*?':\s*", "", detail)  # it repeats the path
+        raise FnwebError(f"Dataset file {path.name} is not a readable Parquet file (damaged, or not Parquet): "
+                         f"{detail}") from exc
 
 
 _READERS = {".json": _read_json, ".jsonl": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}

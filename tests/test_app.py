@@ -7,7 +7,6 @@ and generations short so that the whole file stays within a couple of minutes.
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 import time
@@ -15,29 +14,11 @@ import time
 import numpy as np
 import pytest
 
-from live_app import running_app
+from live_app import EMBEDDED, expect_error, figure, load, picked
 
 pytestmark = pytest.mark.slow
 
-EMBEDDED = "embedded:SmolLM2-135M-Instruct"
 ALL_COLUMNS = ["baseline", "lesion", "preserve", "random"]
-
-
-@pytest.fixture(scope="module")
-def url():
-    with running_app() as address:
-        yield address
-
-
-@pytest.fixture
-def client(url):
-    from gradio_client import Client
-
-    return Client(url, verbose=False)
-
-
-def load(client, model=EMBEDDED):
-    return client.predict(model, "auto", api_name="/load_model")
 
 
 def build(client, sets=("factual",), samples=20, max_tokens=64, k=5, files=(), hub="", threshold=98.0, seed=0):
@@ -51,32 +32,6 @@ def compare(client, template, prompt="What is the capital of France?", component
             tokens=8, decoding="greedy", temperature=0.8, draws=3):
     return client.predict(template, prompt, list(components), list(columns), tokens, decoding, temperature, 0,
                           draws, api_name="/compare")
-
-
-def figure(plot) -> list[dict]:
-    """The traces of a gr.Plot value as the client returns it, with Plotly's typed arrays decoded."""
-    return [{key: array(value) for key, value in trace.items()} for trace in json.loads(plot["plot"])["data"]]
-
-
-def array(value):
-    """Plotly writes numpy arrays as {'bdata': base64, 'dtype', 'shape'}: read them back."""
-    if not (isinstance(value, dict) and "bdata" in value):
-        return value
-    data = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-    shape = value.get("shape")
-    return data.reshape([int(n) for n in str(shape).split(",")]) if shape else data
-
-
-def picked(update) -> tuple[str, list[str]]:
-    """(selected name, all names) from the template picker's update."""
-    return update["value"], [choice[0] for choice in update["choices"]]
-
-
-def expect_error(match: str, call, *args, **kwargs):
-    from gradio_client.exceptions import AppError
-
-    with pytest.raises(AppError, match=match):
-        call(*args, **kwargs)
 
 
 # ---- the main path ------------------------------------------------------------------
@@ -171,6 +126,14 @@ def test_bad_build_inputs(client, tmp_path):
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"prompt": "hi"}\n{not json\n')
     expect_error("line 2 is not valid JSON", build, client, sets=(), files=[broken])
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(bytes(range(256)) * 4)
+    expect_error("Dataset file binary.jsonl looks like a binary file, not text", build, client, sets=(),
+                 files=[binary])
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("prompt,response\nUn café ?,Oui.\n".encode("latin-1"))
+    expect_error(r"Dataset file latin1.csv is not UTF-8 \(byte 0xE9 on line 2\); save it as UTF-8", build, client,
+                 sets=(), files=[latin1])
 
 
 def test_bad_template_uploads(client, tmp_path):
@@ -185,6 +148,10 @@ def test_bad_template_uploads(client, tmp_path):
     garbage = tmp_path / "garbage.json"
     garbage.write_text("{ this is not json")
     expect_error("is not valid JSON", client.predict, handle_file(str(garbage)), api_name="/upload_template")
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(bytes(range(256)) * 4)
+    expect_error("Template file binary.json looks like a binary file", client.predict, handle_file(str(binary)),
+                 api_name="/upload_template")
     meta = TemplateMeta(model_id="tiny-llama", site="neurons", n_layers=3, width=64, k=2, threshold="percentile",
                         threshold_value=98.0)
     other = Template.from_masks(np.eye(3 * 64, 2, dtype=np.uint8), [0, 1, 2], 64, meta).save(tmp_path / "tiny.json")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fnweb.capture import Activations
-from test_decompose import planted
+from tiny import planted
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
 

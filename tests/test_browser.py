@@ -7,53 +7,12 @@ Chromium is missing.
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
-from shots import screenshot_dir
+from shots import set_number, shot
 
 from live_app import running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-CHROMIUM = os.environ.get("FNWEB_CHROMIUM", "/usr/bin/chromium")
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "artifacts"
-SCREENSHOTS = screenshot_dir()  # artifacts/, or docs/screenshots/ when asked (tests/shots.py)
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-    if not Path(CHROMIUM).exists() and shutil.which(CHROMIUM) is None:
-        pytest.skip(f"No Chromium at {CHROMIUM} (install the Debian package or set FNWEB_CHROMIUM)")
-    with sync_api.sync_playwright() as p:
-        try:
-            chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        except Exception as exc:  # a broken install: say so rather than fail obscurely
-            pytest.skip(f"Chromium at {CHROMIUM} does not start: {exc}")
-        yield chromium
-        chromium.close()
-
-
-def _shot(page, name: str, readme: bool = False) -> None:
-    for close in page.locator(".toast-close").all():  # a pop-up left from an earlier step would hide the page
-        close.click()
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-    if readme:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-def _set_number(page, selector: str, value) -> None:
-    box = page.locator(f"{selector} input").first
-    box.fill(str(value))
-    box.press("Tab")
 
 
 def test_stop_build_see_heatmap_and_compare_four_columns(browser):
@@ -72,21 +31,21 @@ def test_stop_build_see_heatmap_and_compare_four_columns(browser):
         assert "Nothing was saved" in page.inner_text("#fn-build-progress")
         assert page.input_value("#fn-template-picker input") == ""
 
-        _set_number(page, "#fn-samples", 20)
-        _set_number(page, "#fn-max-tokens", 64)
-        _set_number(page, "#fn-k", 5)
+        set_number(page, "#fn-samples", 20)
+        set_number(page, "#fn-max-tokens", 64)
+        set_number(page, "#fn-k", 5)
         page.click("#fn-build")
         page.wait_for_selector("#fn-build-progress .fn-progress", timeout=30_000)  # the bar shows while it works
         page.wait_for_selector("#fn-build-progress .fn-msg-ok", timeout=180_000)
         assert page.get_attribute("#fn-coverage [role=grid]", "aria-rowcount") == "6"  # header + 5 components
-        _shot(page, "templates", readme=True)
+        shot(page, "templates", readme=True)
 
         page.get_by_role("tab", name="Networks").click()
         heatmap = page.locator("#fn-heatmap .js-plotly-plot .heatmaplayer image, #fn-heatmap .js-plotly-plot .hm")
         heatmap.first.wait_for(state="attached", timeout=30_000)
         assert page.locator("#fn-overlap-plot .js-plotly-plot").count() == 1
         assert page.locator("#fn-heatmap .modebar").count() == 1  # the camera button saves a PNG
-        _shot(page, "networks", readme=True)
+        shot(page, "networks", readme=True)
 
         page.get_by_role("tab", name="Compare").click()
         page.fill("#fn-prompt textarea", "Tell me a short story about a dragon.")
@@ -96,7 +55,7 @@ def test_stop_build_see_heatmap_and_compare_four_columns(browser):
         page.keyboard.press("Enter")
         page.keyboard.press("Escape")
         page.locator("button:has-text('Generation settings')").click()
-        _set_number(page, "#fn-new-tokens", 32)
+        set_number(page, "#fn-new-tokens", 32)
         page.click("#fn-generate")
         page.wait_for_selector("#fn-compare-output .fn-card", timeout=60_000)
         page.wait_for_selector("#fn-compare-output .fn-prompt em:has-text('done')", timeout=180_000)
@@ -107,5 +66,5 @@ def test_stop_build_see_heatmap_and_compare_four_columns(browser):
         page.wait_for_selector("#fn-metrics [role=grid][aria-rowcount='5']", timeout=30_000)
         metrics = page.inner_text("#fn-metrics")
         assert "Random control (3 draws)" in metrics and "±" in metrics
-        _shot(page, "compare", readme=True)
+        shot(page, "compare", readme=True)
         page.close()

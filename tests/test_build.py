@@ -27,6 +27,10 @@ def small_config(**changes):
     return BuildConfig(**config)
 
 
+def test_the_tiny_models_cover_every_architecture_in_the_table():
+    assert sorted(tiny.ARCHS) == sorted(ARCHITECTURES)
+
+
 @pytest.mark.parametrize("arch", tiny.ARCHS)
 @pytest.mark.parametrize("site", ["neurons", "mlp_output"])
 def test_every_architecture_builds_a_template_and_applies_a_mask(tokenizer, arch, site):
@@ -35,6 +39,10 @@ def test_every_architecture_builds_a_template_and_applies_a_mask(tokenizer, arch
     result = build_template(lm, small_config(site=site))
     template = result.template
     layout = layout_of(lm.model)
+    spec = ARCHITECTURES[arch]
+    assert (layout.model_type, layout.down_proj, layout.mlp) == (arch, spec.down_proj, spec.mlp)  # the table's, no fallback
+    module_names = {name.rsplit(".", 1)[-1] for name, _ in lm.model.named_modules()}
+    assert set(spec.lora_targets) <= module_names
     assert template.width == layout.width(site) and template.layers == list(range(layout.n_layers))
     assert template.meta.site == site and template.meta.architecture == layout.model_type
     assert all(row["channels"] > 0 for row in template.coverage())
@@ -45,6 +53,12 @@ def test_every_architecture_builds_a_template_and_applies_a_mask(tokenizer, arch
             during = lm.model(ids).logits
         assert not torch.allclose(before, during)
         assert torch.equal(lm.model(ids).logits, before)
+
+
+@pytest.mark.parametrize("arch", tiny.MIXTURES_OF_EXPERTS)
+def test_a_mixture_of_experts_is_refused_with_the_reason(arch):
+    with pytest.raises(FnwebError, match=f"'{arch}' is a mixture of experts \\(4 experts per block.*Choose a dense model"):
+        layout_of(tiny.make_model(arch))
 
 
 def test_same_seed_same_template(tiny_lm):

@@ -6,19 +6,7 @@ import torch
 
 from fnweb.decompose import decompose, threshold
 from fnweb.errors import FnwebError
-
-
-def planted(tokens=3000, channels=400, k=4, seed=0, noise=0.3):
-    """Activations = independent heavy-tailed sources mixed into sparse channel maps + noise."""
-    rng = np.random.default_rng(seed)
-    sources = rng.laplace(size=(tokens, k)) ** 3  # strongly non-Gaussian
-    sources /= sources.std(0)
-    maps = np.zeros((channels, k))
-    for c in range(k):
-        support = rng.choice(channels, size=channels // 10, replace=False)
-        maps[support, c] = rng.uniform(1.0, 2.0, size=len(support))
-    data = sources @ maps.T + noise * rng.normal(size=(tokens, channels))
-    return torch.tensor(data, dtype=torch.float16), maps
+from tiny import planted
 
 
 def matched_abs_correlation(found: np.ndarray, truth: np.ndarray) -> float:

@@ -14,12 +14,12 @@ import pytest
 from fnweb.build import BuildConfig, build_template
 from fnweb.prompts import PromptSource
 from live_app import running_app
-from test_browser import _set_number, _shot, browser  # noqa: F401  (the browser fixture)
+from shots import set_number, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def test_experiment_in_the_browser(browser, embedded_lm, tmp_path):  # noqa: F811
+def test_experiment_in_the_browser(browser, embedded_lm, tmp_path):
     config = BuildConfig([PromptSource("builtin:factual"), PromptSource("builtin:code")], 20, 64, k=3)
     path = build_template(embedded_lm, config).template.save(tmp_path / "factual_code_k3.json")
     with running_app() as url:
@@ -33,9 +33,9 @@ def test_experiment_in_the_browser(browser, embedded_lm, tmp_path):  # noqa: F81
 
         page.get_by_role("tab", name="Experiments").click()
         page.locator("#fn-exp-sets label:has-text('creative')").click()  # factual only
-        _set_number(page, "#fn-exp-samples", 8)
-        _set_number(page, "#fn-exp-draws", 3)
-        _set_number(page, "#fn-exp-tokens", 128)
+        set_number(page, "#fn-exp-samples", 8)
+        set_number(page, "#fn-exp-draws", 3)
+        set_number(page, "#fn-exp-tokens", 128)
         page.click("#fn-exp-run")
         page.wait_for_selector("#fn-exp-status .fn-progress", timeout=30_000)  # the bar shows while it works
         page.wait_for_selector("#fn-exp-status .fn-msg-ok:has-text('Done in')", timeout=240_000)
@@ -46,5 +46,5 @@ def test_experiment_in_the_browser(browser, embedded_lm, tmp_path):  # noqa: F81
         assert page.get_attribute("#fn-exp-table [role=grid]", "aria-rowcount") == "5"  # header + 3 + union
         assert "held-out prompts" in page.inner_text("#fn-exp-reading")
         assert page.locator("#fn-exp-files-out a").count() == 3
-        _shot(page, "experiments", readme=True)
+        shot(page, "experiments", readme=True)
         page.close()

@@ -17,7 +17,7 @@ import pytest
 
 from fnweb.experiment_results import ExperimentResult
 from fnweb.templates import Template, TemplateMeta
-from test_app import EMBEDDED, client, expect_error, figure, load, picked, url  # noqa: F401 (fixtures)
+from live_app import EMBEDDED, expect_error, figure, load, picked
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,9 @@ from fnweb.finetune.pipeline import execute
 from fnweb.finetune.train import causal_lm_loss
 from fnweb.masks import apply_masks
 from fnweb.progress import StopFlag
-from ftkit import one_thread, save_planted, small_config, step_losses  # noqa: F401 (fixture)
+from ftkit import save_planted, small_config, step_losses
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run faster on one thread
 
 IDS = torch.tensor([[5, 17, 42, 99, 7, 8, 9, 10], [300, 301, 302, 303, 304, 305, 306, 307]])
 

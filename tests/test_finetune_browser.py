@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from shots import screenshot_dir
-from test_browser import browser  # noqa: F401  (the shared Chromium fixture)
 import torch
+from shots import screenshot_dir, set_number
 
 from live_app import running_app
 
@@ -37,39 +36,35 @@ def app(tmp_path, monkeypatch):
     torch.set_num_threads(threads)
 
 
-def _set_number(page, selector: str, value) -> None:
-    box = page.locator(f"{selector} input").first
-    box.fill(str(value))
-    box.press("Tab")
-
-
 def _pick(page, selector: str, option: str) -> None:
     page.locator(f"{selector} input").first.click()
     page.get_by_role("option", name=option).first.click()
 
 
+# Four fine-tuning runs on the embedded model: about 6.5 min on a busy 2-core CPU, too close to the 600 s default.
+@pytest.mark.timeout(1200)
 def test_four_runs_live_chart_reload_and_screenshot(browser, app):
     url, runs = app
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(url)
     page.wait_for_selector("#fn-model-status .fn-status-ok", timeout=90_000)
 
-    _set_number(page, "#fn-samples", 20)
-    _set_number(page, "#fn-max-tokens", 64)
-    _set_number(page, "#fn-k", 5)
+    set_number(page, "#fn-samples", 20)
+    set_number(page, "#fn-max-tokens", 64)
+    set_number(page, "#fn-k", 5)
     page.click("#fn-build")
     page.wait_for_selector("#fn-build-progress .fn-msg-ok", timeout=180_000)
     template = page.input_value("#fn-template-picker input")
 
     page.get_by_role("tab", name="Fine-tune").click()
-    _set_number(page, "#fn-ft-steps", 12)
-    _set_number(page, "#fn-ft-lr", 0.002)
-    _set_number(page, "#fn-ft-batch", 2)
-    _set_number(page, "#fn-ft-max-len", 96)
+    set_number(page, "#fn-ft-steps", 12)
+    set_number(page, "#fn-ft-lr", 0.002)
+    set_number(page, "#fn-ft-batch", 2)
+    set_number(page, "#fn-ft-max-len", 96)
     page.locator("button:has-text('Evaluation, seed and name')").click()
-    _set_number(page, "#fn-ft-eval-every", 3)
-    _set_number(page, "#fn-ft-general", 2)
-    _set_number(page, "#fn-ft-task-examples", 8)
+    set_number(page, "#fn-ft-eval-every", 3)
+    set_number(page, "#fn-ft-general", 2)
+    set_number(page, "#fn-ft-task-examples", 8)
     for index, mode in enumerate(MODES):
         page.locator(f"#fn-ft-mode label:has-text('{mode}')").click()
         if index == 1:

@@ -13,13 +13,9 @@ from fnweb.cli.fnsft import config_from_args, main, parser
 from fnweb.errors import FnwebError
 from fnweb.finetune import finetune, load_run
 from fnweb.finetune.lora import check_quantization
-from ftkit import one_thread, small_config  # noqa: F401 (fixture)
+from ftkit import args_for, small_config
 
-
-def args_for(model_dir, out, *extra):
-    return ["--model_name_or_path", str(model_dir), "--dataset_name_or_path", "builtin:sentiment",
-            "--output_dir", str(out), "--max_steps", "4", "--learning_rate", "2e-2", "--lora_r", "4",
-            "--general_samples", "1", "--max_eval_examples", "8", *extra]
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run faster on one thread
 
 
 def test_fnsft_trains_end_to_end_and_prints_learning_and_forgetting(tiny_model_dir, tmp_path, capsys):

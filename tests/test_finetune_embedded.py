@@ -8,7 +8,8 @@ import torch
 from fnweb.build import BuildConfig, build_template
 from fnweb.finetune import TrainConfig, finetune, load_run
 from fnweb.prompts import PromptSource
-from ftkit import one_thread  # noqa: F401 (fixture: one thread is faster on a shared CPU)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # one thread is faster on a shared CPU
 
 
 @pytest.mark.slow

@@ -13,7 +13,9 @@ from fnweb.finetune.data import IGNORE, Example, collate, encode_example, split_
 from fnweb.finetune.lora import check_quantization
 from fnweb.prompts import Pair
 from fnweb.templates import Template, TemplateMeta
-from ftkit import one_thread, save_planted, small_config  # noqa: F401 (fixture)
+from ftkit import save_planted, small_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run faster on one thread
 
 PAIR = Pair("What is 2 + 2?", "4")
 

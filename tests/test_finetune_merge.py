@@ -11,7 +11,9 @@ from fnweb.errors import FnwebError
 from fnweb.finetune import finetune, load_run
 from fnweb.finetune.merge import merged_run, save_merged
 from fnweb.models import LoadedModel, ModelRequest
-from ftkit import one_thread, planted_template, small_config  # noqa: F401 (fixture)
+from ftkit import planted_template, small_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run faster on one thread
 
 IDS = torch.tensor([[5, 17, 42, 99, 7, 23, 61]])
 

@@ -8,7 +8,9 @@ import pytest
 from fnweb.errors import FnwebError
 from fnweb.finetune import RunManager, list_runs, read_events
 from fnweb.finetune.runs import RunWriter, read_state
-from ftkit import one_thread, save_planted, small_config  # noqa: F401 (fixture)
+from ftkit import save_planted, small_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run faster on one thread
 
 
 def poll_until_done(manager, run_id, timeout=120):

@@ -23,9 +23,8 @@ import torch
 from fnweb.compare import GenerationSettings, compare, model_column_stream
 from fnweb.masks import MaskSpec, masked
 from fnweb.templates import Template
-from live_app import running_app
+from live_app import expect_error, load, new_client, running_app
 
-EMBEDDED = "embedded:SmolLM2-135M-Instruct"
 ON_THE_FLY = "(computed from the training data)"
 FORM = dict(source="built-in", builtin="arithmetic", file=None, hub="", template=ON_THE_FLY, components="0",
             mode="none", control_of="lesion", restrict=False, quantization="none", lora_r=4, lora_alpha=8,
@@ -83,16 +82,6 @@ def url(runs_dir):
                 os.environ[key] = value
 
 
-def new_client(url):
-    from gradio_client import Client
-
-    return Client(url, verbose=False)
-
-
-def load(client, model=EMBEDDED):
-    return client.predict(model, "auto", api_name="/load_model")
-
-
 def start(client, key=None, name="", **changes):
     form = {**FORM, **changes}
     return client.predict(key, *form.values(), name, api_name="/finetune_start")
@@ -133,13 +122,6 @@ def follow(client, key, run, until=None, timeout=150):
             return seen
         time.sleep(0.25)
     raise AssertionError(f"the run did not end: {seen['progress'][-1]}")
-
-
-def expect_error(match, call, *args, **kwargs):
-    from gradio_client.exceptions import AppError
-
-    with pytest.raises(AppError, match=match):
-        call(*args, **kwargs)
 
 
 def train_steps(chart) -> list:

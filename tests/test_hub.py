@@ -550,7 +550,7 @@ def test_buildtemplates_keeps_the_template_when_the_push_fails(hub, tiny_model_d
 
 def test_fnsft_pushes_the_run_it_saved(hub, tiny_model_dir, tmp_path, capsys):
     from fnweb.cli.fnsft import main as fnsft
-    from test_finetune_cli import args_for
+    from ftkit import args_for
 
     out = tmp_path / "run"
     code = fnsft(args_for(tiny_model_dir, out, "--push_to_hub", "--hub_repo_id", "cli-run", "--hub_private"))
@@ -564,7 +564,7 @@ def test_fnsft_pushes_the_run_it_saved(hub, tiny_model_dir, tmp_path, capsys):
 
 def test_fnsft_pushes_a_merged_model_when_asked(hub, tiny_model_dir, tmp_path, capsys):
     from fnweb.cli.fnsft import main as fnsft
-    from test_finetune_cli import args_for
+    from ftkit import args_for
 
     out = tmp_path / "run"
     code = fnsft(args_for(tiny_model_dir, out, "--push_to_hub", "--hub_repo_id", "cli-merged", "--push_merged"))
@@ -574,7 +574,7 @@ def test_fnsft_pushes_a_merged_model_when_asked(hub, tiny_model_dir, tmp_path, c
 
 def test_fnsft_checks_the_push_before_training(hub, tiny_model_dir, tmp_path, capsys):
     from fnweb.cli.fnsft import main as fnsft
-    from test_finetune_cli import args_for
+    from ftkit import args_for
 
     out = tmp_path / "run"
     assert fnsft(args_for(tiny_model_dir, out, "--push_to_hub")) == 2

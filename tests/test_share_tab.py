@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html as htmllib
 import json
-import os
 import re
 import shutil
 import socket
@@ -34,9 +33,6 @@ from fnweb.templates import TEMPLATE_FILENAME, Template, TemplateMeta
 ALICE, READER, BOGUS = "hf_alice_share_token", "hf_bob_read_token", "hf_not_a_real_token"
 DEFAULT_REPO = "SmolLM2-135M-Instruct-fnweb-factual"  # from the test template's model and prompt set
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("FNWEB_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run"]
 
 
 def _point_client_at(patch: pytest.MonkeyPatch, endpoint: str) -> None:
@@ -73,13 +69,6 @@ def hub(tmp_path_factory):
 def url(hub):
     with running_app() as address:
         yield address
-
-
-@pytest.fixture
-def client(url):
-    from gradio_client import Client
-
-    return Client(url, verbose=False)
 
 
 @pytest.fixture(scope="module")
@@ -398,53 +387,48 @@ def test_the_run_list_holds_the_visitors_runs_and_on_a_space_only_those(run_dir,
 
 
 @pytest.mark.browser
-def test_sign_in_push_and_see_the_link_in_the_page(url, hub, template_file):
+def test_sign_in_push_and_see_the_link_in_the_page(url, hub, template_file, browser):
     """Sign in (Gradio's local stand-in: its placeholder token is never sent), push, read the link."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-    if not Path(CHROMIUM).exists() and shutil.which(CHROMIUM) is None:
-        pytest.skip(f"No Chromium at {CHROMIUM} (install the Debian package or set FNWEB_CHROMIUM)")
     seen = len(hub.auth_headers)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1360, "height": 1000})
-        page.goto(url)
-        page.get_by_role("tab", name="Share").click()
-        with page.expect_navigation(url=url, timeout=30_000):  # the page comes back, signed in
-            page.get_by_role("button", name="Sign in with Hugging Face").click()
-        page.get_by_role("tab", name="Share").click()
-        page.get_by_role("button", name="Logout (alice)").wait_for(timeout=30_000)
-        page.get_by_role("tab", name="Templates").click()
-        with page.expect_file_chooser() as chooser:
-            page.click("#fn-upload")
-        chooser.value.set_files(str(template_file))
-        page.wait_for_selector("#fn-build-progress .fn-msg-ok", timeout=30_000)
+    page = browser.new_page(viewport={"width": 1360, "height": 1000})
+    page.goto(url)
+    page.get_by_role("tab", name="Share").click()
+    with page.expect_navigation(url=url, timeout=30_000):  # the page comes back, signed in
+        page.get_by_role("button", name="Sign in with Hugging Face").click()
+    page.get_by_role("tab", name="Share").click()
+    page.get_by_role("button", name="Logout (alice)").wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Templates").click()
+    with page.expect_file_chooser() as chooser:
+        page.click("#fn-upload")
+    chooser.value.set_files(str(template_file))
+    page.wait_for_selector("#fn-build-progress .fn-msg-ok", timeout=30_000)
 
-        page.get_by_role("tab", name="Share").click()
-        repo_box = page.locator("#fn-share-repo textarea, #fn-share-repo input").first
-        page.wait_for_function("() => document.querySelector('#fn-share-repo textarea, #fn-share-repo input')"
-                               ".value.length > 0", timeout=15_000)
-        assert repo_box.input_value() == DEFAULT_REPO
-        page.locator("#fn-share-heatmap img").wait_for(timeout=15_000)
-        page.click("#fn-share-check")
-        page.wait_for_selector("#fn-share-target .fn-msg-ok", timeout=15_000)
-        assert f"Pushes to alice/{DEFAULT_REPO} as alice" in page.inner_text("#fn-share-target")
-        page.click("#fn-share-push")
-        page.wait_for_selector("#fn-share-result .fn-msg-ok a", timeout=30_000)
-        href = page.get_attribute("#fn-share-result a", "href")
-        assert href == f"{hub.endpoint}/alice/{DEFAULT_REPO}"
-        page.fill("#fn-share-load-repo textarea, #fn-share-load-repo input", "alice/no-such-repo")
-        page.click("#fn-share-load")
-        page.wait_for_selector("#fn-share-load-result .fn-msg-error", timeout=15_000)
-        assert "No repo alice/no-such-repo" in page.inner_text("#fn-share-load-result")
-        page.fill("#fn-share-load-repo textarea, #fn-share-load-repo input", f"alice/{DEFAULT_REPO}")
-        page.click("#fn-share-load")
-        page.wait_for_selector("#fn-share-load-result .fn-msg-ok", timeout=15_000)
-        assert page.input_value("#fn-template-picker input") == f"alice/{DEFAULT_REPO} (Hub)"
-        for close in page.locator(".toast-close").all():  # the error's pop-up, so that it hides nothing
-            close.click()
-        page.locator(".toast-body").first.wait_for(state="detached", timeout=10_000)
-        shots = screenshot_dir()  # artifacts/, or docs/screenshots/ when asked (tests/shots.py)
-        page.screenshot(path=str(shots / "share.png"), full_page=True)
-        browser.close()
+    page.get_by_role("tab", name="Share").click()
+    repo_box = page.locator("#fn-share-repo textarea, #fn-share-repo input").first
+    page.wait_for_function("() => document.querySelector('#fn-share-repo textarea, #fn-share-repo input')"
+                           ".value.length > 0", timeout=15_000)
+    assert repo_box.input_value() == DEFAULT_REPO
+    page.locator("#fn-share-heatmap img").wait_for(timeout=15_000)
+    page.click("#fn-share-check")
+    page.wait_for_selector("#fn-share-target .fn-msg-ok", timeout=15_000)
+    assert f"Pushes to alice/{DEFAULT_REPO} as alice" in page.inner_text("#fn-share-target")
+    page.click("#fn-share-push")
+    page.wait_for_selector("#fn-share-result .fn-msg-ok a", timeout=30_000)
+    href = page.get_attribute("#fn-share-result a", "href")
+    assert href == f"{hub.endpoint}/alice/{DEFAULT_REPO}"
+    page.fill("#fn-share-load-repo textarea, #fn-share-load-repo input", "alice/no-such-repo")
+    page.click("#fn-share-load")
+    page.wait_for_selector("#fn-share-load-result .fn-msg-error", timeout=15_000)
+    assert "No repo alice/no-such-repo" in page.inner_text("#fn-share-load-result")
+    page.fill("#fn-share-load-repo textarea, #fn-share-load-repo input", f"alice/{DEFAULT_REPO}")
+    page.click("#fn-share-load")
+    page.wait_for_selector("#fn-share-load-result .fn-msg-ok", timeout=15_000)
+    assert page.input_value("#fn-template-picker input") == f"alice/{DEFAULT_REPO} (Hub)"
+    for close in page.locator(".toast-close").all():  # the error's pop-up, so that it hides nothing
+        close.click()
+    page.locator(".toast-body").first.wait_for(state="detached", timeout=10_000)
+    shots = screenshot_dir()  # artifacts/, or docs/screenshots/ when asked (tests/shots.py)
+    page.screenshot(path=str(shots / "share.png"), full_page=True)
+    page.close()
     sent = hub.auth_headers[seen:]
     assert sent and all(h == f"Bearer {ALICE}" for h in sent)  # HF_TOKEN, never the sign-in's placeholder

@@ -7,7 +7,7 @@ from fnweb.decompose import decompose, fit_ica, orient_maps
 from fnweb.errors import Stopped
 from fnweb.progress import StopFlag
 from fnweb.stability import _resampled_pca, component_stability
-from test_decompose import planted
+from tiny import planted
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
-"""Tiny random models of every architecture in the table, with a tokenizer made here.
+"""Tiny random models of every architecture in the table (and a refused one), with a tokenizer made here.
 
 Nothing is downloaded: the tokenizer is a byte-level BPE trained on the built-in
-prompt sets, and models are built from configs with random weights (seeded).
+prompt sets, and models are built from configs with random weights (seeded). ``planted``
+makes a tiny decomposition problem whose answer is known (for ICA, stability, the bench).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fnweb.prompts import BUILTIN_DIR
@@ -54,21 +56,23 @@ def make_tokenizer(chat: bool = True):
     return tokenizer
 
 
+# Families laid out like Llama for this file's purpose: their configs take the same fields.
+LLAMA_LIKE = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2", "granite",
+              "smollm3", "cohere", "starcoder2", "phi3")
+
+
 def _configs(vocab: int) -> dict:
-    from transformers import (
-        GemmaConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig, OPTConfig, PhiConfig, Qwen2Config,
-    )
+    from transformers import AutoConfig, GPT2Config, GPTNeoXConfig, OPTConfig, PhiConfig
 
     llama_like = dict(
         vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS, num_key_value_heads=2, max_position_embeddings=256,
+        num_attention_heads=HEADS, num_key_value_heads=2, head_dim=HIDDEN // HEADS, max_position_embeddings=256,
         pad_token_id=0, eos_token_id=2, bos_token_id=1, tie_word_embeddings=True,
     )
     return {
-        "llama": LlamaConfig(**llama_like),
-        "qwen2": Qwen2Config(**llama_like),
-        "mistral": MistralConfig(**llama_like),
-        "gemma": GemmaConfig(**llama_like, head_dim=HIDDEN // HEADS),
+        # AutoConfig.for_model fails for a model_type this transformers does not know.
+        **{name: AutoConfig.for_model(name, **llama_like) for name in LLAMA_LIKE},
+        "mixtral": AutoConfig.for_model("mixtral", **llama_like, num_local_experts=4, num_experts_per_tok=2),
         "gpt2": GPT2Config(vocab_size=vocab, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_inner=INTERMEDIATE,
                            n_positions=256, pad_token_id=0, eos_token_id=2, bos_token_id=1),
         "opt": OPTConfig(vocab_size=vocab, hidden_size=HIDDEN, ffn_dim=INTERMEDIATE, num_hidden_layers=LAYERS,
@@ -83,7 +87,10 @@ def _configs(vocab: int) -> dict:
     }
 
 
-ARCHS = ("llama", "qwen2", "mistral", "gemma", "gpt2", "opt", "gpt_neox", "phi")
+# Every model_type in fnweb.archs.ARCHITECTURES (test_build checks that the two agree).
+ARCHS = LLAMA_LIKE + ("gpt2", "opt", "gpt_neox", "phi")
+# Mixture-of-experts families, which fnweb refuses (one here stands for them all).
+MIXTURES_OF_EXPERTS = ("mixtral",)
 
 
 def make_model(arch: str = "llama", seed: int = 0):
@@ -102,3 +109,16 @@ def save_tiny(folder: Path, arch: str = "llama", chat: bool = True) -> Path:
     make_model(arch).save_pretrained(folder)
     make_tokenizer(chat).save_pretrained(folder)
     return folder
+
+
+def planted(tokens=3000, channels=400, k=4, seed=0, noise=0.3):
+    """Activations = independent heavy-tailed sources mixed into sparse channel maps + noise."""
+    rng = np.random.default_rng(seed)
+    sources = rng.laplace(size=(tokens, k)) ** 3  # strongly non-Gaussian
+    sources /= sources.std(0)
+    maps = np.zeros((channels, k))
+    for c in range(k):
+        support = rng.choice(channels, size=channels // 10, replace=False)
+        maps[support, c] = rng.uniform(1.0, 2.0, size=len(support))
+    data = sources @ maps.T + noise * rng.normal(size=(tokens, channels))
+    return torch.tensor(data, dtype=torch.float16), maps

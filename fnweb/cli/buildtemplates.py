@@ -22,6 +22,7 @@ from ..build import BuildConfig, build_template, default_output_path
 from ..capture import STORAGE_DTYPES
 from ..errors import FnwebError
 from ..hubcard import coverage_png
+from ..io import check_writable_file
 from ..models import DTYPES, EMBEDDED_ID, ModelRequest, load_model
 from ..progress import Progress
 from ..prompts import FORMATS, PromptSource, builtin_sets
@@ -135,6 +136,7 @@ def main(argv=None) -> int:
             hub.check_repo_id(args.push_to_hub)
             hub.resolve_token()
         output = args.output_file or default_output_path(args.ica_template_output, model_id, sources)
+        check_writable_file(output, "the template file")  # now, not after the build
         quant = "4bit" if args.use_4bit else "8bit" if args.use_8bit else "none"
         lm = load_model(ModelRequest(model_id, args.torch_dtype, args.device, quant, args.revision,
                                      args.trust_remote_code))

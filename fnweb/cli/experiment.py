@@ -18,6 +18,7 @@ from dataclasses import replace
 from ..experiment_plots import write_figures
 from ..experiment_tables import table_text
 from ..experiments import IN_PROGRESS, STOPPED, ExperimentConfig, experiment_stream
+from ..io import check_writable_folder
 from ..masks import component_ids_from_text
 from ..models import DTYPES, EMBEDDED_ID, ModelRequest, load_model
 from ..prompts import FORMATS, PromptSource, builtin_sets
@@ -95,6 +96,7 @@ def main(argv=None) -> int:
     def body() -> int:
         config = config_from(args)
         config.validate()
+        check_writable_folder(args.output)  # now, not after the run
         template = Template.load(args.template)
         model_id = EMBEDDED_ID if args.model in ("embedded", EMBEDDED_ID) else args.model
         lm = load_model(ModelRequest(model_id, args.torch_dtype, args.device, "none", args.revision,

@@ -78,7 +78,7 @@ def _push(args, folder) -> None:
     print(f"\n{hub.describe_target(args.hub_repo_id)}", flush=True)
     try:
         url = hub.push_run(folder, args.hub_repo_id, private=args.hub_private, overwrite=args.hub_overwrite,
-                           merged=args.push_merged)
+                           merged=args.push_merged, trust_remote_code=args.trust_remote_code)
     except FnwebError as exc:
         raise FnwebError(f"{exc} The run is saved in {folder}; push it again with "
                          f"fnweb.hub.push_run('{folder}', '{args.hub_repo_id}').") from exc

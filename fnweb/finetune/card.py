@@ -11,6 +11,13 @@ from typing import Optional
 
 from .config import TrainConfig
 
+# Said wherever a card tells how to load a run: a run is data, and never chooses to run code.
+REMOTE_CODE_NOTE = (
+    "Loading runs no code from the base model's repo: fnweb's `load_run` uses `trust_remote_code=False` whatever "
+    "this run's files say (a base model that needs custom code is refused), as `from_pretrained` does by default. "
+    "Pass `trust_remote_code=True` yourself only if you trust that model's code."
+)
+
 
 def _fmt(value: Optional[float], digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
@@ -74,9 +81,11 @@ def model_card(config: TrainConfig, summary: dict, base_model: str) -> str:
             "```",
             "",
             "Plain `PeftModel.from_pretrained` loads the adapter without its mask: a different model.",
+            "",
+            REMOTE_CODE_NOTE,
         ]
     else:
         body += ["```python", "from transformers import AutoModelForCausalLM", "from peft import PeftModel",
                  f"base = AutoModelForCausalLM.from_pretrained(\"{base_model}\")",
-                 "model = PeftModel.from_pretrained(base, \"path/to/this/folder\")", "```"]
+                 "model = PeftModel.from_pretrained(base, \"path/to/this/folder\")", "```", "", REMOTE_CODE_NOTE]
     return "\n".join(front + body) + "\n"

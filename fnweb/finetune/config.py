@@ -13,7 +13,7 @@ from typing import Optional
 from ..archs import DEFAULT_SITE, SITES
 from ..errors import FnwebError
 from ..interventions import DEFAULT_INTERVENTION, INTERVENTIONS
-from ..models import DTYPES, EMBEDDED_ID, QUANTIZATIONS
+from ..models import DTYPES, EMBEDDED_ID, QUANTIZATIONS, check_device
 
 NO_MASK, RANDOM = "none", "random"
 MASK_MODES = (NO_MASK, *INTERVENTIONS, RANDOM)  # none, an intervention on the network, or a random control
@@ -144,6 +144,7 @@ def _check_model(c: TrainConfig) -> None:
         raise FnwebError("No model given: enter a Hub id, a local folder, or use the embedded model.")
     _choice("dtype", c.dtype, DTYPES)
     _choice("quantization", c.quantization, QUANTIZATIONS)
+    check_device(c.device)
 
 
 def _check_lora(c: TrainConfig) -> None:

@@ -23,7 +23,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -219,15 +218,3 @@ def describe_trainable(peft_model: nn.Module) -> dict:
             trainable -= original.numel() - int(keep.expand_as(original).count_nonzero())
     total = sum(p.numel() for p in peft_model.parameters())
     return {"trainable_parameters": int(trainable), "parameters": int(total)}
-
-
-def lora_modules(peft_model: nn.Module) -> list[str]:
-    """Paths of the modules that carry an adapter."""
-    return [name for name, module in unwrap(peft_model).named_modules() if hasattr(module, "lora_A")]
-
-
-def effective_delta(module: nn.Module) -> Optional[torch.Tensor]:
-    """The weight change a LoRA layer adds (as PEFT merges it), or None for a plain layer."""
-    if not hasattr(module, "get_delta_weight") or "default" not in getattr(module, "lora_A", {}):
-        return None
-    return module.get_delta_weight("default")

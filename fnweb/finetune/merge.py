@@ -46,10 +46,14 @@ def check_mergeable(folder: Path) -> None:
         )
 
 
-def merged_run(folder: str | Path, lm: Optional[LoadedModel] = None) -> FinetunedRun:
-    """The run's adapter merged into a private copy of its base, with its activation mask baked in."""
+def merged_run(folder: str | Path, lm: Optional[LoadedModel] = None,
+               trust_remote_code: bool = False) -> FinetunedRun:
+    """The run's adapter merged into a private copy of its base, with its activation mask baked in.
+
+    The base model loads with the caller's ``trust_remote_code`` (never the run's own setting).
+    """
     check_mergeable(Path(folder))
-    run = load_run(folder, lm, merge=True)
+    run = load_run(folder, lm, merge=True, trust_remote_code=trust_remote_code)
     bake_masks(run.model, run.plan.hooks, run.plan.site)
     return run
 

@@ -90,7 +90,10 @@ class MaskPlan:
 
     @classmethod
     def from_json(cls, text: str, template: Optional[Template]) -> "MaskPlan":
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise FnwebError(f"The run's mask.json is not valid JSON: {exc.msg} at line {exc.lineno}.") from exc
         if data.get("mask_mode", NO_MASK) == NO_MASK:
             return cls(NO_MASK, data.get("site", DEFAULT_SITE))
         if template is None:

@@ -13,8 +13,10 @@ A run folder holds::
 An existing folder is never overwritten unless asked, and then only if it is an fnweb
 run (or empty) and not running. JSON files are written atomically; ``metrics.jsonl``
 is appended so a UI can tail it. ``load_run`` re-applies the run's mask when it
-generates (the original saved masked runs that then ran unmasked). It knows nothing
-about how runs are trained.
+generates (the original saved masked runs that then ran unmasked). A run folder is
+data: it may come from a stranger (the Hub), so nothing in it switches on
+``trust_remote_code``; that is the caller's own setting, off unless passed. It knows
+nothing about how runs are trained.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from ..errors import FnwebError
+from ..io import check_writable_folder, read_text, write_atomic
+from ..io import read_json as read_json_file
 from ..masks import apply_masks
 from ..models import LoadedModel, ModelRequest, load_model
-from ..templates import Template, write_atomic
+from ..templates import Template
 from .config import TrainConfig
 from .network import MaskPlan
 
@@ -54,9 +58,10 @@ def _process_alive(pid: Optional[int]) -> bool:
 
 
 def read_json(path: Path) -> Optional[dict]:
+    """A run file's JSON, or None when it is missing or unreadable (a run being written, or a damaged one)."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        return read_json_file(path)
+    except FnwebError:
         return None
 
 
@@ -77,6 +82,7 @@ def check_output_folder(folder: Path, overwrite: bool) -> None:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise FnwebError(f"{folder} is a file, not a folder: choose another output folder.")
+    check_writable_folder(folder, "the run folder")
     if not folder.exists() or not any(folder.iterdir()):
         return
     if not overwrite:
@@ -146,7 +152,7 @@ def read_events(folder: Path, since: int = 0) -> list[dict]:
     if not path.exists():
         return []
     events = []
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8", errors="replace") as handle:  # a damaged line is skipped below
         for line in handle:
             if not line.endswith("\n"):
                 break
@@ -229,6 +235,17 @@ class FinetunedRun:
         return LoadedModel(self.model, self.tokenizer, ModelRequest(model_id=f"run:{self.folder}"))
 
 
+def check_remote_code(folder: Path, config: TrainConfig, trust_remote_code: bool) -> None:
+    """Refuse a run whose base model was loaded with custom code unless the caller allows that code."""
+    if config.trust_remote_code and not trust_remote_code:
+        raise FnwebError(
+            f"The run {Path(folder).name} was trained on {config.model_id} with custom model code "
+            "(trust_remote_code). fnweb never runs code because a run's own files ask for it. If you trust "
+            f"{config.model_id}'s code, pass the flag yourself: load_run(folder, trust_remote_code=True) (or "
+            "push_run(..., trust_remote_code=True); CLI: --trust_remote_code)."
+        )
+
+
 def load_plan(folder: Path) -> MaskPlan:
     """The run's mask plan from template.json and mask.json."""
     folder = Path(folder)
@@ -236,11 +253,16 @@ def load_plan(folder: Path) -> MaskPlan:
     if not mask_path.exists():
         return MaskPlan("none")
     template = Template.load(folder / "template.json") if (folder / "template.json").exists() else None
-    return MaskPlan.from_json(mask_path.read_text(encoding="utf-8"), template)
+    return MaskPlan.from_json(read_text(mask_path, f"{folder.name}/mask.json"), template)
 
 
-def load_run(folder: str | Path, lm: Optional[LoadedModel] = None, merge: bool = False) -> FinetunedRun:
-    """Load a run's adapter onto a private copy of its base model, ready to generate with its mask."""
+def load_run(folder: str | Path, lm: Optional[LoadedModel] = None, merge: bool = False,
+             trust_remote_code: bool = False) -> FinetunedRun:
+    """Load a run's adapter onto a private copy of its base model, ready to generate with its mask.
+
+    Without ``lm``, the base model named in the run is loaded with the caller's
+    ``trust_remote_code`` (off by default), whatever the run's train_config.json says.
+    """
     from ..archs import layout_of
     from .lora import load_adapter
 
@@ -249,8 +271,9 @@ def load_run(folder: str | Path, lm: Optional[LoadedModel] = None, merge: bool =
         raise FnwebError(f"{folder} is not an fnweb run folder (no train_config.json).")
     config = TrainConfig.from_dict(read_json(folder / "train_config.json") or {})
     if lm is None:
+        check_remote_code(folder, config, trust_remote_code)
         lm = load_model(ModelRequest(config.model_id, config.dtype, config.device, "none", config.revision,
-                                     config.trust_remote_code))
+                                     trust_remote_code))
     plan = load_plan(folder)
     if plan.template is not None:
         plan.template.check_fits(layout_of(lm.model), lm.model_id)

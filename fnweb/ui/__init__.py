@@ -44,9 +44,11 @@ from typing import Any
 import gradio as gr
 
 from .. import __version__
-from .model_bar import ModelBar, build_model_bar, load_default, load_selected
+from ..access import forbid_implicit_token, multi_user
+from .model_bar import ModelBar, build_model_bar, cache_status, load_default, load_selected
 from .state import Session, delete_session
-from .theme import launch_options
+from .theme import launch_options as look_options
+from .uploads import max_upload_bytes
 
 __all__ = ["TABS", "UiContext", "build_app", "launch_options"]
 
@@ -95,8 +97,19 @@ def _builder(spec: str):
     return getattr(importlib.import_module(module), name)
 
 
+def launch_options() -> dict:
+    """Keyword arguments for ``demo.launch``: the page's look, and the largest upload Gradio accepts."""
+    return {**look_options(), "max_file_size": max_upload_bytes()}
+
+
 def build_app(tabs: list[tuple[str, str]] | None = None) -> gr.Blocks:
-    """The whole page; call ``.queue(...)`` and ``.launch(**launch_options())`` on it (see app.py)."""
+    """The whole page; call ``.queue(...)`` and ``.launch(**launch_options())`` on it (see app.py).
+
+    Serving many visitors (``fnweb.access``), it first stops every library from sending the
+    server's own Hugging Face token on a visitor's behalf.
+    """
+    if multi_user():
+        forbid_implicit_token()
     with gr.Blocks(title="fnweb: functional networks in language models") as demo:
         # A value, not a factory: Gradio re-runs a factory at page load, which would replace the session
         # that the model bar's own load event fills. Session.__deepcopy__ gives each visitor a fresh one.
@@ -112,6 +125,7 @@ def build_app(tabs: list[tuple[str, str]] | None = None) -> gr.Blocks:
         bar = ctx.model
         bar.load.click(load_selected, [session, bar.model_id, bar.dtype], bar.status, api_name="load_model",
                        concurrency_id="load", concurrency_limit=1)
+        bar.timer.tick(cache_status, [session, bar.status], bar.status, queue=False, api_visibility="private")
         demo.load(load_default, session, bar.status, api_visibility="private", concurrency_id="load",
                   concurrency_limit=1)
     return demo

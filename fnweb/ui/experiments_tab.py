@@ -31,11 +31,11 @@ from ..models import ModelRequest, load_model
 from ..progress import Progress
 from ..prompts import PromptSource, builtin_sets
 from ..templates import Template
-from . import render
+from . import render, uploads
 from .feedback import page_error
 from .forms import whole
 from .jobs import Job, gpu, stream
-from .state import Session, stamp
+from .state import Session, stamp, unique_name
 
 TITLE = "Running the experiment"
 DATA_TYPES = [".json", ".jsonl", ".csv", ".parquet"]
@@ -146,7 +146,7 @@ def _paths(files) -> list[Path]:
     if not files:
         return []
     items = files if isinstance(files, (list, tuple)) else [files]
-    return [Path(f if isinstance(f, str) else getattr(f, "name", None) or f["path"]) for f in items]
+    return uploads.checked([Path(f if isinstance(f, str) else getattr(f, "name", None) or f["path"]) for f in items])
 
 
 # ---- the job ----------------------------------------------------------------------------
@@ -224,7 +224,7 @@ def stop_experiment(session: Session) -> None:
 
 
 def _save(session: Session, result: ExperimentResult) -> list[str]:
-    folder = session.folder / f"experiment-{stamp().replace(':', '')}"
+    folder = session.folder / unique_name(f"experiment-{stamp().replace(':', '')}")  # two in one second: two folders
     paths = result.save(folder)
     return [str(paths["json"]), str(paths["components"]), str(paths["curve"])]
 

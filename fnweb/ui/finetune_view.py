@@ -84,10 +84,6 @@ def loss_figure(events: Sequence[dict], run_id: Optional[str] = None) -> go.Figu
     return _figure(fig, title, 300)
 
 
-def _ended(events: Sequence[dict]) -> bool:
-    return any(e.get("event") == "end" for e in events)
-
-
 def progress_html(info: RunInfo, events: Sequence[dict], now: Optional[float] = None) -> str:
     """A bar while the run trains; its final message once it has ended."""
     if info.state != "running":

@@ -11,6 +11,9 @@ Why a lock per model: masks and captures are hooks on the shared model, so two j
 on one model at once would see each other's hooks. Jobs on the same model wait
 their turn (and say so); jobs on different models run side by side.
 
+Why a hold: the shared model cache evicts the least recently used model when it is
+full, but never one a job holds; a job holds its model from start to end.
+
 Why a stop *file*: on ZeroGPU the work runs in a forked process, where an in-memory
 flag set by the Stop button would never be seen; a file is seen from both sides.
 
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import Stopped
+from ..models import hold
 from ..progress import StopFlag
 
 TICK = 0.25  # seconds between updates sent to the page while work runs
@@ -123,19 +127,20 @@ def stream(work: Callable[[Callable[[Any], None], StopFlag], Any], model: object
     started = time.monotonic()
 
     def run() -> None:
-        lock = model_lock(model)
-        if not lock.acquire(blocking=False):
-            events.put(("waiting", None))
-            while not lock.acquire(timeout=0.2):
-                if stop.is_set:
-                    events.put(("error", Stopped()))
-                    return
-        try:
-            events.put(("done", work(lambda value: events.put(("event", copy.copy(value))), stop)))
-        except BaseException as exc:  # handed to the reader, who re-raises it in the handler
-            events.put(("error", exc))
-        finally:
-            lock.release()
+        with hold(model):  # never evicted from the shared cache while this job waits for it or uses it
+            lock = model_lock(model)
+            if not lock.acquire(blocking=False):
+                events.put(("waiting", None))
+                while not lock.acquire(timeout=0.2):
+                    if stop.is_set:
+                        events.put(("error", Stopped()))
+                        return
+            try:
+                events.put(("done", work(lambda value: events.put(("event", copy.copy(value))), stop)))
+            except BaseException as exc:  # handed to the reader, who re-raises it in the handler
+                events.put(("error", exc))
+            finally:
+                lock.release()
 
     threading.Thread(target=run, name=f"fnweb-job-{job.id[:8]}", daemon=True).start()
     finished, pending = False, []

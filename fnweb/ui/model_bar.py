@@ -1,8 +1,12 @@
 """The bar above the tabs: which model (and dtype) this visitor works with, and which template.
 
 Loading goes through ``fnweb.models.load_model``, whose cache shares a model between
-visitors who ask for the same one; the visitor's choice is kept in their session.
-The bar also holds the template picker that every tab reads.
+visitors who ask for the same one; the visitor's choice is kept in their session. The
+cache is bounded: when it unloads this visitor's model to make room for another, the
+status line says so (a timer looks every ``STATUS_EVERY`` seconds), and again when the
+model's next use has loaded it back. On an app serving many visitors the model is a Hub
+id (public: nothing loads with the server's token) or the embedded model, never a path
+on the server. The bar also holds the template picker that every tab reads.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ..models import DTYPES, EMBEDDED_HUB_ID, EMBEDDED_ID, ModelRequest, cache_dir, load_model
+from ..access import check_hub_id
+from ..models import DTYPES, EMBEDDED_HUB_ID, EMBEDDED_ID, ModelRequest, cache_dir, cache_note, is_loaded, load_model
 from .feedback import handled
 from .render import esc
 from .state import Session
 
+STATUS_EVERY = 20  # seconds between looks at whether the cache unloaded this visitor's model
 SUGGESTED_MODELS = [EMBEDDED_ID, EMBEDDED_HUB_ID, "HuggingFaceTB/SmolLM2-360M-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"]
 
 
@@ -39,6 +45,7 @@ class ModelBar:
     load: gr.Button
     status: gr.HTML
     template: gr.Dropdown  # the visitor's template picker, shared by every tab
+    timer: gr.Timer  # refreshes the status when the shared cache unloads or reloads the model
 
 
 def build_model_bar() -> ModelBar:
@@ -53,7 +60,7 @@ def build_model_bar() -> ModelBar:
         template = gr.Dropdown([], value=None, label="Template", allow_custom_value=True, scale=3, min_width=220,
                                info="Yours: built or uploaded in the Templates tab", elem_id="fn-template-picker")
     status = gr.HTML(status_html(None), elem_id="fn-model-status")
-    return ModelBar(model_id, dtype, load, status, template)
+    return ModelBar(model_id, dtype, load, status, template, gr.Timer(STATUS_EVERY))
 
 
 def status_html(summary: str | None, kind: str = "ok") -> str:
@@ -65,7 +72,10 @@ def status_html(summary: str | None, kind: str = "ok") -> str:
 @handled
 def load_selected(session: Session, model_id: str, dtype: str):
     """Load the chosen model for this visitor (streams 'Loading…' first)."""
-    request = ModelRequest(model_id=(model_id or "").strip(), dtype=dtype or "auto")
+    model_id = (model_id or "").strip()
+    if model_id != EMBEDDED_ID:
+        check_hub_id(model_id, "the model")
+    request = ModelRequest(model_id=model_id, dtype=dtype or "auto")
     request.validate()
     yield status_html(f"Loading {request.model_id} …", "busy")
     try:
@@ -87,6 +97,20 @@ def load_default(session: Session):
     except gr.Error as exc:
         yield status_html(f"The default model could not be loaded ({exc.message}); choose another model and "
                           "press Load.", "error")
+
+
+def cache_status(session: Session, shown: str | None):
+    """The status line again when the shared cache has unloaded (or reloaded) this visitor's model; else no change."""
+    request = session.model
+    note = cache_note(request) if request is not None else None
+    if note is None:
+        return gr.skip()
+    if is_loaded(request):
+        html = status_html(f"Loaded {session.require_model().summary_line()} ({note}).")
+    else:
+        html = status_html(f"{request.model_id} is not in memory now: {note}. It loads again when you next use "
+                           "it (this takes a moment).", "busy")
+    return gr.skip() if html == shown else html
 
 
 def template_choices(session: Session):

@@ -2,9 +2,13 @@
 
 Sign-in: on a Space, the Hugging Face button (``gr.LoginButton``). Every Hub handler
 takes a ``gr.OAuthToken | None`` parameter, which Gradio fills from the visitor's
-sign-in; only its text is passed on, to ``fnweb.hub``, which falls back to HF_TOKEN
-and then the saved login, and never uses the placeholder of a local sign-in. A token
-is never shown, logged or kept in a ``gr.State``. Off a Space the button is left out
+sign-in (or an API client's ``oauth_token``); only its text is passed on, to
+``fnweb.hub``. An app serving many visitors (a Space: ``fnweb.access``) uses that token
+and nothing else: without it, Check account and pushes say "sign in first" and loads
+go out anonymous (public repos only); HF_TOKEN and the saved login, which belong to the
+server's owner, are never used for a visitor. An app for one user (local) falls back
+to them, and never uses the placeholder of a local sign-in. A token is never shown,
+logged or kept in a ``gr.State``. Off a Space the button is left out
 unless FNWEB_HF_SIGN_IN=1: Gradio's local stand-in for it needs a saved login and a
 Hub call when the app starts (without them the app would not start) and only ever
 yields that placeholder.
@@ -32,6 +36,7 @@ from typing import Any, Iterable, Optional
 import gradio as gr
 
 from .. import hub
+from ..access import mode_reason, multi_user
 from ..archs import layout_of
 from ..errors import FnwebError
 from ..finetune.merge import check_mergeable
@@ -92,12 +97,18 @@ def sign_in_available() -> bool:
     return on_space() or os.environ.get("FNWEB_HF_SIGN_IN", "") == "1"
 
 
-SIGN_IN_HELP = {
-    True: "Sign in with your Hugging Face account; pushes go to it (or to an organisation of yours). "
-          "The token is used for this page's Hub calls only: never shown, logged or stored.",
-    False: "Running locally: the token comes from **HF_TOKEN** or the saved login (`hf auth login`). "
-           "It is used for the Hub calls only: never shown, logged or stored.",
-}
+def sign_in_help(signed: bool) -> str:
+    """What the Account step says, by who this app serves and whether it has a sign-in button."""
+    if not multi_user():
+        return ("Running for one user: the token comes from **HF_TOKEN** or the saved login (`hf auth login`). "
+                "It is used for the Hub calls only: never shown, logged or stored.")
+    if signed:
+        return ("Sign in with your Hugging Face account: pushes, account checks and loads of private repos use "
+                "your sign-in and nothing else (the server's own token is never used for a visitor); pushes go to "
+                "your account or an organisation of yours. Without signing in, public repos still load. The token "
+                "is never shown, logged or stored.")
+    return (f"This app is shared ({mode_reason()}) and has no sign-in here, so it only loads public repos; to "
+            "push, use fnweb on a Space with sign-in, or run it locally for yourself.")
 
 
 def build_share_tab(ctx) -> ShareTab:
@@ -106,7 +117,7 @@ def build_share_tab(ctx) -> ShareTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=6, min_width=380):
             gr.Markdown("#### 1 · Account", elem_classes="fn-step")
-            gr.Markdown(SIGN_IN_HELP[signed], elem_classes="fn-note")
+            gr.Markdown(sign_in_help(signed), elem_classes="fn-note")
             with gr.Row():
                 sign_in = gr.LoginButton(size="md", scale=2, min_width=220) if signed else None
                 check = gr.Button("Check account", size="md", scale=1, min_width=140, elem_id="fn-share-check")
@@ -128,10 +139,10 @@ def build_share_tab(ctx) -> ShareTab:
 
             gr.Markdown("#### 3 · Push a fine-tuning run", elem_classes="fn-step")
             with gr.Row(equal_height=False, elem_classes="fn-bar-row"):
-                run = gr.Dropdown([], value=None, label="Run", allow_custom_value=not on_space(), scale=5,
+                run = gr.Dropdown([], value=None, label="Run", allow_custom_value=not multi_user(), scale=5,
                                   elem_id="fn-share-run",
                                   info="Your runs (Fine-tune tab, or loaded below)"
-                                  + ("" if on_space() else "; or type a run folder's path"))
+                                  + ("" if multi_user() else "; or type a run folder's path"))
                 refresh_runs = gr.Button("↻ Refresh", size="md", scale=1, min_width=100, elem_id="fn-share-refresh")
             run_line = gr.Markdown("", elem_id="fn-share-run-line")
             run_repo = gr.Textbox(label="Repo", placeholder="name, or namespace/name", elem_id="fn-share-run-repo")
@@ -342,11 +353,11 @@ def _run_folder(session: Session, loaded: Optional[list], choice: Optional[str])
     text = (choice or "").strip() if isinstance(choice, str) else ""
     if not text:
         raise FnwebError("No run chosen: pick one of your runs (from the Fine-tune tab, or loaded from the Hub in "
-                         "section 4)" + ("" if on_space() else ", or type a run folder's path") + ".")
+                         "section 4)" + ("" if multi_user() else ", or type a run folder's path") + ".")
     listed = {folder for _, folder in visitor_runs(session, loaded)}
     if text in listed:
         return Path(text)
-    if on_space():  # on a shared server, a typed path could reach another visitor's run
+    if multi_user():  # on a shared server, a typed path could reach another visitor's run
         raise FnwebError(f"'{text}' is not one of your runs: pick a run from the list.")
     return Path(text).expanduser()
 

@@ -5,7 +5,9 @@ gets its own; nothing here is a module global. Loaded models are not stored here
 the session keeps the ``ModelRequest`` and asks ``fnweb.models.load_model``, whose
 cache shares models read-only between visitors. Templates are kept by display name,
 newest last, at most ``MAX_TEMPLATES`` of them; their files for download live in a
-per-session temporary folder.
+per-session temporary folder, each under a name of its own (``unique_name``: a short
+readable slug plus a random id), so that two templates never share a file whatever
+their labels; labels are for display only.
 
 It knows nothing about Gradio components.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -79,8 +82,7 @@ class Session:
     def add(self, template: Template, origin: str, label: str, key: Optional[str] = None) -> SessionTemplate:
         """Keep a template under a new unique name and select it."""
         name = self._unique(label)
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:80] or "template"
-        path = template.save(self.folder / f"{slug}.json")
+        path = template.save(self.folder / unique_name(name, ".json"))
         entry = SessionTemplate(name=name, template=template, origin=origin, path=path, key=key)
         self.templates[name] = entry
         self.selected = name
@@ -127,6 +129,12 @@ class Session:
         """Delete this session's files (called when Gradio drops the state)."""
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def unique_name(label: str, suffix: str = "") -> str:
+    """A file name no other file of the session has: a readable slug of ``label`` and a random id."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", label).strip("_")[:40] or "file"
+    return f"{slug}-{uuid.uuid4().hex}{suffix}"
 
 
 def delete_session(session) -> None:

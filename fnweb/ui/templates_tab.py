@@ -14,14 +14,15 @@ from typing import Iterator, Optional
 
 import gradio as gr
 
+from ..access import check_hub_id
 from ..archs import DEFAULT_SITE, SITES, check_site, layout_of, sites_help
 from ..build import BuildConfig, build_template
 from ..errors import FnwebError, Stopped
 from ..models import ModelRequest, load_model
 from ..prompts import BUILTIN_DIR, BUILTIN_PREFIX, PromptSource, builtin_sets
-from ..templates import Template
+from ..templates import MAX_TEMPLATE_BYTES, Template
 from ..thresholds import DEFAULT_RULE, THRESHOLDS
-from . import render
+from . import render, uploads
 from .feedback import handled, page_error
 from .forms import real, whole
 from .jobs import Job, gpu, stream
@@ -136,6 +137,7 @@ def parse_hub(text: str) -> list[PromptSource]:
             continue
         if len(parts) > 3 or " " in parts[0]:
             raise FnwebError(f"Hub datasets, line {number}: write 'name, config, split' (got '{line.strip()}').")
+        check_hub_id(parts[0], f"a Hub dataset (line {number})")
         sources.append(PromptSource(parts[0], parts[1] if len(parts) > 1 and parts[1] else None,
                                     parts[2] if len(parts) > 2 and parts[2] else "train"))
     return sources
@@ -158,11 +160,12 @@ def config_from_form(builtin, hub, files, samples, max_tokens, k, site, threshol
     return config
 
 
-def _paths(files) -> list[Path]:
+def _paths(files, limit: Optional[int] = None) -> list[Path]:
+    """The uploaded files' paths, each within the upload bound (``limit``, default the server's)."""
     if not files:
         return []
     files = files if isinstance(files, list) else [files]
-    return [Path(getattr(f, "name", f)) for f in files]
+    return uploads.checked([Path(getattr(f, "name", f)) for f in files], limit)
 
 
 def config_key(model: ModelRequest, config: BuildConfig) -> str:
@@ -260,7 +263,7 @@ def upload_template(session: Session, file):
     """Read an uploaded template file, check it fits the loaded model, and keep it."""
     skip = gr.skip()
     try:
-        paths = _paths(file)
+        paths = _paths(file, MAX_TEMPLATE_BYTES)
         if not paths:
             raise FnwebError("No file received: choose a template .json file.")
         template = Template.load(paths[0])

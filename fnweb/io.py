@@ -1,0 +1,155 @@
+"""Users' files in and out: text read as UTF-8, JSON, atomic writes, and writability probes.
+
+Every text file a person hands fnweb (datasets, templates, run folders' JSON) is read
+through ``read_text``: UTF-8 with or without a byte-order mark (Excel writes one), and
+otherwise one clear sentence saying the file is binary, UTF-16, or in another encoding,
+and what to do. Writes go to a temp file in the same folder and are renamed into place,
+so a reader never sees half a file. ``check_writable_folder`` and ``check_writable_file``
+probe an output location before long work starts, leaving nothing behind.
+
+This module knows nothing about what the files hold.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from .errors import FnwebError
+
+SNIFF_BYTES = 8192  # how much of a file the binary check looks at
+TEXT_CONTROLS = set(b"\t\n\r\f\v\b\x1b")  # control bytes that do occur in text files
+
+# Signatures of binary formats people save under a text extension, and what to do about them.
+BINARY_KINDS = (
+    (b"PK\x03\x04", "a zip archive, such as an Excel workbook: export it as 'CSV UTF-8' instead"),
+    (b"PAR1", "a Parquet file: give it the .parquet extension"),
+    (b"\x1f\x8b", "a gzip archive: unpack it first"),
+    (b"%PDF", "a PDF document"),
+    (b"SQLite format 3", "an SQLite database"),
+)
+UTF16_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def _subject(path: Path, what: Optional[str]) -> str:
+    return what or path.name
+
+
+def read_bytes(path: str | os.PathLike, what: Optional[str] = None) -> bytes:
+    """The file's bytes, or an error naming the file and why it cannot be read."""
+    path = Path(path)
+    subject = _subject(path, what)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise FnwebError(f"{subject} was not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise FnwebError(f"{subject} is a folder, not a file: {path}") from exc
+    except PermissionError as exc:
+        raise FnwebError(f"{subject} cannot be read: permission denied ({path}).") from exc
+    except OSError as exc:
+        raise FnwebError(f"{subject} cannot be read: {exc.strerror or exc} ({path}).") from exc
+
+
+def _looks_binary(head: bytes) -> bool:
+    if b"\x00" in head:
+        return True
+    controls = sum(1 for byte in head if byte < 32 and byte not in TEXT_CONTROLS)
+    return controls > len(head) * 0.05
+
+
+def decode_text(data: bytes, subject: str) -> str:
+    """UTF-8 text (a leading byte-order mark dropped), or an error saying what the bytes are instead."""
+    if data.startswith(UTF16_BOMS):
+        raise FnwebError(f"{subject} is UTF-16 or UTF-32 text, not UTF-8; save it as UTF-8.")
+    head = data[:SNIFF_BYTES]
+    if _looks_binary(head):
+        kind = next((name for magic, name in BINARY_KINDS if head.startswith(magic)), None)
+        raise FnwebError(f"{subject} looks like a binary file, not text" + (f" ({kind})." if kind else
+                         ": check that you chose the right file."))
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise FnwebError(
+            f"{subject} is not UTF-8 (byte 0x{data[exc.start]:02X} on line {line}); save it as UTF-8 "
+            "(in Excel: Save As 'CSV UTF-8'; in an editor: encoding UTF-8)."
+        ) from exc
+
+
+def read_text(path: str | os.PathLike, what: Optional[str] = None) -> str:
+    """A text file's contents as a string; ``what`` names it in errors (default: its file name)."""
+    path = Path(path)
+    return decode_text(read_bytes(path, what), _subject(path, what))
+
+
+def read_json(path: str | os.PathLike, what: Optional[str] = None):
+    """A JSON file's value; an empty, binary, non-UTF-8 or malformed file is a one-line error."""
+    path = Path(path)
+    subject = _subject(path, what)
+    text = read_text(path, what)
+    if not text.strip():
+        raise FnwebError(f"{subject} is empty: it holds no JSON.")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FnwebError(f"{subject} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from exc
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temp file in the same folder and a rename."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise FnwebError(f"Cannot write to {path.parent}: {exc.strerror}. Choose a writable folder.") from exc
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---- probing outputs before the work ------------------------------------------------
+
+
+def _probe(folder: Path, label: str) -> None:
+    """Write and remove a probe file where ``folder`` is (or would be created); ``label`` names the output."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise FnwebError(f"Cannot write {label}: {existing} is a file, not a folder. Choose another output path.")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".fnweb-probe-", dir=existing)
+    except OSError as exc:
+        raise FnwebError(f"Cannot write {label}: {exc.strerror or exc} in {existing}. "
+                         "Choose a writable folder.") from exc
+    os.close(handle)
+    os.unlink(probe)
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str = "the output folder") -> None:
+    """Refuse a folder that cannot be created or written, by writing and removing a probe file.
+
+    A folder that does not exist yet is probed in its nearest existing parent (where it
+    would be created), so nothing is created here.
+    """
+    folder = Path(folder).expanduser()
+    _probe(folder, f"{what} {folder}")
+
+
+def check_writable_file(path: str | os.PathLike, what: str = "the output file") -> None:
+    """Refuse a file path that is a folder or whose folder cannot be written (nothing is created)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise FnwebError(f"Cannot write {what} {path}: it is a folder. Give a file name (e.g. {path / 'out.json'}).")
+    _probe(path.parent, f"{what} {path}")
