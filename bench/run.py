@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fnweb.archs import layout_of, unwrap  # noqa: E402
+from fnweb.archs import DEFAULT_SITE, SITES, layout_of, unwrap  # noqa: E402
 from fnweb.build import BuildConfig, build_template  # noqa: E402
 from fnweb.capture import _batches, _pad, capture  # noqa: E402
 from fnweb.masks import MaskSpec, masked  # noqa: E402
@@ -326,7 +326,7 @@ def machine() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--site", default="neurons", choices=["neurons", "mlp_output"])
+    parser.add_argument("--site", default=DEFAULT_SITE, choices=list(SITES))
     parser.add_argument("--out", default=str(HERE / "results" / "latest.json"))
     parser.add_argument("--skip", nargs="*", default=[], help="sections to skip")
     args = parser.parse_args(argv)

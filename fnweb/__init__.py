@@ -2,6 +2,22 @@
 
 The engine lives in this package and imports no Gradio: the CLIs, the tests and
 the web app (``fnweb.ui``) all call the same functions.
+
+What varies along an axis lives in one table, one record per entry; the code reads the
+records and does not branch on their names:
+
+- architectures: ``ARCHITECTURES`` in ``fnweb/archs.py`` (where a family keeps its
+  decoder blocks, down-projection, MLP and default LoRA targets);
+- capture sites: ``SITES`` in ``fnweb/archs.py`` (the hooked module, input or output,
+  width, the down-projection's weight axis, bias, unit names), hooked only through
+  ``hook_site``;
+- thresholds: ``THRESHOLDS`` in ``fnweb/thresholds.py`` (default, valid range, the
+  function, CLI flag and help);
+- metrics: ``METRICS`` in ``fnweb/metrics.py`` (labels, digits, scale, which way is
+  better, the per-token computation); experiments pick theirs in
+  ``LESION_METRICS`` / ``CURVE_METRICS`` (``fnweb/experiment_results.py``);
+- interventions: ``INTERVENTIONS`` in ``fnweb/interventions.py`` (which channels it
+  changes and by what factor; masks are ``x * keep + add`` per layer).
 """
 
 __version__ = "0.1.0"

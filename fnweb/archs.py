@@ -1,10 +1,17 @@
-"""Where each architecture keeps its MLP neurons: the one table of architecture differences.
+"""Where each architecture keeps its MLP channels, and where fnweb reads them: the tables of
+architectures and of capture sites.
 
-For a causal LM this module finds, per decoder block, the **down-projection** (the
-module whose input is the MLP's intermediate neurons: capture site ``neurons``) and
-the module whose output is the **MLP output** (capture site ``mlp_output``). Modules
-are looked up by path each time, so that a module PEFT has since wrapped (LoRA) is
-the one found and a hook on it reaches both the base and the LoRA path.
+``SITES`` has one ``Site`` record per capture site: which module of a decoder block it
+hooks (the **down-projection**, whose input is the MLP's intermediate neurons: site
+``neurons``; or the module whose output is the **MLP output**: site ``mlp_output``),
+whether it reads that module's input or output, how wide it is, which axis of the
+down-projection's weight runs over its channels, and what its channels are called.
+``hook_site`` is the one way to hook a site; capture, masks, restricted LoRA updates and
+merging all go through the records, never through the site's name.
+
+``ARCHITECTURES`` says, per model family, where the decoder blocks, the down-projection
+and the MLP sit. Modules are looked up by path each time, so that a module PEFT has since
+wrapped (LoRA) is the one found and a hook on it reaches both the base and the LoRA path.
 
 It knows nothing about prompts, templates or masks.
 """
@@ -12,17 +19,77 @@ It knows nothing about prompts, templates or masks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
+import torch
 import torch.nn as nn
 
 from .errors import FnwebError
 
-SITES = ("neurons", "mlp_output")
-SITE_HELP = {
-    "neurons": "the down-projection's input: the MLP's intermediate neurons (intermediate width per layer)",
-    "mlp_output": "the MLP's output (hidden width per layer), as in the paper",
+
+@dataclass(frozen=True)
+class Site:
+    """One place in every decoder block where fnweb reads and edits MLP channels."""
+
+    name: str
+    module: str  # the ``Layout`` attribute with the path of the hooked module: "down_proj" | "mlp"
+    reads_input: bool  # True: the module's input (a pre-hook); False: its output (a forward hook)
+    width: str  # the ``Layout`` attribute with the channels per layer: "intermediate_size" | "hidden_size"
+    weight_axis: str  # the down-projection's weight side that runs over the channels: "in" (columns) | "out" (rows)
+    has_bias: bool  # a channel owns an entry of the down-projection's bias (zeroed with it when merging)
+    unit: str  # what one channel is called: "neuron" | "channel"
+    units: str  # what its channels are called in sentences
+    help: str
+
+
+SITES: dict[str, Site] = {
+    "neurons": Site(
+        name="neurons", module="down_proj", reads_input=True, width="intermediate_size", weight_axis="in",
+        has_bias=False, unit="neuron", units="neurons",
+        help="the down-projection's input: the MLP's intermediate neurons (intermediate width per layer)",
+    ),
+    "mlp_output": Site(
+        name="mlp_output", module="mlp", reads_input=False, width="hidden_size", weight_axis="out",
+        has_bias=True, unit="channel", units="MLP-output channels",
+        help="the MLP's output (hidden width per layer), as in the paper",
+    ),
 }
+DEFAULT_SITE = "neurons"
+
+
+def site_of(name: str) -> Site:
+    """The record of a site, or an error naming the sites there are."""
+    if name not in SITES:
+        raise FnwebError(f"Unknown site '{name}'; choose one of: {', '.join(SITES)}.")
+    return SITES[name]
+
+
+def check_site(site: str) -> None:
+    site_of(site)
+
+
+def sites_help() -> str:
+    """Every site and what it reads, for a form or a CLI's help."""
+    return "; ".join(f"{s.name}: {s.help}" for s in SITES.values())
+
+
+def hook_site(module: nn.Module, site: str, edit: Callable[[torch.Tensor], Optional[torch.Tensor]]):
+    """Call ``edit`` on the site's activations at ``module``; a tensor it returns replaces them.
+
+    Returns the hook handle (``handle.remove()`` takes it off).
+    """
+    if site_of(site).reads_input:
+        def pre(_module, args):
+            new = edit(args[0])
+            return None if new is None else (new,) + tuple(args[1:])
+        return module.register_forward_pre_hook(pre)
+
+    def post(_module, _args, out):
+        if isinstance(out, tuple):
+            new = edit(out[0])
+            return None if new is None else (new,) + out[1:]
+        return edit(out)  # None leaves the output as it is
+    return module.register_forward_hook(post)
 
 
 @dataclass(frozen=True)
@@ -119,6 +186,12 @@ def input_axis(module: nn.Module) -> int:
     return 0 if type(module).__name__ == "Conv1D" else 1
 
 
+def channel_axis(projection: nn.Module, site: str) -> int:
+    """The axis of the down-projection's weight that runs over ``site``'s channels."""
+    axis = input_axis(projection)
+    return axis if site_of(site).weight_axis == "in" else 1 - axis
+
+
 def _text_config(model: nn.Module):
     config = model.config
     get_text = getattr(config, "get_text_config", None)
@@ -142,22 +215,21 @@ class Layout:
         return len(self.block_paths)
 
     def width(self, site: str) -> int:
-        check_site(site)
-        return self.intermediate_size if site == "neurons" else self.hidden_size
+        return int(getattr(self, site_of(site).width))
 
     def module(self, model: nn.Module, layer: int, site: str) -> nn.Module:
-        """The module to hook for ``site`` in ``layer``: its input (neurons) or output (mlp_output)."""
-        check_site(site)
-        rel = self.down_proj if site == "neurons" else self.mlp
+        """The module to hook for ``site`` in ``layer`` (``hook_site`` reads its input or output)."""
+        return self._block_module(model, layer, getattr(self, site_of(site).module))
+
+    def down_projection(self, model: nn.Module, layer: int) -> nn.Module:
+        """The down-projection of ``layer``: the weights a channel of every site runs through."""
+        return self._block_module(model, layer, self.down_proj)
+
+    def _block_module(self, model: nn.Module, layer: int, rel: str) -> nn.Module:
         found = get_path(unwrap(model), f"{self.block_paths[layer]}.{rel}")
         if found is None:
             raise FnwebError(f"Layer {layer} has no module at '{rel}'.")
         return found
-
-
-def check_site(site: str) -> None:
-    if site not in SITES:
-        raise FnwebError(f"Unknown site '{site}'; choose one of: {', '.join(SITES)}.")
 
 
 def _find_blocks(model: nn.Module, spec: Optional[ArchSpec], n_layers: Optional[int]) -> Optional[str]:

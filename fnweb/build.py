@@ -14,18 +14,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
 from . import __version__
-from .archs import layout_of
+from .archs import DEFAULT_SITE, check_site, layout_of
 from .capture import capture
-from .decompose import DEFAULT_THRESHOLD, THRESHOLDS, decompose, threshold
+from .decompose import decompose
 from .errors import FnwebError
 from .models import LoadedModel
 from .progress import Progress, ProgressFn, StopFlag, no_progress
 from .prompts import LOCAL_SUFFIXES, PromptSource, encode_pairs, sample_pairs
 from .stability import DEFAULT_RUNS, component_stability
 from .templates import Template, TemplateMeta
+from .thresholds import DEFAULT_RULE, resolved_value, threshold, threshold_rule
 
 
 @dataclass
@@ -36,9 +35,9 @@ class BuildConfig:
     samples_per_dataset: int = 100
     max_tokens: int = 128  # per sample, prompt and response together
     k: int = 10  # ICA components
-    site: str = "neurons"  # neurons | mlp_output
-    threshold: str = "percentile"  # percentile | zscore
-    threshold_value: Optional[float] = None  # None: 98 (percentile) or 1.96 (zscore)
+    site: str = DEFAULT_SITE  # a name in fnweb.archs.SITES
+    threshold: str = DEFAULT_RULE  # a name in fnweb.thresholds.THRESHOLDS
+    threshold_value: Optional[float] = None  # None: the rule's default (98 for percentile, 1.96 for zscore)
     seed: int = 0
     batch_size: int = 8
     standardise: bool = True  # z-score channels before PCA, as the original
@@ -60,12 +59,12 @@ class BuildConfig:
             raise FnwebError(f"Batch size must lie between 1 and 1024 (got {self.batch_size}).")
         if not 0 <= self.stability_runs <= 100:
             raise FnwebError(f"Stability re-runs must lie between 0 and 100 (got {self.stability_runs}).")
-        if self.threshold not in THRESHOLDS:
-            raise FnwebError(f"Unknown threshold '{self.threshold}'; choose percentile or zscore.")
+        check_site(self.site)
+        threshold_rule(self.threshold).check(self.resolved_threshold)
 
     @property
     def resolved_threshold(self) -> float:
-        return DEFAULT_THRESHOLD[self.threshold] if self.threshold_value is None else float(self.threshold_value)
+        return resolved_value(self.threshold, self.threshold_value)
 
 
 @dataclass
@@ -85,8 +84,7 @@ def build_template(
 ) -> BuildResult:
     """Run the whole pipeline; save to ``output`` (a .json path) when given."""
     stop = stop or StopFlag()
-    config.validate()
-    threshold(np.zeros((4, 1)), config.threshold, config.resolved_threshold)  # bad values fail before any work
+    config.validate()  # bad values fail before any work
     layout = layout_of(lm.model)
     seconds, clock = {}, time.perf_counter()
 

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .archs import Layout, layout_of, unwrap
+from .archs import DEFAULT_SITE, Layout, hook_site, layout_of, unwrap
 from .errors import FnwebError
 from .progress import Progress, ProgressFn, StopFlag, no_progress
 
@@ -114,7 +114,7 @@ def _finish_batch(state: dict, rows: torch.Tensor, moments: _Moments) -> None:
 def capture(
     model: torch.nn.Module,
     sequences: Sequence[Sequence[int]],
-    site: str = "neurons",
+    site: str = DEFAULT_SITE,
     layers: Optional[Sequence[int]] = None,
     batch_size: int = 8,
     pad_id: int = 0,
@@ -183,8 +183,4 @@ def _hook(model, layout: Layout, layer: int, col: int, width: int, site: str, st
         if last:
             raise _LastLayerDone()
 
-    if site == "neurons":
-        return module.register_forward_pre_hook(lambda _m, args: keep(args[0]))
-    return module.register_forward_hook(
-        lambda _m, _args, out: keep(out[0] if isinstance(out, tuple) else out)
-    )
+    return hook_site(module, site, keep)

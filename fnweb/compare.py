@@ -1,12 +1,13 @@
-"""Side-by-side generation: baseline, lesion, preserve and matched random controls.
+"""Side-by-side generation: baseline, each intervention (lesion, preserve) and matched random controls.
 
 All columns run as rows of one batch, each row with its own mask (a ``(rows, 1,
 width)`` mask broadcasts over positions), so they fill together as tokens stream and
 share one KV-cached loop. Each row samples with its own generator seeded alike, so
 with sampling too the differences come from the mask alone. After generation, one
 teacher-forced pass of the baseline's continuation through every row gives the
-numbers: mean next-token KL from the baseline, the continuation's cross-entropy,
-top-1 agreement, and where each column's text departs from the baseline's.
+numbers: every per-token metric of ``fnweb.metrics`` (mean next-token KL from the
+baseline, the continuation's cross-entropy, top-1 agreement), and where each column's
+text departs from the baseline's.
 
 The random control runs several seeded draws; its column shows the first draw's
 text and the mean and spread of the draws' numbers. ``model_column_stream`` adds a
@@ -22,16 +23,19 @@ from typing import Callable, ContextManager, Iterator, Optional, Sequence
 
 import torch
 
-from .archs import layout_of
+from .archs import DEFAULT_SITE, layout_of
 from .errors import FnwebError
+from .interventions import DEFAULT_INTERVENTION, INTERVENTIONS
 from .masks import MaskSpec, apply_masks, layer_masks, masked_share, stacked_masks
-from .metrics import mean_and_spread, next_token_stats
+from .metrics import TOKEN_METRICS, Stat, next_token_stats, stat_of
 from .models import LoadedModel
 from .progress import StopFlag
 from .prompts import Pair, encode_pair
 from .templates import Template
 
-COLUMNS = ("baseline", "lesion", "preserve", "random")
+BASELINE, RANDOM = "baseline", "random"
+COLUMNS = (BASELINE, *INTERVENTIONS, RANDOM)  # the unchanged model, one column per intervention, the random control
+CONTROL_OF = DEFAULT_INTERVENTION  # the intervention the random column applies to random neurons
 
 
 @dataclass
@@ -63,15 +67,17 @@ class Row:
 
 @dataclass
 class ColumnResult:
-    name: str  # baseline | lesion | preserve | random
+    name: str  # one of COLUMNS, or an extra column ("run")
     label: str  # what was masked, for people
     text: str
     tokens: list[int]
-    masked_share: float  # share of the site's channels zeroed
+    masked_share: float  # share of the site's channels the mask changes
     departs_at: Optional[int] = None  # index of the first token that differs from the baseline
-    metrics: dict = field(default_factory=dict)  # kl, ce, top1 (+ *_std for the random control)
+    metrics: dict[str, Stat] = field(default_factory=dict)  # per-token metric -> mean (and sd over draws)
     prefix: str = ""  # text before the departure
     rest: str = ""  # text from the departure on
+    scored: int = 0  # tokens of the baseline's continuation the metrics are over
+    draws: int = 1  # rows behind the numbers (the random control's draws)
 
 
 @dataclass
@@ -88,16 +94,16 @@ def plan_rows(template: Optional[Template], components: Sequence[int], columns: 
     unknown = [c for c in columns if c not in COLUMNS]
     if unknown:
         raise FnwebError(f"Unknown column {unknown[0]!r}; choose from {', '.join(COLUMNS)}.")
-    masked_columns = [c for c in columns if c != "baseline"]
+    masked_columns = [c for c in columns if c != BASELINE]
     if masked_columns and template is None:
-        raise FnwebError("Lesion, preserve and random columns need a template: build or upload one first.")
+        raise FnwebError(f"The {', '.join(COLUMNS[1:])} columns need a template: build or upload one first.")
     if masked_columns and not components:
-        raise FnwebError("Choose at least one component to lesion or preserve.")
+        raise FnwebError(f"Choose at least one component to {' or '.join(INTERVENTIONS)}.")
     components = tuple(template.check_components(components)) if masked_columns else ()
-    rows = [Row("baseline", None)]
+    rows = [Row(BASELINE, None)]
     for column in masked_columns:
-        if column == "random":
-            rows += [Row("random", MaskSpec(components, "lesion", random_seed=settings.seed + draw))
+        if column == RANDOM:
+            rows += [Row(RANDOM, MaskSpec(components, CONTROL_OF, random_seed=settings.seed + draw))
                      for draw in range(settings.random_draws)]
         else:
             rows.append(Row(column, MaskSpec(components, column)))
@@ -153,7 +159,7 @@ def compare_stream(
         raise FnwebError("The prompt is empty: type a prompt or pick an example.")
     rows = plan_rows(template, components, columns, settings)
     layout = layout_of(lm.model)
-    site = template.infer_site(layout) if template is not None else "neurons"
+    site = template.infer_site(layout) if template is not None else DEFAULT_SITE
     if template is not None:
         template.check_fits(layout, lm.model_id)
     width = layout.width(site)
@@ -192,14 +198,8 @@ def _score(lm: LoadedModel, rows: list[Row], results: list[ColumnResult], prompt
     per_row = [next_token_stats(logits[0], logits[r], targets[r]) for r in range(len(rows))]
     for result in results:
         stats = [s for s, row in zip(per_row, rows) if row.column == result.name]
-        for key in ("kl", "ce", "top1"):
-            mean, spread = mean_and_spread([s[key] for s in stats])
-            result.metrics[key] = mean
-            if len(stats) > 1:
-                result.metrics[f"{key}_std"] = spread
-        result.metrics["tokens"] = stats[0]["tokens"]
-        if len(stats) > 1:
-            result.metrics["draws"] = len(stats)
+        result.metrics = {key: stat_of([s[key] for s in stats], spread_of_one=False) for key in TOKEN_METRICS}
+        result.scored, result.draws = stats[0]["tokens"], len(stats)
 
 
 def model_column_stream(
@@ -224,10 +224,10 @@ def model_column_stream(
     settings.validate()
     stop = stop or StopFlag()
     base = comparison.columns[0]
-    if base.name != "baseline":
+    if base.name != BASELINE:
         raise FnwebError("An extra column is compared with the baseline: the comparison has none.")
     prompt_ids = encode_pair(lm.tokenizer, Pair(comparison.prompt.strip()), with_response=False)
-    base_row = Row("baseline", None, list(base.tokens), finished=True)
+    base_row = Row(BASELINE, None, list(base.tokens), finished=True)
     row, eos = Row(name, None), lm.tokenizer.eos_token_id
     generator = torch.Generator().manual_seed(settings.seed)  # the batched rows are seeded alike
     columns = list(comparison.columns)
@@ -253,7 +253,7 @@ def model_column_stream(
     result = _result(lm.tokenizer, name, label, row, share, base_row)
     stats = next_token_stats(base_logits[0, span].float().cpu(), logits[0, span].float().cpu(),
                              torch.tensor(base.tokens))
-    result.metrics = {key: stats[key] for key in ("kl", "ce", "top1", "tokens")}
+    result.metrics, result.scored = {key: Stat(stats[key]) for key in TOKEN_METRICS}, stats["tokens"]
     yield Comparison(comparison.prompt, columns + [result], done=True, step=comparison.step)
 
 

@@ -9,9 +9,8 @@ linearly in tokens and channels. FastICA then runs on the small ``(tokens, k)`` 
 matrix, and the channel maps are ``V_k @ mixing`` exactly as the original's
 ``pca.components_.T @ ica.mixing_``.
 
-Thresholds turn a map into a binary mask: the original's percentile of ``|map|`` or the
-paper's z-score above alpha (positive side; each map is oriented so that its heavier
-tail is positive, since ICA's sign is arbitrary).
+Each map is oriented so that its heavier tail is positive (ICA's sign is arbitrary);
+``fnweb.thresholds`` turns maps into binary masks (``threshold`` is re-exported here).
 
 It knows nothing about models or templates.
 """
@@ -27,9 +26,8 @@ import torch
 
 from .errors import FnwebError
 from .progress import Progress, ProgressFn, StopFlag, no_progress
+from .thresholds import threshold  # noqa: F401  (re-exported: the rules live in fnweb.thresholds)
 
-THRESHOLDS = ("percentile", "zscore")
-DEFAULT_THRESHOLD = {"percentile": 98.0, "zscore": 1.96}
 _CHUNK_BYTES = 64 * 2**20  # float32 bytes per column chunk
 
 
@@ -254,19 +252,3 @@ def fit_ica(scores: np.ndarray, k: int, seed: int, max_iter: int = 400, tol: flo
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     # scores @ R = S M'^T, so scores = S (R M')^T
     return IcaFit(rotation @ ica.mixing_, converged, int(ica.n_iter_))
-
-
-def threshold(maps: np.ndarray, kind: str = "percentile", value: Optional[float] = None) -> np.ndarray:
-    """Binary masks (channels, k) from channel maps."""
-    if kind not in THRESHOLDS:
-        raise FnwebError(f"Unknown threshold '{kind}'; choose percentile or zscore.")
-    value = DEFAULT_THRESHOLD[kind] if value is None else float(value)
-    if kind == "percentile":
-        if not 0.0 < value < 100.0:
-            raise FnwebError(f"The percentile must lie strictly between 0 and 100 (got {value}).")
-        magnitude = np.abs(maps)
-        return magnitude >= np.percentile(magnitude, value, axis=0, keepdims=True)
-    if value <= 0:
-        raise FnwebError(f"The z-score alpha must be positive (got {value}).")
-    z = (maps - maps.mean(0)) / np.maximum(maps.std(0), 1e-12)
-    return z > value

@@ -1,11 +1,15 @@
 """Plotly figures of an experiment result: lesion bars and the preservation curve.
 
-- ``lesion_figure``: per component (and the union), the change in cross-entropy (or
-  the KL) when it is lesioned, beside random neurons of the same per-layer sizes
-  (mean over draws, error bars one standard deviation), with the ratio over each pair.
-- ``preservation_figure``: cross-entropy (or KL) against the share of neurons kept,
-  for the top-m components and for random keeps of the same sizes, with the unchanged
-  model as a dashed line.
+- ``lesion_figure``: per component (and the union), one metric of a lesion (the change
+  in cross-entropy by default; any of ``LESION_METRICS`` the result measured) beside
+  random neurons of the same per-layer sizes (mean over draws, error bars one standard
+  deviation), with the ratio over each pair for an effect size.
+- ``preservation_figure``: one metric (cross-entropy by default; any of
+  ``CURVE_METRICS`` measured) against the share of neurons kept, for the top-m
+  components and for random keeps of the same sizes, with the unchanged model as a
+  dashed line where the metric has a baseline level.
+
+Axis titles, number formats and which metrics there are come from ``fnweb.metrics``.
 
 A partial result says so in the title. This module knows nothing about the web app
 or models; it reads only an ``ExperimentResult``.
@@ -18,17 +22,19 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from .errors import FnwebError
-from .experiment_results import ExperimentResult, units_of
+from .experiment_results import CURVE_METRICS, LESION_METRICS, ExperimentResult, units_of
+from .experiment_tables import measured
 from .io import write_atomic
+from .metrics import METRICS
 
-METRICS = {"ce": "cross-entropy (nats/token)", "kl": "KL from the unchanged model (nats/token)"}
 NETWORK, RANDOM, BASE = "#d62728", "#7f7f7f", "#1f77b4"
 _FONT = dict(family="Inter, system-ui, sans-serif", size=13)
 
 
-def _check(metric: str) -> None:
-    if metric not in METRICS:
-        raise FnwebError(f"Unknown metric '{metric}'; choose ce or kl.")
+def _check(metric: str, rows, keys) -> None:
+    choices = measured(rows, keys) if rows else list(keys)  # nothing measured yet: an empty figure of any
+    if metric not in choices:
+        raise FnwebError(f"Unknown metric '{metric}'; choose one of: {', '.join(choices)}.")
 
 
 def _layout(fig: go.Figure, title: str, result: ExperimentResult, x_title: str, y_title: str) -> go.Figure:
@@ -46,54 +52,50 @@ def _pct(share: float) -> str:
     return f"{100 * share:.1f} %" if share >= 0.001 else f"{100 * share:.2f} %"
 
 
-def lesion_figure(result: ExperimentResult, metric: str = "ce") -> go.Figure:
+def lesion_figure(result: ExperimentResult, metric: str = "dce") -> go.Figure:
     """Bars: each component lesioned against its random control (error bars: spread over draws)."""
-    _check(metric)
-    rows = result.rows + ([result.union] if result.union else [])
+    rows = result.lesion_rows
+    _check(metric, rows, LESION_METRICS)
     labels = [f"{'all' if r.component == 'union' else 'c' + r.component}<br>{_pct(r.share)}" for r in rows]
-    value = [r.dce if metric == "ce" else r.kl for r in rows]
-    control = [r.random_dce_mean if metric == "ce" else r.random_kl_mean for r in rows]
-    spread = [r.random_dce_std if metric == "ce" else r.random_kl_std for r in rows]
-    ratios = [r.dce_ratio if metric == "ce" else r.kl_ratio for r in rows]
+    ratios = [r.ratio.get(metric) for r in rows]
     draws = result.settings.get("draws", "")
     fig = go.Figure([
-        go.Bar(name="network lesioned", x=labels, y=value, marker_color=NETWORK,
+        go.Bar(name="network lesioned", x=labels, y=[r.network.get(metric) for r in rows], marker_color=NETWORK,
                text=["" if q is None else f"{q:.1f}x" for q in ratios], textposition="outside",
                hovertemplate="%{x}: %{y:.4f}<extra>network lesioned</extra>"),
-        go.Bar(name=f"random {units_of(result)}, same per-layer sizes ({draws} draws)", x=labels, y=control,
-               marker_color=RANDOM, error_y=dict(type="data", array=spread, visible=True),
+        go.Bar(name=f"random {units_of(result)}, same per-layer sizes ({draws} draws)", x=labels,
+               y=[r.random[metric].mean for r in rows], marker_color=RANDOM,
+               error_y=dict(type="data", array=[r.random[metric].sd for r in rows], visible=True),
                hovertemplate="%{x}: %{y:.4f}<extra>random control</extra>"),
     ])
     fig.update_layout(barmode="group")
-    what = "Δ " + METRICS["ce"] if metric == "ce" else METRICS["kl"]
     return _layout(fig, "Lesion effect per component against random controls", result,
-                   f"component (share of {units_of(result)})", what)
+                   f"component (share of {units_of(result)})", METRICS[metric].axis_title())
 
 
 def preservation_figure(result: ExperimentResult, metric: str = "ce") -> go.Figure:
     """Lines: keeping the top-m components against keeping random neurons of the same sizes."""
-    _check(metric)
     points = result.curve
+    _check(metric, points, CURVE_METRICS)
     x = [100 * p.share_kept for p in points]
     hover = [f"top {p.m}: components {', '.join(map(str, p.ids))}" for p in points]
     fig = go.Figure([
-        go.Scatter(name="top-m networks kept", x=x, y=[p.ce if metric == "ce" else p.kl for p in points],
+        go.Scatter(name="top-m networks kept", x=x, y=[p.network.get(metric) for p in points],
                    mode="lines+markers+text", text=[str(p.m) for p in points], textposition="top center",
                    marker=dict(color=NETWORK, size=8), line=dict(color=NETWORK), hovertext=hover,
                    hovertemplate="%{hovertext}<br>%{x:.2f} % kept: %{y:.4f}<extra></extra>"),
         go.Scatter(name=f"random {units_of(result)} kept, same sizes", x=x,
-                   y=[p.random_ce_mean if metric == "ce" else p.random_kl_mean for p in points],
-                   error_y=dict(type="data", visible=True,
-                                array=[p.random_ce_std if metric == "ce" else p.random_kl_std for p in points]),
+                   y=[p.random[metric].mean for p in points],
+                   error_y=dict(type="data", visible=True, array=[p.random[metric].sd for p in points]),
                    mode="lines+markers", marker=dict(color=RANDOM, size=7), line=dict(color=RANDOM, dash="dot"),
                    hovertemplate="%{x:.2f} % kept: %{y:.4f}<extra>random</extra>"),
     ])
-    if points:
-        level = result.baseline_ce if metric == "ce" else 0.0
+    level = result.baseline(metric)
+    if points and level is not None:
         fig.add_hline(y=level, line=dict(color=BASE, dash="dash"),
                       annotation_text="unchanged model", annotation_position="bottom right")
     return _layout(fig, "Preservation curve: keep the top-m networks, zero the rest", result,
-                   f"{units_of(result)} kept (% of all)", METRICS[metric])
+                   f"{units_of(result)} kept (% of all)", METRICS[metric].axis_title())
 
 
 def write_figures(result: ExperimentResult, folder: str | Path, stem: str = "experiment") -> dict[str, Path]:

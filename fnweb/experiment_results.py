@@ -3,8 +3,13 @@
 ``ExperimentResult`` holds what ``fnweb.experiments`` measured: one row per component
 lesioned (and one for the union of all components) against matched random controls,
 and the preservation curve (top-m components kept against random keeps of the same
-per-layer sizes). It writes itself as two CSV tables and one JSON file (atomically),
-reads the JSON back, and says in one paragraph what the numbers mean.
+per-layer sizes). Each row holds its numbers by metric (keys of ``fnweb.metrics.METRICS``):
+``network[metric]`` with the network's channels lesioned (or kept), ``random[metric]``
+a ``Stat`` (mean, sd) over the random draws, and ``ratio[metric]`` for effect sizes.
+It writes itself as two CSV tables (one column per metric and statistic, named as
+before: ``dce``, ``random_dce_mean``, ``random_dce_std``, ``dce_ratio``, ...) and one
+JSON file (atomically), reads the JSON back (also the flat rows older versions wrote),
+and says in one paragraph what the numbers mean; ``experiment_tables`` shows them.
 
 It knows nothing about models or how the numbers were measured.
 """
@@ -19,10 +24,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
+from .archs import DEFAULT_SITE, SITES
 from .errors import FnwebError
 from .io import read_text, write_atomic
+from .metrics import METRICS, Stat
 
 FILE_STEM = "experiment"
+LESION_METRICS = ("dce", "kl", "acc")  # what a lesion row compares with its random control
+CURVE_METRICS = ("ce", "kl", "acc")  # what a point of the preservation curve compares
 
 
 @dataclass
@@ -33,21 +42,12 @@ class LesionRow:
     ids: list[int]  # the components lesioned together
     neurons: int  # channels lesioned
     share: float  # of all the model's channels at the site
-    ce: float  # held-out cross-entropy with the lesion (nats per token)
-    dce: float  # ce - baseline ce
-    kl: float  # mean next-token KL(baseline || lesioned)
-    random_dce_mean: float
-    random_dce_std: float
-    random_kl_mean: float
-    random_kl_std: float
-    dce_ratio: Optional[float]  # dce / random_dce_mean (None when the random change is ~0 or negative)
-    kl_ratio: Optional[float]  # kl / random_kl_mean
     prompts: int  # held-out prompts this row was measured on
+    network: dict[str, Optional[float]]  # metric -> value with the lesion: ce, dce (ce - baseline ce), kl, acc
+    random: dict[str, Stat]  # metric -> mean and sd over the random draws (None: not measured)
+    ratio: dict[str, Optional[float]]  # effect metric -> network / random mean (None: random change ~0 or negative)
     densest_layer: int = -1  # the layer where the lesion takes the largest share
     densest_share: float = 0.0  # that share of the layer's channels
-    acc: Optional[float] = None  # multiple-choice accuracy with the lesion
-    random_acc_mean: Optional[float] = None
-    random_acc_std: Optional[float] = None
     stability: Optional[float] = None  # the component's map stability from its template's build (None: unknown)
 
 
@@ -58,16 +58,10 @@ class CurvePoint:
     m: int
     ids: list[int]  # the components kept, strongest lesion effect first
     share_kept: float  # of all the model's channels at the site
-    ce: float
-    kl: float
-    random_ce_mean: float
-    random_ce_std: float
-    random_kl_mean: float
-    random_kl_std: float
     prompts: int
-    acc: Optional[float] = None
-    random_acc_mean: Optional[float] = None
-    random_acc_std: Optional[float] = None
+    network: dict[str, Optional[float]]  # metric -> value with only these kept: ce, kl, acc
+    random: dict[str, Stat]  # metric -> mean and sd over random keeps of the same sizes
+    ratio: dict[str, Optional[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,23 +82,29 @@ class ExperimentResult:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    @property
+    def lesion_rows(self) -> list[LesionRow]:
+        """The rows, the union last."""
+        return self.rows + ([self.union] if self.union else [])
+
+    def baseline(self, metric: str) -> Optional[float]:
+        """The unchanged model's value of a metric: measured (ce, acc), or fixed by its definition (kl: 0)."""
+        return {"ce": self.baseline_ce, "acc": self.baseline_acc}.get(metric, METRICS[metric].unchanged)
+
     # ---- tables ----
 
     def component_table(self) -> list[dict]:
-        """Rows as plain dicts (the union last), with the baseline beside each."""
-        rows = self.rows + ([self.union] if self.union else [])
-        return [{**asdict(r), "ids": " ".join(map(str, r.ids)), "baseline_ce": self.baseline_ce,
-                 "partial": self.partial} for r in rows]
+        """Rows as flat dicts (one key per metric and statistic; the union last), with the baseline beside each."""
+        return [{**_flat(r), "baseline_ce": self.baseline_ce, "partial": self.partial} for r in self.lesion_rows]
 
     def curve_table(self) -> list[dict]:
-        return [{**asdict(p), "ids": " ".join(map(str, p.ids)), "baseline_ce": self.baseline_ce,
-                 "partial": self.partial} for p in self.curve]
+        return [{**_flat(p), "baseline_ce": self.baseline_ce, "partial": self.partial} for p in self.curve]
 
     def components_csv(self) -> str:
-        return _csv(self.component_table(), [f.name for f in fields(LesionRow)] + ["baseline_ce", "partial"])
+        return _csv(self.component_table(), _columns(LesionRow, LESION_METRICS, ("ce",)) + ["baseline_ce", "partial"])
 
     def curve_csv(self) -> str:
-        return _csv(self.curve_table(), [f.name for f in fields(CurvePoint)] + ["baseline_ce", "partial"])
+        return _csv(self.curve_table(), _columns(CurvePoint, CURVE_METRICS, ()) + ["baseline_ce", "partial"])
 
     # ---- JSON ----
 
@@ -118,11 +118,11 @@ class ExperimentResult:
     def from_dict(cls, data: dict) -> "ExperimentResult":
         try:
             values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-            values["rows"] = [LesionRow(**r) for r in data["rows"]]
-            values["union"] = LesionRow(**data["union"]) if data.get("union") else None
-            values["curve"] = [CurvePoint(**p) for p in data["curve"]]
+            values["rows"] = [_row(LesionRow, r) for r in data["rows"]]
+            values["union"] = _row(LesionRow, data["union"]) if data.get("union") else None
+            values["curve"] = [_row(CurvePoint, p) for p in data["curve"]]
             return cls(**values)
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise FnwebError(f"Not an fnweb experiment result ({type(exc).__name__}: {exc}).") from exc
 
     @classmethod
@@ -150,13 +150,45 @@ class ExperimentResult:
 
     # ---- words ----
 
-    def table_text(self) -> str:
-        """A fixed-width table of the lesion rows and the curve, for a terminal."""
-        return table_text(self)
-
     def reading(self) -> str:
         """One paragraph that says what the numbers mean."""
         return reading(self)
+
+
+# ---- one row per metric and statistic, and back -------------------------------------------
+
+
+def _columns(kind: type, compared: tuple[str, ...], network_only: tuple[str, ...]) -> list[str]:
+    """The CSV columns of a row type: its plain fields, then per metric its value, random mean and sd, ratio."""
+    plain = [f.name for f in fields(kind) if f.name not in ("network", "random", "ratio")]
+    per_metric = list(network_only)
+    for key in compared:
+        per_metric += [key, f"random_{key}_mean", f"random_{key}_std"]
+        per_metric += [f"{key}_ratio"] if METRICS[key].ratio and kind is LesionRow else []
+    return plain + per_metric
+
+
+def _flat(row) -> dict:
+    """A row as one value per column (the CSV's layout, and older versions' JSON layout)."""
+    flat = {f.name: getattr(row, f.name) for f in fields(row) if f.name not in ("network", "random", "ratio")}
+    flat["ids"] = " ".join(map(str, row.ids))
+    flat.update(row.network)
+    for key, stat in row.random.items():
+        flat[f"random_{key}_mean"], flat[f"random_{key}_std"] = stat.mean, stat.sd
+    flat.update({f"{key}_ratio": value for key, value in row.ratio.items()})
+    return flat
+
+
+def _row(kind: type, data: dict):
+    """A row from its JSON: nested by metric, or flat (one field per metric and statistic, as older versions wrote)."""
+    data = dict(data)
+    if "network" not in data:  # an older file: gather the flat fields by metric
+        data["network"] = {key: data.pop(key) for key in METRICS if key in data}
+        data["random"] = {key: {"mean": data.pop(f"random_{key}_mean"), "sd": data.pop(f"random_{key}_std", None)}
+                          for key in METRICS if f"random_{key}_mean" in data}
+        data["ratio"] = {key: data.pop(f"{key}_ratio") for key in METRICS if f"{key}_ratio" in data}
+    data["random"] = {key: Stat(**stat) for key, stat in data["random"].items()}
+    return kind(**data)
 
 
 def _csv(rows: list[dict], columns: list[str]) -> str:
@@ -175,28 +207,34 @@ def ratio(value: float, control: float) -> Optional[float]:
     return value / control
 
 
-def beats_random(row: LesionRow, sigmas: float = 2.0) -> bool:
-    """True when the lesion hurts more than its random control, beyond ``sigmas`` spreads."""
-    return row.dce > row.random_dce_mean + sigmas * max(row.random_dce_std, 1e-9)
+def beats_random(row: LesionRow, sigmas: float = 2.0, metric: str = "dce") -> bool:
+    """True when the lesion does worse than its random control on ``metric``, beyond ``sigmas`` spreads."""
+    value, control = row.network.get(metric), row.random.get(metric)
+    if value is None or control is None or control.mean is None:
+        return False
+    return METRICS[metric].worse(value, control, sigmas)
 
 
-def _pct(share: float) -> str:
+def pct(share: float) -> str:
     return f"{100 * share:.1f} %" if share >= 0.001 else f"{100 * share:.2f} %"
 
 
 def units_of(result: ExperimentResult) -> str:
     """What the masked channels are called at the result's site."""
-    return "MLP-output channels" if result.settings.get("site") == "mlp_output" else "neurons"
+    site = SITES.get(result.settings.get("site") or DEFAULT_SITE, SITES[DEFAULT_SITE])
+    return site.units
 
 
 def _lesion_sentence(row: LesionRow, draws: int, units: str) -> str:
-    verb = "raised" if row.dce > 0 else "changed"
-    control = f"{row.random_dce_mean:+.3f} ± {row.random_dce_std:.3f} over {draws} draw{'s' if draws != 1 else ''}"
-    where = f"; {_pct(row.densest_share)} of layer {row.densest_layer}" if row.densest_layer >= 0 else ""
-    head = f"lesioning component {row.component} ({_pct(row.share)} of {units}{where}) {verb} cross-entropy by {row.dce:+.3f} nats"
-    if row.dce_ratio is not None and row.dce > 0:
-        return f"{head}, {row.dce_ratio:.1f}x the change from random {units} of the same per-layer sizes ({control})"
-    return f"{head}, against random {units} of the same per-layer sizes: {control}"
+    dce, control, times = row.network["dce"], row.random["dce"], row.ratio.get("dce")
+    verb = "raised" if dce > 0 else "changed"
+    spread = f"{control.mean:+.3f} ± {control.sd:.3f} over {draws} draw{'s' if draws != 1 else ''}"
+    where = f"; {pct(row.densest_share)} of layer {row.densest_layer}" if row.densest_layer >= 0 else ""
+    head = (f"lesioning component {row.component} ({pct(row.share)} of {units}{where}) {verb} cross-entropy "
+            f"by {dce:+.3f} nats")
+    if times is not None and dce > 0:
+        return f"{head}, {times:.1f}x the change from random {units} of the same per-layer sizes ({spread})"
+    return f"{head}, against random {units} of the same per-layer sizes: {spread}"
 
 
 def _curve_sentence(result: ExperimentResult) -> str:
@@ -204,17 +242,39 @@ def _curve_sentence(result: ExperimentResult) -> str:
         return ""
     point, units = result.curve[0], units_of(result)
     last = result.curve[-1]
+    first_random, last_random = point.random["ce"], last.random["ce"]
     text = (
-        f" Keeping only the top component ({_pct(point.share_kept)} of {units}, all others in the masked layers "
-        f"zeroed) gave cross-entropy {point.ce:.2f} against {point.random_ce_mean:.2f} ± {point.random_ce_std:.2f} "
-        f"for random {units} kept in the same numbers"
+        f" Keeping only the top component ({pct(point.share_kept)} of {units}, all others in the masked layers "
+        f"zeroed) gave cross-entropy {point.network['ce']:.2f} against {first_random.mean:.2f} ± "
+        f"{first_random.sd:.2f} for random {units} kept in the same numbers"
     )
     if last.m > 1:
         text += (
-            f"; keeping all {last.m} ({_pct(last.share_kept)}) gave {last.ce:.2f} against "
-            f"{last.random_ce_mean:.2f} ± {last.random_ce_std:.2f}"
+            f"; keeping all {last.m} ({pct(last.share_kept)}) gave {last.network['ce']:.2f} against "
+            f"{last_random.mean:.2f} ± {last_random.sd:.2f}"
         )
     return text + f" (the unchanged model: {result.baseline_ce:.2f})."
+
+
+def _beating(result: ExperimentResult, draws: int) -> str:
+    if draws > 1:
+        return (f"{sum(beats_random(r) for r in result.rows)} of {len(result.rows)} components hurt more than "
+                "their random control by over two standard deviations.")
+    worse = sum(r.network["dce"] > r.random["dce"].mean for r in result.rows)
+    return (f"{worse} of {len(result.rows)} components hurt more than their random control "
+            "(one draw: no spread to judge by).")
+
+
+def _union_sentence(result: ExperimentResult) -> str:
+    u = result.union
+    if u is None or len(result.rows) < 2:
+        return ""
+    times = u.ratio.get("dce")
+    return (
+        f" Lesioning all {len(u.ids)} together ({pct(u.share)}) raised it by {u.network['dce']:+.3f} against "
+        f"{u.random['dce'].mean:+.3f} ± {u.random['dce'].sd:.3f} for random {units_of(result)}"
+        + (f" ({times:.1f}x)." if times is not None else ".")
+    )
 
 
 def reading(result: ExperimentResult) -> str:
@@ -222,56 +282,19 @@ def reading(result: ExperimentResult) -> str:
     draws = int(result.settings.get("draws", 0))
     if not result.rows:
         return "Nothing was measured yet" + (f": {result.partial_note}" if result.partial_note else ".")
-    strongest = max(result.rows, key=lambda r: r.dce)
-    if draws > 1:
-        beating = (f"{sum(beats_random(r) for r in result.rows)} of {len(result.rows)} components hurt more than "
-                   "their random control by over two standard deviations.")
-    else:
-        beating = (f"{sum(r.dce > r.random_dce_mean for r in result.rows)} of {len(result.rows)} components hurt "
-                   "more than their random control (one draw: no spread to judge by).")
+    strongest = max(result.rows, key=lambda r: r.network["dce"])
     text = (
         f"On {result.rows[0].prompts} held-out prompts ({result.tokens:,} scored tokens; the unchanged model's "
-        f"cross-entropy is {result.baseline_ce:.3f} nats per token), {_lesion_sentence(strongest, draws, units_of(result))}. "
-        + beating
+        f"cross-entropy is {result.baseline_ce:.3f} nats per token), "
+        f"{_lesion_sentence(strongest, draws, units_of(result))}. " + _beating(result, draws)
     )
-    if result.union is not None and len(result.rows) > 1:
-        u = result.union
-        text += (
-            f" Lesioning all {len(u.ids)} together ({_pct(u.share)}) raised it by {u.dce:+.3f} against "
-            f"{u.random_dce_mean:+.3f} ± {u.random_dce_std:.3f} for random {units_of(result)}"
-            + (f" ({u.dce_ratio:.1f}x)." if u.dce_ratio is not None else ".")
-        )
-    text += _curve_sentence(result)
-    if result.baseline_acc is not None and result.union is not None and result.union.acc is not None:
+    text += _union_sentence(result) + _curve_sentence(result)
+    union_acc = result.union.network.get("acc") if result.union is not None else None
+    if result.baseline_acc is not None and union_acc is not None:
         text += (
             f" Multiple-choice accuracy ({result.mcq_items} items) went from {result.baseline_acc:.2f} to "
-            f"{result.union.acc:.2f} with the union lesioned (random: {result.union.random_acc_mean:.2f})."
+            f"{union_acc:.2f} with the union lesioned (random: {result.union.random['acc'].mean:.2f})."
         )
     if result.partial:
         text += f" PARTIAL RESULT: {result.partial_note}"
     return text
-
-
-def table_text(result: ExperimentResult) -> str:
-    head = (f"{'component':>9} {'share':>7} {'dCE':>8} {'random dCE':>16} {'ratio':>6} "
-            f"{'KL':>7} {'random KL':>15} {'ratio':>6} {'stable':>6}")
-    lines = [f"Baseline cross-entropy {result.baseline_ce:.4f} nats/token on {result.prompts} prompts "
-             f"({result.tokens:,} tokens)" + (" [PARTIAL]" if result.partial else ""), "", head]
-    for r in result.rows + ([result.union] if result.union else []):
-        lines.append(
-            f"{r.component:>9} {_pct(r.share):>7} {r.dce:>+8.4f} {r.random_dce_mean:>+8.4f} ±{r.random_dce_std:<6.4f} "
-            f"{_fmt_ratio(r.dce_ratio):>6} {r.kl:>7.4f} {r.random_kl_mean:>7.4f} ±{r.random_kl_std:<6.4f} "
-            f"{_fmt_ratio(r.kl_ratio):>6} {'-' if r.stability is None else f'{r.stability:.2f}':>6}"
-        )
-    if result.curve:
-        lines += ["", f"{'kept m':>6} {'share':>7} {'CE':>8} {'random CE':>16} {'KL':>8} {'random KL':>16}"]
-        for p in result.curve:
-            lines.append(
-                f"{p.m:>6} {_pct(p.share_kept):>7} {p.ce:>8.4f} {p.random_ce_mean:>8.4f} ±{p.random_ce_std:<6.4f} "
-                f"{p.kl:>8.4f} {p.random_kl_mean:>8.4f} ±{p.random_kl_std:<6.4f}"
-            )
-    return "\n".join(lines)
-
-
-def _fmt_ratio(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.1f}x"

@@ -1,19 +1,17 @@
-"""Neuron masks: lesion, preserve, or a matched random control, applied with hooks.
+"""Neuron masks: an intervention on a template's networks, or on a matched random control, applied with hooks.
 
-A ``MaskSpec`` is a small plain record (components, mode, optional random seed,
-optional layers). ``layer_masks`` turns it into one 0/1 vector per layer;
-``apply_masks`` multiplies the site's activations by those vectors inside a ``with``
-block: a pre-hook on the down-projection's input (site ``neurons``) or a hook on the
-MLP's output (site ``mlp_output``). Masks broadcast over batch and position, so every
+A ``MaskSpec`` is a small plain record (components, intervention, optional random
+seed, optional layers). ``layer_masks`` turns it into one ``LayerMask`` per layer (the
+activations become ``x * keep + add``; see ``fnweb.interventions`` for the kinds);
+``apply_masks`` applies them inside a ``with`` block through ``fnweb.archs.hook_site``,
+at the site the template was made at. Masks broadcast over batch and position, so every
 step of ``generate`` with a KV cache is masked. Hooks are found by module path at
 entry, so a module PEFT has wrapped is hooked as a whole and the LoRA path sees the
 mask too. They are removed in ``finally``. Multiplying by a 0/1 mask twice equals once,
-so nesting the same mask is harmless.
+so nesting the same lesion or preserve mask is harmless.
 
-- **lesion**: the selected neurons are zeroed.
-- **preserve**: every other neuron of the masked layers is zeroed.
 - **random control** (``random_seed`` set): the selected set is replaced by as many
-  neurons per layer, drawn (seeded) from outside it; then lesion or preserve as asked.
+  neurons per layer, drawn (seeded) from outside it; then the intervention as asked.
 """
 
 from __future__ import annotations
@@ -25,11 +23,10 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from .archs import layout_of
+from .archs import hook_site, layout_of
 from .errors import FnwebError
+from .interventions import DEFAULT_INTERVENTION, INTERVENTIONS, LayerMask, as_layer_mask
 from .templates import Template
-
-MODES = ("lesion", "preserve")
 
 
 @dataclass(frozen=True)
@@ -37,13 +34,13 @@ class MaskSpec:
     """Which neurons to mask and how. Plain data: safe to store and compare."""
 
     components: tuple[int, ...]
-    mode: str = "lesion"  # lesion | preserve
+    mode: str = DEFAULT_INTERVENTION  # a name in fnweb.interventions.INTERVENTIONS
     random_seed: Optional[int] = None  # set: a matched random control instead of the components
     layers: Optional[tuple[int, ...]] = None  # None: every layer the template covers
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise FnwebError(f"Unknown mask mode '{self.mode}'; choose lesion or preserve.")
+        if self.mode not in INTERVENTIONS:
+            raise FnwebError(f"Unknown mask mode '{self.mode}'; choose {' or '.join(INTERVENTIONS)}.")
         if not self.components:
             raise FnwebError("Choose at least one component to mask.")
 
@@ -75,67 +72,65 @@ def chosen_neurons(template: Template, spec: MaskSpec) -> dict[int, np.ndarray]:
     return random_control(selected, template.width, spec.random_seed)
 
 
-def layer_masks(template: Template, spec: MaskSpec) -> dict[int, torch.Tensor]:
-    """One 0/1 float vector (width,) per masked layer."""
+def layer_masks(template: Template, spec: MaskSpec) -> dict[int, LayerMask]:
+    """One ``LayerMask`` (width,) per layer the spec's intervention touches."""
     chosen = chosen_neurons(template, spec)
+    intervention = INTERVENTIONS[spec.mode]
     layers = spec.layers if spec.layers is not None else template.layers
     masks = {}
     for layer in sorted(set(layers) & set(template.layers)):
         neurons = torch.as_tensor(chosen.get(layer, np.empty(0, dtype=np.int64)), dtype=torch.long)
-        if spec.mode == "lesion":
-            if len(neurons) == 0:
-                continue  # nothing to zero here
-            mask = torch.ones(template.width)
-            mask[neurons] = 0.0
-        else:
-            mask = torch.zeros(template.width)
-            mask[neurons] = 1.0
-        masks[layer] = mask
+        if intervention.touches(neurons):
+            masks[layer] = intervention.edit(neurons, template.width)
     return masks
 
 
-def stacked_masks(template: Template, specs: Sequence[Optional[MaskSpec]]) -> dict[int, torch.Tensor]:
+def stacked_masks(template: Template, specs: Sequence[Optional[MaskSpec]]) -> dict[int, LayerMask]:
     """Per-row masks for a batch whose row r uses ``specs[r]`` (None: unmasked): (rows, 1, width)."""
     per_row = [layer_masks(template, spec) if spec is not None else {} for spec in specs]
-    layers = sorted(set().union(*per_row))
+    unmasked = LayerMask(torch.ones(template.width))
     stacked = {}
-    for layer in layers:
-        rows = [masks.get(layer, torch.ones(template.width)) for masks in per_row]
-        stacked[layer] = torch.stack(rows).unsqueeze(1)  # broadcasts over positions
+    for layer in sorted(set().union(*per_row)):
+        rows = [masks.get(layer, unmasked) for masks in per_row]
+        keep = torch.stack([r.keep for r in rows]).unsqueeze(1)  # broadcasts over positions
+        add = None
+        if any(r.add is not None for r in rows):
+            add = torch.stack([torch.zeros(template.width) if r.add is None else r.add for r in rows]).unsqueeze(1)
+        stacked[layer] = LayerMask(keep, add)
     return stacked
 
 
-def masked_share(masks: dict[int, torch.Tensor], n_layers: int, width: int) -> float:
-    """Share of all the model's channels at the site that the masks zero."""
-    zeroed = sum(int((m == 0).sum()) for m in masks.values())
-    return zeroed / float(n_layers * width)
+def masked_share(masks: dict[int, LayerMask], n_layers: int, width: int) -> float:
+    """Share of all the model's channels at the site that the masks change."""
+    changed = sum(int(as_layer_mask(m).changed().sum()) for m in masks.values())
+    return changed / float(n_layers * width)
 
 
-def _times(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """x * mask; a per-row mask (rows, 1, width) also fits inputs flattened to (rows * positions, width)."""
-    mask = mask.to(dtype=x.dtype)
-    if mask.dim() == 3 and x.dim() == 2:
-        return (x.reshape(mask.shape[0], -1, x.shape[-1]) * mask).reshape(x.shape)
-    return x * mask
+def _editor(mask: LayerMask):
+    """The function a hook applies: ``x * keep``, or ``x * keep + add`` when the mask puts values in.
 
+    A per-row mask (rows, 1, width) also fits inputs flattened to (rows * positions, width).
+    """
+    keep, add = mask.keep, mask.add
+    if add is None:  # lesion, preserve, scaling: a plain multiply, as fast as it gets
+        def times(x: torch.Tensor) -> torch.Tensor:
+            factor = keep.to(dtype=x.dtype)
+            if factor.dim() == 3 and x.dim() == 2:
+                return (x.reshape(factor.shape[0], -1, x.shape[-1]) * factor).reshape(x.shape)
+            return x * factor
+        return times
 
-def _pre_hook(mask: torch.Tensor):
-    def hook(_module, args):
-        return (_times(args[0], mask),) + tuple(args[1:])
-    return hook
-
-
-def _post_hook(mask: torch.Tensor):
-    def hook(_module, _args, out):
-        if isinstance(out, tuple):
-            return (_times(out[0], mask),) + out[1:]
-        return _times(out, mask)
-    return hook
+    def times_plus(x: torch.Tensor) -> torch.Tensor:
+        factor, values = keep.to(dtype=x.dtype), add.to(dtype=x.dtype)
+        if factor.dim() == 3 and x.dim() == 2:
+            return torch.addcmul(values, x.reshape(factor.shape[0], -1, x.shape[-1]), factor).reshape(x.shape)
+        return torch.addcmul(values, x, factor)
+    return times_plus
 
 
 @contextmanager
-def apply_masks(model: torch.nn.Module, masks: dict[int, torch.Tensor], site: str) -> Iterator[None]:
-    """Multiply the site's activations by ``masks[layer]`` inside the block."""
+def apply_masks(model: torch.nn.Module, masks: dict[int, LayerMask], site: str) -> Iterator[None]:
+    """Edit the site's activations by ``masks[layer]`` inside the block (a bare tensor: multiply by it)."""
     layout = layout_of(model)
     handles = []
     try:
@@ -144,11 +139,8 @@ def apply_masks(model: torch.nn.Module, masks: dict[int, torch.Tensor], site: st
                 raise FnwebError(f"Layer {layer} is outside this model's 0..{layout.n_layers - 1}.")
             module = layout.module(model, layer, site)
             weight = next(module.parameters(), None)
-            mask = mask.to(weight.device if weight is not None else "cpu")
-            if site == "neurons":
-                handles.append(module.register_forward_pre_hook(_pre_hook(mask)))
-            else:
-                handles.append(module.register_forward_hook(_post_hook(mask)))
+            mask = as_layer_mask(mask).to(weight.device if weight is not None else "cpu")
+            handles.append(hook_site(module, site, _editor(mask)))
         yield
     finally:
         for handle in handles:

@@ -9,8 +9,9 @@ activations is needed), then FastICA. Each re-run's maps are matched one to one 
 the template's (Hungarian assignment on |correlation|). Per component it reports:
 
 - ``correlation``: the mean matched |correlation| over re-runs (1: found every time);
-- ``mask_iou``: the mean IoU of the thresholded masks of the matched maps (how much
-  of the binary network itself comes back).
+- ``mask_iou``: the mean IoU of the masks of the matched maps, thresholded by the
+  template's rule from ``fnweb.thresholds`` (how much of the binary network itself
+  comes back).
 
 It does not re-capture: it measures stability over these activations' tokens, not over
 other prompts; and directions outside the sketch cannot enter. It knows nothing about
@@ -24,7 +25,8 @@ from typing import Optional
 
 import numpy as np
 
-from .decompose import Decomposition, orient_maps, fit_ica, threshold
+from .decompose import Decomposition, orient_maps, fit_ica
+from .thresholds import DEFAULT_RULE, resolved_value, threshold_rule
 from .progress import Progress, ProgressFn, StopFlag, no_progress
 
 DEFAULT_RUNS = 5
@@ -44,7 +46,7 @@ class Stability:
 
 def component_stability(
     result: Decomposition,
-    threshold_kind: str = "percentile",
+    threshold_kind: str = DEFAULT_RULE,
     threshold_value: Optional[float] = None,
     runs: int = DEFAULT_RUNS,
     seed: int = 0,
@@ -55,9 +57,11 @@ def component_stability(
     if result.sketch_scores is None or result.sketch_basis is None:
         raise ValueError("This decomposition kept no sketch to re-run on.")
     stop = stop or StopFlag()
+    rule = threshold_rule(threshold_kind)
+    value = rule.check(resolved_value(threshold_kind, threshold_value))
     reference = result.maps
     k = reference.shape[1]
-    reference_masks = threshold(reference, threshold_kind, threshold_value)
+    reference_masks = rule.apply(reference, value)
     correlation, iou = np.zeros((runs, k)), np.zeros((runs, k))
     report = Progress("stability", 0, runs, "re-runs", "Checking stability (ICA re-runs)")
     for run in range(runs):
@@ -69,7 +73,7 @@ def component_stability(
         maps = orient_maps(basis @ ica.mixing)
         matched, signs, order = _match(reference, maps)
         correlation[run] = matched
-        masks = threshold(maps[:, order] * signs, threshold_kind, threshold_value)
+        masks = rule.apply(maps[:, order] * signs, value)
         iou[run] = _iou(reference_masks, masks)
         report.done = run + 1
     progress(report)

@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .archs import Layout
+from .archs import SITES, Layout
 from .errors import FnwebError
 from .io import read_json, write_atomic  # noqa: F401  (write_atomic: also imported from here)
 
@@ -54,11 +54,11 @@ class TemplateMeta:
     """How a template was made (the ``fnweb`` block of the file)."""
 
     model_id: str
-    site: str  # neurons | mlp_output
+    site: str  # a name in fnweb.archs.SITES
     n_layers: int  # layers of the model it was made on
     width: int  # channels per layer at the site
     k: int
-    threshold: str  # percentile | zscore
+    threshold: str  # a name in fnweb.thresholds.THRESHOLDS
     threshold_value: float
     model_revision: Optional[str] = None
     architecture: str = ""
@@ -184,13 +184,13 @@ class Template:
         """The template's site, or for an original file the one its width matches."""
         if self.meta:
             return self.meta.site
-        if self.width == layout.intermediate_size:
-            return "neurons"
-        if self.width == layout.hidden_size:
-            return "mlp_output"
+        for site in SITES:  # the table's order decides when two sites have the same width
+            if self.width == layout.width(site):
+                return site
+        widths = " and ".join(f"{layout.width(name)} {site.units}" for name, site in SITES.items())
         raise FnwebError(
-            f"This template has {self.width} channels per layer, but the model has {layout.intermediate_size} "
-            f"MLP neurons and hidden size {layout.hidden_size}: it was made for another model."
+            f"This template has {self.width} channels per layer, but the model has {widths} per layer: "
+            "it was made for another model."
         )
 
     def check_fits(self, layout: Layout, model_id: Optional[str] = None) -> Optional[str]:

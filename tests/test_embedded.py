@@ -33,7 +33,7 @@ def test_ten_component_template_from_a_builtin_set(embedded_lm, tmp_path):
                          settings=GenerationSettings(max_new_tokens=12))
     base, lesion, preserve, random = comparison.columns
     assert "Paris" in base.text
-    assert preserve.metrics["kl"] > lesion.metrics["kl"] >= 0.0  # keeping 4 % breaks more than losing 4 %
+    assert preserve.metrics["kl"].mean > lesion.metrics["kl"].mean >= 0.0  # keeping 4 % breaks more than losing 4 %
     with torch.no_grad():  # the shared model is left unmasked
         ids = embedded_lm.tokenizer("Hello", return_tensors="pt")["input_ids"]
         assert torch.isfinite(embedded_lm.model(ids).logits).all()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,11 +21,13 @@ import torch.nn.functional as F
 import tiny
 from fnweb.errors import FnwebError
 from fnweb.experiment_plots import lesion_figure, preservation_figure, write_figures
-from fnweb.experiment_results import ExperimentResult, beats_random
+from fnweb.experiment_results import CURVE_METRICS, LESION_METRICS, ExperimentResult, beats_random
+from fnweb.experiment_tables import curve_table, lesion_table, table_text
 from fnweb.experiments import (
     STOPPED, ExperimentConfig, experiment_stream, heldout_pairs, run_experiment, template_prompts,
 )
 from fnweb.masks import MaskSpec, masked
+from fnweb.metrics import METRICS
 from fnweb.models import LoadedModel, ModelRequest
 from fnweb.progress import StopFlag
 from fnweb.prompts import PromptSource, encode_prompt_and_response
@@ -86,11 +90,11 @@ def test_planted_group_is_found_and_beats_its_random_control(result):
     planted, ordinary = result.rows
     assert planted.component == "0" and planted.neurons == 18 and planted.share == pytest.approx(18 / 192)
     assert planted.densest_layer == 0 and planted.densest_share == pytest.approx(6 / 64)
-    assert planted.dce > 0.5  # the planted group matters...
-    assert planted.dce > planted.random_dce_mean + 5 * planted.random_dce_std  # ...far beyond random neurons
-    assert planted.dce_ratio is None or planted.dce_ratio > 20
-    assert planted.kl_ratio > 20 and beats_random(planted)
-    assert planted.dce > 10 * abs(ordinary.dce)
+    assert planted.network["dce"] > 0.5  # the planted group matters...
+    assert planted.network["dce"] > planted.random["dce"].mean + 5 * planted.random["dce"].sd  # ...far beyond random neurons
+    assert planted.ratio["dce"] is None or planted.ratio["dce"] > 20
+    assert planted.ratio["kl"] > 20 and beats_random(planted)
+    assert planted.network["dce"] > 10 * abs(ordinary.network["dce"])
     assert result.union.ids == [0, 1] and result.union.neurons == 36
     assert not result.partial and result.prompts == 6 and planted.prompts == 6
 
@@ -100,14 +104,14 @@ def test_numbers_match_a_plain_forward_pass(planted_lm, result):
     base = direct_ce(planted_lm, template, config, None)
     assert result.baseline_ce == pytest.approx(base, abs=1e-4)
     lesioned = direct_ce(planted_lm, template, config, MaskSpec((0,), "lesion"))
-    assert result.rows[0].ce == pytest.approx(lesioned, abs=1e-4)
-    assert result.rows[0].dce == pytest.approx(lesioned - base, abs=1e-4)
+    assert result.rows[0].network["ce"] == pytest.approx(lesioned, abs=1e-4)
+    assert result.rows[0].network["dce"] == pytest.approx(lesioned - base, abs=1e-4)
     draws = [direct_ce(planted_lm, template, config, MaskSpec((0,), "lesion", random_seed=d)) - base for d in range(3)]
     mean = sum(draws) / 3
-    assert result.rows[0].random_dce_mean == pytest.approx(mean, abs=1e-4)
-    assert result.rows[0].random_dce_std == pytest.approx(torch.tensor(draws).std().item(), abs=1e-4)
+    assert result.rows[0].random["dce"].mean == pytest.approx(mean, abs=1e-4)
+    assert result.rows[0].random["dce"].sd == pytest.approx(torch.tensor(draws).std().item(), abs=1e-4)
     kept = direct_ce(planted_lm, template, config, MaskSpec((0,), "preserve"))
-    assert result.curve[0].ce == pytest.approx(kept, abs=1e-4)
+    assert result.curve[0].network["ce"] == pytest.approx(kept, abs=1e-4)
 
 
 def test_preservation_curve(result):
@@ -115,11 +119,11 @@ def test_preservation_curve(result):
     assert result.curve[0].ids == [0]  # ordered by lesion effect: the planted group first
     shares = [p.share_kept for p in result.curve]
     assert shares == sorted(shares) and shares[0] == pytest.approx(18 / 192)
-    kls = [p.kl for p in result.curve]
+    kls = [p.network["kl"] for p in result.curve]
     assert kls == sorted(kls, reverse=True)  # keeping more stays closer to the unchanged model
     first = result.curve[0]
-    assert first.ce < first.random_ce_mean - 3 * first.random_ce_std
-    assert first.kl < 0.1 * first.random_kl_mean
+    assert first.network["ce"] < first.random["ce"].mean - 3 * first.random["ce"].sd
+    assert first.network["kl"] < 0.1 * first.random["kl"].mean
 
 
 def test_files_round_trip(result, tmp_path):
@@ -127,8 +131,8 @@ def test_files_round_trip(result, tmp_path):
     assert ExperimentResult.load(paths["json"]) == result
     rows = list(csv.DictReader(io.StringIO(paths["components"].read_text())))
     assert [r["component"] for r in rows] == ["0", "1", "union"]
-    assert float(rows[0]["dce"]) == pytest.approx(result.rows[0].dce)
-    assert float(rows[0]["random_dce_std"]) == pytest.approx(result.rows[0].random_dce_std)
+    assert float(rows[0]["dce"]) == pytest.approx(result.rows[0].network["dce"])
+    assert float(rows[0]["random_dce_std"]) == pytest.approx(result.rows[0].random["dce"].sd)
     assert [r["stability"] for r in rows] == ["0.97", "0.41", ""]  # from the template's build; none for a union
     curve = list(csv.DictReader(io.StringIO(paths["curve"].read_text())))
     assert [int(p["m"]) for p in curve] == [1, 2] and curve[1]["ids"] == "0 1"
@@ -138,15 +142,58 @@ def test_files_round_trip(result, tmp_path):
     assert figures["plotly.js"].stat().st_size > 100_000
 
 
+@pytest.mark.parametrize("key", LESION_METRICS)
+def test_every_lesion_metric_reaches_the_files_the_tables_and_the_figure(result, key, tmp_path):
+    metric = METRICS[key]
+    measured = key != "acc"  # accuracy needs a multiple-choice set, which this run has not
+    rows = list(csv.DictReader(io.StringIO(result.components_csv())))
+    assert {key, f"random_{key}_mean", f"random_{key}_std"} <= set(rows[0])
+    assert (f"{key}_ratio" in rows[0]) == metric.ratio
+    headers, cells = lesion_table(result)
+    assert (metric.short in headers) == measured and (f"random {metric.short} (mean ± sd)" in headers) == measured
+    if measured:
+        row = result.rows[0]
+        assert float(rows[0][key]) == pytest.approx(row.network[key])
+        assert cells[0][headers.index(metric.short)] == metric.format(row.network[key])
+        assert list(lesion_figure(result, key).data[0].y) == pytest.approx([r.network[key] for r in result.lesion_rows])
+        assert metric.short in table_text(result)
+    assert ExperimentResult.load(result.save(tmp_path)["json"]).rows[0].random[key] == result.rows[0].random[key]
+
+
+@pytest.mark.parametrize("key", CURVE_METRICS)
+def test_every_curve_metric_reaches_the_file_and_the_table(result, key):
+    rows = list(csv.DictReader(io.StringIO(result.curve_csv())))
+    assert {key, f"random_{key}_mean", f"random_{key}_std"} <= set(rows[0])
+    headers, cells = curve_table(result)
+    if key != "acc":
+        assert cells[1][headers.index(METRICS[key].short)] == METRICS[key].format(result.curve[1].network[key])
+        assert list(preservation_figure(result, key).data[1].y) == pytest.approx(
+            [p.random[key].mean for p in result.curve])
+
+
+def test_results_written_before_metrics_were_grouped_still_load():
+    """Older files hold one field per metric and statistic (dce, random_dce_mean, random_dce_std, dce_ratio, ...)."""
+    path = Path(__file__).parent.parent / "docs" / "figures" / "embedded_neurons_p98.json"
+    raw = json.loads(path.read_text())
+    old = ExperimentResult.load(path)
+    row, flat = old.rows[5], raw["rows"][5]
+    assert row.network["dce"] == flat["dce"] and row.network["ce"] == flat["ce"] and row.network["acc"] is None
+    assert row.random["dce"].mean == flat["random_dce_mean"] and row.random["kl"].sd == flat["random_kl_std"]
+    assert row.ratio == {"dce": flat["dce_ratio"], "kl": flat["kl_ratio"]}
+    assert old.curve[0].random["ce"].mean == raw["curve"][0]["random_ce_mean"]
+    assert "lesioning component 5" in old.reading() and beats_random(row)
+    assert ExperimentResult.from_json(old.to_json()) == old  # and they are written in today's form
+
+
 def test_reading_and_figures(result):
     text = result.reading()
     assert "lesioning component 0 (9.4 % of neurons; 9.4 % of layer 0)" in text and "random neurons" in text
     assert "PARTIAL" not in text
     bars = lesion_figure(result)
     assert [len(t.x) for t in bars.data] == [3, 3]
-    assert list(bars.data[1].error_y.array) == pytest.approx([r.random_dce_std for r in result.rows + [result.union]])
+    assert list(bars.data[1].error_y.array) == pytest.approx([r.random["dce"].sd for r in result.rows + [result.union]])
     curve = preservation_figure(result, "kl")
-    assert list(curve.data[0].y) == pytest.approx([p.kl for p in result.curve])
+    assert list(curve.data[0].y) == pytest.approx([p.network["kl"] for p in result.curve])
     with pytest.raises(FnwebError, match="Unknown metric"):
         lesion_figure(result, "f1")
 
@@ -220,8 +267,8 @@ def test_multiple_choice_accuracy(planted_lm):
     config = make_config(draws=1, curve=False, mcq=PromptSource("builtin:mcq"), mcq_items=4)
     result = run_experiment(planted_lm, make_template(), config)
     assert result.mcq_items == 4 and result.baseline_acc in (0.0, 0.25, 0.5, 0.75, 1.0)
-    assert result.rows[0].acc in (0.0, 0.25, 0.5, 0.75, 1.0)
-    assert result.union.random_acc_mean is not None
+    assert result.rows[0].network["acc"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert result.union.random["acc"].mean is not None
     assert "(one draw: no spread to judge by)" in result.reading() and "over 1 draw" in result.reading()
     with pytest.raises(FnwebError, match="not a multiple-choice set"):
         run_experiment(planted_lm, make_template(), make_config(mcq=PromptSource("builtin:factual")))

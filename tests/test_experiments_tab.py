@@ -79,11 +79,11 @@ def test_experiment_runs_end_to_end(client, tmp_path):
     assert not result.partial and result.prompts == 4 and result.settings["draws"] == 2
     assert [r.component for r in result.rows] == ["0", "1", "2"] and result.union is not None
     # The table on the page shows the numbers of the file.
-    assert table["data"][0][3] == f"{result.rows[0].dce:+.4f}"
+    assert table["data"][0][3] == f"{result.rows[0].network['dce']:+.4f}"
     with open(paths["experiment_components.csv"], newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["component"] for r in rows] == ["0", "1", "2", "union"]
-    assert float(rows[0]["dce"]) == pytest.approx(result.rows[0].dce)
+    assert float(rows[0]["dce"]) == pytest.approx(result.rows[0].network["dce"])
 
 
 def test_bad_inputs_are_explained(client, tmp_path):

@@ -91,7 +91,7 @@ def test_lesioned_neurons_stay_silent_in_training_and_after_reloading(tiny_lm, p
                                    lora_targets=["down_proj", "up_proj"]), tiny_lm, loss_fn=loss_fn)
     for handle in handles:
         handle.remove()
-    lesioned = {layer: (mask == 0).nonzero().flatten() for layer, mask in result.plan.masks.items()}
+    lesioned = {layer: (mask.keep == 0).nonzero().flatten() for layer, mask in result.plan.masks.items()}
     assert {part for _, part, _ in seen} == {"base", "lora"} and len(seen) >= 6 * 3 * 2
     for layer, part, x in seen:
         assert torch.all(x[..., lesioned[layer]] == 0), (layer, part)
@@ -172,7 +172,7 @@ def test_without_restriction_lora_also_changes_the_masked_neurons_weights(tiny_l
                           weight_decay=0.5, lora_targets=["down_proj"])
     result = finetune(config, tiny_lm)
     merged = result.model.merge_and_unload()
-    lesioned = (result.plan.masks[0] == 0).nonzero().flatten()
+    lesioned = (result.plan.masks[0].keep == 0).nonzero().flatten()
     down = merged.model.layers[0].mlp.down_proj.weight
     assert not torch.equal(down[:, lesioned], tiny_lm.model.model.layers[0].mlp.down_proj.weight[:, lesioned])
 

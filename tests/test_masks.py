@@ -158,4 +158,4 @@ def test_mask_can_be_restricted_to_some_layers():
     template = planted_template(layout_of(model))
     masks = layer_masks(template, MaskSpec((0,), "preserve", layers=(2,)))
     assert list(masks) == [2]
-    assert masks[2].sum() == 2
+    assert masks[2].keep.sum() == 2

@@ -12,6 +12,7 @@ import pytest
 from fnweb import plots
 from fnweb.compare import ColumnResult, Comparison
 from fnweb.errors import FnwebError, Stopped
+from fnweb.metrics import Stat
 from fnweb.progress import Progress
 from fnweb.templates import Template
 
@@ -104,8 +105,8 @@ def test_metrics_table_shows_mean_and_spread_of_random_draws():
     from fnweb.ui import render
 
     random = ColumnResult("random", "lesion random control", "x", [1], 0.02, departs_at=0,
-                          metrics={"kl": 1.0, "kl_std": 0.25, "ce": 2.0, "ce_std": 0.5, "top1": 0.5,
-                                   "top1_std": 0.1, "tokens": 4, "draws": 3})
+                          metrics={"kl": Stat(1.0, 0.25), "ce": Stat(2.0, 0.5), "top1": Stat(0.5, 0.1)},
+                          scored=4, draws=3)
     frame = render.metrics_frame(Comparison("p", [random], done=True))
     row = frame.iloc[0]
     assert row["column"] == "Random control (3 draws)"

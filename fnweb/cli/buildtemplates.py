@@ -17,6 +17,7 @@ import sys
 import time
 
 from .. import hub
+from ..archs import DEFAULT_SITE, SITES, sites_help
 from ..build import BuildConfig, build_template, default_output_path
 from ..capture import STORAGE_DTYPES
 from ..errors import FnwebError
@@ -26,6 +27,7 @@ from ..models import DTYPES, EMBEDDED_ID, ModelRequest, load_model
 from ..progress import Progress
 from ..prompts import FORMATS, PromptSource, builtin_sets
 from ..stability import DEFAULT_RUNS
+from ..thresholds import DEFAULT_RULE, THRESHOLDS
 from . import run_cli
 
 
@@ -43,12 +45,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ica_template_output", default="./ica_templates/", help="output folder (./ica_templates/)")
     p.add_argument("--output_file", help="exact path of the template file (overrides the folder layout)")
     p.add_argument("--ica_components", type=int, default=10, help="ICA components k (10)")
-    p.add_argument("--ica_percentile", type=float, default=98.0, help="percentile threshold of |map| (98)")
-    p.add_argument("--threshold", choices=["percentile", "zscore"], default="percentile",
-                   help="percentile of |map| (the original) or z-score above alpha (the paper)")
-    p.add_argument("--zscore_alpha", type=float, default=1.96, help="alpha for --threshold zscore (1.96)")
-    p.add_argument("--site", choices=["neurons", "mlp_output"], default="neurons",
-                   help="capture the MLP neurons (down-projection input) or the MLP output")
+    p.add_argument("--threshold", choices=list(THRESHOLDS), default=DEFAULT_RULE,
+                   help=" or ".join(rule.help for rule in THRESHOLDS.values()) + f" ({DEFAULT_RULE})")
+    for rule in THRESHOLDS.values():  # each rule's value has its own flag, as in the original
+        p.add_argument(f"--{rule.cli_flag}", type=float, default=rule.default,
+                       help=f"{rule.value_name} for --threshold {rule.name} ({rule.default:g})")
+    p.add_argument("--site", choices=list(SITES), default=DEFAULT_SITE, help=f"where to capture ({sites_help()})")
     p.add_argument("--ica_dtype", choices=list(STORAGE_DTYPES), default="auto",
                    help="storage dtype of captured activations (auto = float16)")
     p.add_argument("--max_seq_length", type=int, default=512, help="max tokens per sample (512)")
@@ -125,7 +127,7 @@ def main(argv=None) -> int:
         config = BuildConfig(
             sources=sources, samples_per_dataset=args.ica_template_samples_per_ds,
             max_tokens=args.max_seq_length, k=args.ica_components, site=args.site, threshold=args.threshold,
-            threshold_value=args.ica_percentile if args.threshold == "percentile" else args.zscore_alpha,
+            threshold_value=getattr(args, THRESHOLDS[args.threshold].cli_flag),
             seed=args.seed, batch_size=args.batch_size, standardise=not args.no_standardise,
             prompt_format=args.template_format, activation_dtype=args.ica_dtype, stability_runs=args.stability_runs,
         )

@@ -16,6 +16,7 @@ import sys
 from dataclasses import replace
 
 from ..experiment_plots import write_figures
+from ..experiment_tables import table_text
 from ..experiments import IN_PROGRESS, STOPPED, ExperimentConfig, experiment_stream
 from ..io import check_writable_folder
 from ..masks import component_ids_from_text
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
             paths.update(write_figures(result, args.output))
         for warning in result.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        print(result.table_text())
+        print(table_text(result))
         print()
         print(result.reading())
         print()

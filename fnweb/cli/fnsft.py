@@ -13,13 +13,15 @@ import threading
 import time
 from contextlib import contextmanager
 
+from ..archs import SITES, sites_help
 from ..errors import FnwebError, Stopped
+from ..interventions import interventions_help
 from ..masks import component_ids_from_text
 from ..models import DTYPES, EMBEDDED_ID
 from ..progress import StopFlag
 from ..prompts import FORMATS, builtin_sets
 from ..finetune.card import figures_table
-from ..finetune.config import CONTROL_OF, LOSS_ON, MASK_MODES, SCHEDULES, SITES, TrainConfig
+from ..finetune.config import CONTROL_OF, LOSS_ON, MASK_MODES, SCHEDULES, TrainConfig
 from ..finetune.pipeline import execute, prepare
 from . import run_cli
 
@@ -131,10 +133,11 @@ def _model_args(g, d: TrainConfig) -> None:
 
 
 def _mask_args(g, d: TrainConfig) -> None:
-    g.add_argument("--mask_mode", choices=list(MASK_MODES), default="none",
-                   help="none, lesion or preserve the components, or a matched random control")
-    g.add_argument("--random_control_of", choices=list(CONTROL_OF), default="lesion",
-                   help="the mode a random control copies (lesion)")
+    g.add_argument("--mask_mode", choices=list(MASK_MODES), default=d.mask_mode,
+                   help=f"none; an intervention on the components ({interventions_help()}); "
+                        "or random: a matched random control")
+    g.add_argument("--random_control_of", choices=list(CONTROL_OF), default=d.control_of,
+                   help=f"the intervention a random control copies ({d.control_of})")
     g.add_argument("--ica_template_path", default=None,
                    help="a template file; without it one is computed from the training data")
     g.add_argument("--ica_component_ids", default="0", help="components: '0,3' or '[0, 3]' (0)")
@@ -142,8 +145,8 @@ def _mask_args(g, d: TrainConfig) -> None:
                    help=f"k when computing a template ({d.ica_components})")
     g.add_argument("--ica_percentile", type=float, default=d.ica_percentile,
                    help=f"threshold when computing a template ({d.ica_percentile:g})")
-    g.add_argument("--ica_site", choices=list(SITES), default="neurons",
-                   help="site when computing a template (neurons)")
+    g.add_argument("--ica_site", choices=list(SITES), default=d.site,
+                   help=f"site when computing a template ({d.site}; {sites_help()})")
     g.add_argument("--ica_mask_layers", default=None, help="layers to mask, e.g. '0,2:5,8' (all)")
     g.add_argument("--restrict_updates", action="store_true",
                    help="only the kept neurons' MLP weights may change (everything else stays bit-identical)")

@@ -10,14 +10,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
+from ..archs import DEFAULT_SITE, SITES
 from ..errors import FnwebError
+from ..interventions import DEFAULT_INTERVENTION, INTERVENTIONS
 from ..models import DTYPES, EMBEDDED_ID, QUANTIZATIONS, check_device
 
-MASK_MODES = ("none", "lesion", "preserve", "random")
-CONTROL_OF = ("lesion", "preserve")  # what a random control mimics
+NO_MASK, RANDOM = "none", "random"
+MASK_MODES = (NO_MASK, *INTERVENTIONS, RANDOM)  # none, an intervention on the network, or a random control
+CONTROL_OF = tuple(INTERVENTIONS)  # what a random control mimics
 LOSS_ON = ("response", "all")
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
-SITES = ("neurons", "mlp_output")
 
 
 @dataclass
@@ -46,8 +48,8 @@ class TrainConfig:
     lora_targets: Optional[list[str]] = None  # None: the architecture table's default targets
 
     # the mask
-    mask_mode: str = "none"  # none | lesion | preserve | random (a matched random control)
-    control_of: str = "lesion"  # the mode a random control copies
+    mask_mode: str = NO_MASK  # one of MASK_MODES: none, an intervention, or random (a matched random control)
+    control_of: str = DEFAULT_INTERVENTION  # the intervention a random control copies
     template_path: Optional[str] = None  # None with a mask: computed from the training prompts
     component_ids: list[int] = field(default_factory=lambda: [0])
     mask_layers: Optional[str] = None  # '0,2:5,8' (ranges end-exclusive); None: every layer
@@ -57,7 +59,7 @@ class TrainConfig:
     ica_components: int = 5  # k of a template computed on the fly
     ica_percentile: float = 98.0  # threshold of a template computed on the fly
     ica_samples: int = 100  # training prompts used to compute a template on the fly
-    site: str = "neurons"  # site of a template computed on the fly
+    site: str = DEFAULT_SITE  # site of a template computed on the fly
 
     # training
     max_steps: int = -1  # > 0 overrides epochs
@@ -154,15 +156,15 @@ def _check_lora(c: TrainConfig) -> None:
 def _check_mask(c: TrainConfig) -> None:
     _choice("mask mode", c.mask_mode, MASK_MODES)
     _choice("random-control mode", c.control_of, CONTROL_OF)
-    _choice("site", c.site, SITES)
-    if c.restrict_updates and c.mask_mode == "none":
+    _choice("site", c.site, tuple(SITES))
+    if c.restrict_updates and c.mask_mode == NO_MASK:
         raise FnwebError("Restricted updates need a mask: choose mask mode lesion, preserve or random.")
-    if not c.mask_activations and not c.restrict_updates and c.mask_mode != "none":
+    if not c.mask_activations and not c.restrict_updates and c.mask_mode != NO_MASK:
         raise FnwebError("A mask that neither masks activations nor restricts updates does nothing: "
                          "turn on restricted updates, or mask activations.")
-    if c.mask_mode != "none" and not c.component_ids:
+    if c.mask_mode != NO_MASK and not c.component_ids:
         raise FnwebError("Choose at least one component to mask (e.g. 0 or 0,3).")
-    if c.mask_mode != "none" and c.template_path is None:
+    if c.mask_mode != NO_MASK and c.template_path is None:
         _range("ICA components", c.ica_components, 1, 512)
         _range("ICA percentile", c.ica_percentile, 50.0, 99.99)
         _range("ICA samples", c.ica_samples, 2, 100000)

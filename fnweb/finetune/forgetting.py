@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..masks import apply_masks
-from ..metrics import next_token_stats
+from ..metrics import TOKEN_METRICS, next_token_stats
 from ..progress import StopFlag
 from ..prompts import PromptSource, builtin_sets, sample_pairs
 from .config import TrainConfig
@@ -134,7 +134,8 @@ class BaseLogits:
 def general_stats(model, examples: Sequence[Example], plan: MaskPlan, batch_size: int, pad_id: int,
                   stop: Optional[StopFlag] = None, base: Optional[BaseLogits] = None,
                   same_as_base: bool = False) -> dict:
-    """Mean KL from the base model, CE, top-1 agreement and the base's CE, over general responses.
+    """Every per-token metric of the model against the base (KL, CE, top-1 agreement) and the base's CE,
+    averaged over the tokens of general responses.
 
     ``same_as_base``: the model is known to equal the base (untrained adapter, no mask): one pass.
     """
@@ -143,7 +144,7 @@ def general_stats(model, examples: Sequence[Example], plan: MaskPlan, batch_size
     was_training, device = model.training, _device(model)
     model.eval()
     base = base or BaseLogits(limit_bytes=0)
-    sums = {"kl": 0.0, "ce": 0.0, "top1": 0.0, "base_ce": 0.0}
+    sums = {**{key: 0.0 for key in TOKEN_METRICS}, "base_ce": 0.0}
     tokens = 0
     disable = getattr(model, "disable_adapter", None)
 
@@ -166,9 +167,8 @@ def general_stats(model, examples: Sequence[Example], plan: MaskPlan, batch_size
             stats = next_token_stats(base_logits, logits, targets)
             base_ce = float(torch.nn.functional.cross_entropy(base_logits, targets, reduction="sum"))
             n = stats["tokens"]
-            sums["kl"] += stats["kl"] * n
-            sums["ce"] += stats["ce"] * n
-            sums["top1"] += stats["top1"] * n
+            for key in TOKEN_METRICS:
+                sums[key] += stats[key] * n
             sums["base_ce"] += base_ce
             tokens += n
     finally:

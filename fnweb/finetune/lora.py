@@ -3,13 +3,14 @@
 ``trainable_copy`` never touches the shared cached model: an unquantised model is
 deep-copied, a 4-bit (QLoRA) or 8-bit one is loaded afresh through bitsandbytes.
 ``attach_lora`` wraps it with ``peft`` (targets from the architecture table unless
-given). With restricted updates, adapters sit only on the MLP's neuron weights
-(rows of the up/gate projections and columns of the down-projection for site
-``neurons``; rows of the down-projection for ``mlp_output``) of layers where some
-neuron is allowed, and a fixed 0/1 parametrisation multiplies LoRA's A columns or
-B rows, so the effective update of a disallowed neuron is exactly zero whatever the
-gradients or the weight decay do to the raw entries behind the zeros: every weight
-outside the allowed set stays bit-identical, merged or not. Saved adapters hold the
+given). With restricted updates, adapters sit only on the weights of the site's
+channels (the down-projection's side the site table names, ``weight_axis``: its
+columns for site ``neurons``, plus the rows of the up/gate projections that produce
+those inputs; its rows for ``mlp_output``) in layers where some channel is allowed,
+and a fixed 0/1 parametrisation multiplies LoRA's A columns or B rows, so the
+effective update of a disallowed neuron is exactly zero whatever the gradients or the
+weight decay do to the raw entries behind the zeros: every weight outside the allowed
+set stays bit-identical, merged or not. Saved adapters hold the
 effective (masked) values under PEFT's usual names, so plain PEFT loads them.
 
 It knows nothing about data, the training loop or run folders.
@@ -27,7 +28,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from ..archs import Layout, get_path, io_features, unwrap
+from ..archs import Layout, get_path, io_features, site_of, unwrap
 from ..errors import FnwebError
 from ..models import EMBEDDED_HUB_ID, EMBEDDED_ID, LoadedModel, ModelRequest, load_fresh, pick_device
 from .config import TrainConfig
@@ -90,29 +91,35 @@ class KeepOnly(nn.Module):
 
 
 def restricted_targets(model: nn.Module, layout: Layout, plan: MaskPlan) -> dict[str, tuple[str, torch.Tensor]]:
-    """Module path -> ('in' | 'out', 0/1 allowed neurons along that side), for restricted updates."""
+    """Module path -> ('in' | 'out', 0/1 allowed channels along that side), for restricted updates."""
     inner = unwrap(model)
     width = layout.width(plan.site)
+    side = site_of(plan.site).weight_axis  # the down-projection's side that runs over the site's channels
     targets: dict[str, tuple[str, torch.Tensor]] = {}
     for layer, block in enumerate(layout.block_paths):
         allowed = plan.allowed(layer, width)
         if allowed is None or not bool(allowed.any()):
             continue
         down = f"{block}.{layout.down_proj}"
-        if plan.site == "mlp_output":  # a channel of the MLP output is a row of the down-projection
-            targets[down] = ("out", allowed)
-            continue
-        targets[down] = ("in", allowed)  # a neuron is a column of the down-projection ...
-        parent = down.rsplit(".", 1)[0]
-        for name, child in get_path(inner, parent).named_children():  # ... and a row of up/gate
-            path = f"{parent}.{name}"
-            try:
-                n_in, n_out = io_features(child)
-            except FnwebError:
-                continue
-            if path != down and n_in == layout.hidden_size and n_out == layout.intermediate_size:
-                targets[path] = ("out", allowed)
+        targets[down] = (side, allowed)
+        if side == "in":  # an input channel of the down-projection is also a row of up/gate, which produce it
+            targets.update({path: ("out", allowed) for path in _producers(inner, layout, down)})
     return targets
+
+
+def _producers(inner: nn.Module, layout: Layout, down: str) -> list[str]:
+    """Paths of the down-projection's siblings that map the hidden state to its inputs (up, gate)."""
+    parent = down.rsplit(".", 1)[0]
+    paths = []
+    for name, child in get_path(inner, parent).named_children():
+        path = f"{parent}.{name}"
+        try:
+            n_in, n_out = io_features(child)
+        except FnwebError:
+            continue
+        if path != down and n_in == layout.hidden_size and n_out == layout.intermediate_size:
+            paths.append(path)
+    return paths
 
 
 def _restrict(peft_model: nn.Module, targets: dict[str, tuple[str, torch.Tensor]]) -> None:

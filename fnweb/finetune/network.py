@@ -1,9 +1,10 @@
 """Which neurons a run masks, and whose weights it may change: the run's mask plan.
 
-A ``MaskPlan`` joins a template, a ``MaskSpec`` and the site into the per-layer 0/1
-masks applied during training and generation, and (for restricted updates) the
-neurons whose weights may change in each layer: the kept neurons of a masked layer;
-in a layer without a mask, every neuron for a lesion and none for a preserve.
+A ``MaskPlan`` joins a template, a ``MaskSpec`` and the site into the per-layer masks
+applied during training and generation, and (for restricted updates) the neurons
+whose weights may change in each layer: those the mask leaves as they are in a masked
+layer; in a layer without a mask, every neuron for an intervention on the network
+(lesion) and none for one on the rest (preserve).
 With ``mask_activations`` off, the mask only restricts which weights change and the
 model runs unmasked ("train only the network"). A plan is saved as ``mask.json`` (plain data) beside ``template.json``.
 
@@ -21,27 +22,28 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..archs import Layout
+from ..archs import DEFAULT_SITE, Layout
 from ..build import BuildConfig, build_template
 from ..errors import FnwebError
+from ..interventions import INTERVENTIONS, LayerMask
 from ..masks import MaskSpec, layer_masks, layers_from_text, masked_share
 from ..models import LoadedModel
 from ..progress import ProgressFn, StopFlag, no_progress
 from ..prompts import Pair, PromptSource
 from ..templates import Template
-from .config import TrainConfig
+from .config import NO_MASK, RANDOM, TrainConfig
 
 
 @dataclass
 class MaskPlan:
     """The mask of a run (mode ``none``: no template, no masks)."""
 
-    mask_mode: str  # none | lesion | preserve | random
-    site: str = "neurons"
+    mask_mode: str  # none | an intervention | random (see fnweb.finetune.config.MASK_MODES)
+    site: str = DEFAULT_SITE
     template: Optional[Template] = None
     spec: Optional[MaskSpec] = None
     restrict_updates: bool = False
-    masks: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (width,) 0/1
+    masks: dict[int, LayerMask] = field(default_factory=dict)  # layer -> (width,) edit
     mask_activations: bool = True  # False: the mask only restricts which weights change
 
     @property
@@ -49,15 +51,16 @@ class MaskPlan:
         return self.spec is not None
 
     @property
-    def hooks(self) -> dict[int, torch.Tensor]:
+    def hooks(self) -> dict[int, LayerMask]:
         """The masks applied to activations in training and generation ({} when there are none)."""
         return self.masks if self.mask_activations else {}
 
     def allowed(self, layer: int, width: int) -> Optional[torch.Tensor]:
         """0/1 (width,) of the neurons whose weights may change in ``layer``; None: none may."""
         if layer in self.masks:
-            return self.masks[layer]
-        return torch.ones(width) if self.spec is not None and self.spec.mode == "lesion" else None
+            return self.masks[layer].unchanged()
+        frees_unmasked = self.spec is not None and INTERVENTIONS[self.spec.mode].acts_on_network
+        return torch.ones(width) if frees_unmasked else None
 
     def share(self, layout: Layout) -> float:
         """Share of the site's channels the masks zero (in activations, or in updates only)."""
@@ -67,7 +70,7 @@ class MaskPlan:
         if self.spec is None:
             return "no mask"
         what = self.spec.label()
-        if self.mask_mode == "random":
+        if self.mask_mode == RANDOM:
             what = f"random control of {self.spec.mode} (draw {self.spec.random_seed}), matched to components " + (
                 ",".join(map(str, self.spec.components)))
         if not self.mask_activations:
@@ -91,8 +94,8 @@ class MaskPlan:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise FnwebError(f"The run's mask.json is not valid JSON: {exc.msg} at line {exc.lineno}.") from exc
-        if data.get("mask_mode", "none") == "none":
-            return cls("none", data.get("site", "neurons"))
+        if data.get("mask_mode", NO_MASK) == NO_MASK:
+            return cls(NO_MASK, data.get("site", DEFAULT_SITE))
         if template is None:
             raise FnwebError("This run was trained with a mask, but its template.json is missing.")
         layers = data.get("layers")
@@ -109,10 +112,10 @@ def plan_for(template: Template, spec: MaskSpec, mask_mode: str, site: str, rest
 
 def spec_for(config: TrainConfig, n_layers: int) -> Optional[MaskSpec]:
     """The mask spec a config asks for (None for mode none)."""
-    if config.mask_mode == "none":
+    if config.mask_mode == NO_MASK:
         return None
     layers = layers_from_text(config.mask_layers, n_layers)
-    if config.mask_mode == "random":
+    if config.mask_mode == RANDOM:
         return MaskSpec(tuple(config.component_ids), config.control_of, config.random_draw, layers)
     return MaskSpec(tuple(config.component_ids), config.mask_mode, None, layers)
 

@@ -114,6 +114,30 @@ def _step(model, inner, batches: list[dict], plan: MaskPlan, loss_fn: LossFn, di
     return step_loss
 
 
+def _optimizer_step(micro_steps: Callable[[], float], optimizer, params, config: TrainConfig, dist: Distributed,
+                    step: int) -> float:
+    """Run the step's micro-batches, clip and step; the step's loss, or an error saying what to change."""
+    try:
+        loss = dist.total(micro_steps()) / dist.world
+        if not math.isfinite(loss):
+            raise FnwebError(
+                f"The loss became {loss} at step {step}: training stopped and no adapter was saved. "
+                f"Lower the learning rate (now {config.learning_rate:g}) or use float32 (torch dtype)."
+            )
+        dist.clip(params, config.max_grad_norm)
+        optimizer.step()
+    except FnwebError:
+        raise
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not _is_oom(exc):
+            raise
+        optimizer.zero_grad(set_to_none=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise out_of_memory(config, step) from exc
+    return loss
+
+
 def train_loop(
     model: torch.nn.Module,
     data: TrainData,
@@ -145,24 +169,8 @@ def train_loop(
     for step in range(1, total + 1):
         batches = [collate(next(stream), pad_id) for _ in range(config.grad_accum)]
         lr = scheduler.get_last_lr()[0]
-        try:
-            loss = dist.total(_step(model, inner, batches, plan, loss_fn, dist, device)) / dist.world
-            if not math.isfinite(loss):
-                raise FnwebError(
-                    f"The loss became {loss} at step {step}: training stopped and no adapter was saved. "
-                    f"Lower the learning rate (now {config.learning_rate:g}) or use float32 (torch dtype)."
-                )
-            dist.clip(params, config.max_grad_norm)
-            optimizer.step()
-        except FnwebError:
-            raise
-        except (torch.OutOfMemoryError, RuntimeError) as exc:
-            if not _is_oom(exc):
-                raise
-            optimizer.zero_grad(set_to_none=True)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            raise out_of_memory(config, step) from exc
+        loss = _optimizer_step(lambda: _step(model, inner, batches, plan, loss_fn, dist, device), optimizer, params,
+                               config, dist, step)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         tokens = int(dist.total(sum(int(b["attention_mask"].sum()) for b in batches)))

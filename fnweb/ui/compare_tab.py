@@ -26,8 +26,8 @@ from ..models import ModelRequest, load_model
 from ..templates import Template
 from . import render
 from .feedback import page_error
-from .finetune_tab import run_choices as finetuned_runs
-from .finetune_tab import run_folder
+from .finetune_runs import run_choices as finetuned_runs
+from .finetune_runs import run_folder
 from .forms import real, whole
 from .jobs import Job, gpu, stream
 from .state import Session
@@ -186,7 +186,7 @@ def compare(session: Session, template_name: Optional[str], prompt, components, 
             raise FnwebError("The prompt is empty: type a prompt or pick an example.")
         columns = list(columns or [])
         if not columns:
-            raise FnwebError("No columns chosen: tick at least one of baseline, lesion, preserve, random.")
+            raise FnwebError(f"No columns chosen: tick at least one of {', '.join(COLUMNS)}.")
         session.require_model()
         run_folder = _run_folder(session, run)
         needs_template = any(c != "baseline" for c in columns)

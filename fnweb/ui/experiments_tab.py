@@ -25,6 +25,7 @@ import pandas as pd
 from ..errors import FnwebError, Stopped
 from ..experiment_plots import lesion_figure, preservation_figure
 from ..experiment_results import ExperimentResult
+from ..experiment_tables import curve_table, lesion_table
 from ..experiments import STOPPED, ExperimentConfig, experiment_stream
 from ..models import ModelRequest, load_model
 from ..progress import Progress
@@ -38,10 +39,6 @@ from .state import Session, stamp, unique_name
 
 TITLE = "Running the experiment"
 DATA_TYPES = [".json", ".jsonl", ".csv", ".parquet"]
-LESION_COLUMNS = ["component", "neurons", "share", "ΔCE", "random ΔCE (mean ± sd)", "ratio", "KL",
-                  "random KL (mean ± sd)", "KL ratio", "stability", "prompts"]
-CURVE_COLUMNS = ["top m kept", "components", "share kept", "CE", "random CE (mean ± sd)", "KL",
-                 "random KL (mean ± sd)", "prompts"]
 
 
 @dataclass
@@ -112,14 +109,14 @@ def build_experiments_tab(ctx) -> ExperimentsTab:
     with gr.Row(equal_height=False):
         lesion = gr.Plot(label="Lesion effect per component", elem_id="fn-exp-lesion")
         curve = gr.Plot(label="Preservation curve", elem_id="fn-exp-curve")
-    lesion_table = gr.Dataframe(pd.DataFrame(columns=LESION_COLUMNS), label="Lesions (nats per token)",
-                                interactive=False, wrap=True, elem_id="fn-exp-table")
-    curve_table = gr.Dataframe(pd.DataFrame(columns=CURVE_COLUMNS), label="Preservation curve (nats per token)",
-                               interactive=False, wrap=True, elem_id="fn-exp-curve-table")
+    lesions = gr.Dataframe(_lesion_frame(None), label="Lesions (nats per token)", interactive=False, wrap=True,
+                           elem_id="fn-exp-table")
+    curve_points = gr.Dataframe(_curve_frame(None), label="Preservation curve (nats per token)", interactive=False,
+                                wrap=True, elem_id="fn-exp-curve-table")
     downloads = gr.File(label="Download (JSON and CSV)", file_count="multiple", interactive=False,
                         elem_id="fn-exp-files-out")
     tab = ExperimentsTab(builtin, files, samples, draws, seed, max_tokens, leave_out, run, stop, status, reading,
-                         lesion, curve, lesion_table, curve_table, downloads)
+                         lesion, curve, lesions, curve_points, downloads)
     run.click(run_experiment_form, [ctx.session, ctx.template, *tab.settings], tab.outputs, api_name="experiment",
               concurrency_id=ctx.model_queue, concurrency_limit=ctx.model_jobs)
     stop.click(stop_experiment, ctx.session, None, api_name="stop_experiment", concurrency_limit=None)
@@ -270,29 +267,11 @@ def _views(result: ExperimentResult) -> tuple:
             _curve_frame(result))
 
 
-def _pm(mean: float, spread: float, signed: bool = True) -> str:
-    return f"{mean:+.4f} ± {spread:.4f}" if signed else f"{mean:.4f} ± {spread:.4f}"
-
-
-def _ratio(value) -> str:
-    return "—" if value is None else f"{value:.1f}x"
-
-
 def _lesion_frame(result: Optional[ExperimentResult]) -> pd.DataFrame:
-    if result is None:
-        return pd.DataFrame(columns=LESION_COLUMNS)
-    rows = [[r.component, r.neurons, f"{100 * r.share:.2f} %", f"{r.dce:+.4f}", _pm(r.random_dce_mean, r.random_dce_std),
-             _ratio(r.dce_ratio), f"{r.kl:.4f}", _pm(r.random_kl_mean, r.random_kl_std), _ratio(r.kl_ratio),
-             "—" if r.stability is None else f"{r.stability:.2f}", r.prompts]
-            for r in result.rows + ([result.union] if result.union else [])]
-    return pd.DataFrame(rows, columns=LESION_COLUMNS)
+    headers, rows = lesion_table(result)
+    return pd.DataFrame(rows, columns=headers)
 
 
 def _curve_frame(result: Optional[ExperimentResult]) -> pd.DataFrame:
-    if result is None:
-        return pd.DataFrame(columns=CURVE_COLUMNS)
-    rows = [[p.m, " ".join(map(str, p.ids)), f"{100 * p.share_kept:.2f} %", f"{p.ce:.4f}",
-             _pm(p.random_ce_mean, p.random_ce_std, False), f"{p.kl:.4f}", _pm(p.random_kl_mean, p.random_kl_std, False),
-             p.prompts]
-            for p in result.curve]
-    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+    headers, rows = curve_table(result)
+    return pd.DataFrame(rows, columns=headers)

@@ -11,7 +11,9 @@ the training threads, so it must outlive any one page) and caps the trainings ru
 at once on the whole server. A run trains a private copy of the model in the
 manager's background thread: model jobs of other visitors keep their turns.
 
-It knows nothing about Gradio components.
+``attach`` gives a session its visitor's folder; ``refresh_runs``, ``run_folder`` and
+``run_choices`` list and pick that visitor's runs (for the Fine-tune, Compare and Share
+tabs). It knows nothing about Gradio components.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from typing import Optional
 
 from ..errors import FnwebError
 from ..finetune import RunInfo, RunManager, TrainConfig
+from .finetune_view import run_label
+from .state import Session
 
 _KEY = re.compile(r"^[A-Za-z0-9_-]{20,128}$")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -120,3 +124,55 @@ class RunPool:
 
 
 POOL = RunPool()  # server-wide: it holds training threads, not visitor data (folders are keyed by hashes)
+
+
+# ---- one visitor's runs (the Fine-tune tab follows them; Compare and Share pick from them) ----
+
+
+def attach(session: Session, key, seen: Optional[dict]) -> tuple[str, bool]:
+    """Give the session its visitor's run folder; (the key, whether the browser must store it).
+
+    The key comes from the browser; a page without one (a first visit, or an API client
+    that does not pass it) gets a new one, kept in the page's state until the browser has it.
+    """
+    store = False
+    if not valid_key(key):
+        key, store = (seen or {}).get("key"), True
+        if not valid_key(key):
+            key = new_key()
+    if seen is not None:
+        seen["key"] = key
+    session.runs_folder = visitor_folder(key)
+    return key, store
+
+
+def refresh_runs(session: Session) -> list[RunInfo]:
+    """The visitor's runs, newest first (one that has just started comes first); ``session.runs`` follows."""
+    folder = session.runs_folder
+    if folder is None:
+        return []
+    infos = POOL.runs(folder)
+    listed = {i.run_id for i in infos}
+    infos = [POOL.info(folder, r) for r in POOL.manager(folder).running() if r not in listed] + infos
+    session.runs = {i.run_id: i.folder for i in infos}
+    return infos
+
+
+def run_folder(session: Session, run_id) -> Path:
+    """One of the visitor's runs (never a typed path), with a saved adapter: for the Compare tab."""
+    if not isinstance(run_id, str) or run_id not in session.runs:
+        raise FnwebError(f"'{run_id}' is not one of your fine-tuning runs: pick one from the list "
+                         "(runs come from the Fine-tune tab).")
+    folder = session.runs[run_id]
+    if not (folder / "adapter_model.safetensors").exists():
+        raise FnwebError(f"Run {run_id} has no saved adapter yet: wait until it finishes (or stop it and let it "
+                         "save), or pick another run.")
+    return folder
+
+
+def run_choices(session: Session) -> list[tuple[str, str]]:
+    """(label, run id) of the visitor's runs that have an adapter."""
+    if session.runs_folder is None:
+        return []
+    return [(run_label(i), i.run_id) for i in refresh_runs(session)
+            if (i.folder / "adapter_model.safetensors").exists()]

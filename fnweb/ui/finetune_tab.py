@@ -1,8 +1,8 @@
 """The Fine-tune tab: masked LoRA fine-tuning with a live loss chart, and learning vs forgetting of every run.
 
-The form becomes a ``TrainConfig`` (checked here and by the engine before anything
-runs); Start hands it to the server's ``RunPool`` (``fnweb.ui.finetune_runs``), whose
-``RunManager`` trains a private copy of the visitor's model in a background thread:
+The form becomes a ``TrainConfig`` (``fnweb.ui.finetune_form``; checked there and by
+the engine before anything runs); Start hands it to the server's ``RunPool``
+(``fnweb.ui.finetune_runs``), whose ``RunManager`` trains a private copy of the visitor's model in a background thread:
 the Start event returns at once, so model work of other visitors keeps its turns in
 the shared queue. The page follows the run with a ``gr.Timer`` whose tick
 (``poll``) reads the run's events from its folder: progress with time left, the
@@ -20,33 +20,26 @@ functions get one); give the Space a dedicated GPU or a CPU to fine-tune there.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import gradio as gr
 
 from ..errors import FnwebError
-from ..finetune import MASK_MODES, RunInfo, TrainConfig
-from ..masks import component_ids_from_text
+from ..finetune import MASK_MODES, RunInfo
+from ..finetune.config import CONTROL_OF, NO_MASK, RANDOM
+from ..interventions import DEFAULT_INTERVENTION, interventions_help
 from ..models import QUANTIZATIONS
-from ..prompts import BUILTIN_PREFIX, PromptSource, builtin_sets
 from . import finetune_view as view
 from .feedback import handled, page_error
-from .finetune_runs import POOL, new_key, valid_key, visitor_folder, check_run_name
-from .forms import real, whole
+from .finetune_form import ON_THE_FLY, SOURCES, config_from_form
+from .finetune_runs import POOL, attach, check_run_name, refresh_runs
 from .render import message_html
 from .state import Session
-from .templates_tab import _builtin_choices, _paths, parse_hub
+from .templates_tab import _builtin_choices
 
-SOURCES = ("built-in", "file", "Hub")
-ON_THE_FLY = "(computed from the training data)"
 POLL_SECONDS = 1.0
-# Bounds for a shared web server (the engine's own bounds are wider, for the CLI).
-LIMITS = {"Steps": (1, 5000), "Batch size": (1, 64), "Gradient accumulation": (1, 64),
-          "Max sequence length": (16, 4096), "LoRA rank r": (1, 256), "Forgetting prompts per set": (0, 64),
-          "Task examples scored": (1, 512), "Components computed (k)": (1, 64), "Prompts for the template": (2, 1000)}
-MODE_HELP = ("none: plain LoRA · lesion: the components' neurons zeroed while training · preserve: only theirs kept · "
-             "random: as many random neurons zeroed (the control)")
+MODE_HELP = (f"{NO_MASK}: plain LoRA · {interventions_help()}, while training · "
+             f"{RANDOM}: the same on as many random neurons (the control)")
 SCATTER_HELP = ("One point per run: **up** = the task loss fell more (learned more), **left** = closer to the base "
                 "model on general prompts (forgot less). Compare a lesion with its random control, and both with "
                 "plain LoRA.")
@@ -110,93 +103,111 @@ def build_finetune_tab(ctx) -> FinetuneTab:
     gr.Markdown(INTRO, elem_classes="fn-note")
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=380):
-            gr.Markdown("#### 1 · Data", elem_classes="fn-step")
-            source = gr.Radio(list(SOURCES), value="built-in", label="Dataset from", elem_id="fn-ft-source")
-            builtin = gr.Dropdown(_builtin_choices(), value="arithmetic", label="Built-in set", elem_id="fn-ft-builtin")
-            file = gr.File(label="Dataset file (.json, .jsonl, .csv, .parquet) with prompt/response fields",
-                           file_types=[".json", ".jsonl", ".csv", ".parquet"], visible=False, elem_id="fn-ft-file")
-            hub = gr.Textbox(label="Hub dataset", placeholder="tatsu-lab/alpaca  or  name, config, split",
-                             visible=False, elem_id="fn-ft-hub")
-
-            gr.Markdown("#### 2 · Network", elem_classes="fn-step")
-            with gr.Row():
-                template = gr.Dropdown([ON_THE_FLY], value=ON_THE_FLY, label="Template", allow_custom_value=True,
-                                       scale=3, min_width=200, elem_id="fn-ft-template",
-                                       info="Yours (Templates tab), or computed from the training prompts")
-                components = gr.Textbox("0", label="Components", scale=1, min_width=110, elem_id="fn-ft-components",
-                                        info="e.g. 0 or 0, 3")
-            mode = gr.Radio(list(MASK_MODES), value="none", label="Mask mode", info=MODE_HELP, elem_id="fn-ft-mode")
-            with gr.Row():
-                control_of = gr.Radio(["lesion", "preserve"], value="lesion", label="Random control copies",
-                                      min_width=180, visible=False, elem_id="fn-ft-control")
-                restrict = gr.Checkbox(False, label="Restrict updates to the network",
-                                       info="preserve: only its neurons' weights change; lesion: only the others'",
-                                       min_width=220, elem_id="fn-ft-restrict")
-            with gr.Accordion("Template computed on the fly", open=False):
-                with gr.Row():
-                    k = gr.Number(5, label="Components computed (k)", precision=0, min_width=120)
-                    ica_samples = gr.Number(100, label="Prompts for the template", precision=0, min_width=120)
-
-            gr.Markdown("#### 3 · Training", elem_classes="fn-step")
-            # Numbers, not sliders: a value out of range then gets a message that names the setting.
-            with gr.Row():
-                steps = gr.Number(30, label="Steps", precision=0, min_width=90, elem_id="fn-ft-steps")
-                learning_rate = gr.Number(1e-3, label="Learning rate", min_width=110, elem_id="fn-ft-lr")
-                batch_size = gr.Number(4, label="Batch size", precision=0, min_width=90, elem_id="fn-ft-batch")
-                grad_accum = gr.Number(1, label="Grad. accumulation", precision=0, min_width=110)
-                max_seq_len = gr.Number(256, label="Max seq. length", precision=0, min_width=110,
-                                        elem_id="fn-ft-max-len")
-            with gr.Row():
-                lora_r = gr.Number(8, label="LoRA r", precision=0, min_width=80, elem_id="fn-ft-r")
-                lora_alpha = gr.Number(16, label="LoRA alpha", min_width=80)
-                lora_dropout = gr.Number(0.05, label="LoRA dropout", min_width=90)
-                quantization = gr.Radio(list(QUANTIZATIONS), value="none", label="Quantization (QLoRA)",
-                                        min_width=200, elem_id="fn-ft-quant")
-            with gr.Accordion("Evaluation, seed and name", open=False):
-                with gr.Row():
-                    eval_every = gr.Number(None, label="Eval every (steps; blank: ~5 per run; 0: never)", precision=0,
-                                           min_width=160, elem_id="fn-ft-eval-every")
-                    general_per_set = gr.Number(4, label="Forgetting prompts per set", precision=0, min_width=120,
-                                                elem_id="fn-ft-general")
-                    task_examples = gr.Number(32, label="Task examples scored", precision=0, min_width=120,
-                                              elem_id="fn-ft-task-examples")
-                with gr.Row():
-                    seed = gr.Number(0, label="Seed", precision=0, min_width=80)
-                    run_name = gr.Textbox(label="Run name (optional)", placeholder="blank: date-time-mode",
-                                          min_width=200, elem_id="fn-ft-name")
+            data = _data_section()
+            network = _network_section()
+            training = _training_section()
             with gr.Row():
                 start = gr.Button("Start fine-tuning", variant="primary", elem_id="fn-ft-start")
                 stop = gr.Button("Stop & save", variant="stop", elem_id="fn-ft-stop")
-
         with gr.Column(scale=6, min_width=400):
-            gr.Markdown("#### 4 · Progress", elem_classes="fn-step")
-            run = gr.Dropdown([], value=None, label="Run", allow_custom_value=True, elem_id="fn-ft-run",
-                              info="Your runs; they stay here when you reload the page")
-            progress = gr.HTML(message_html("info", "Choose data and a mask, then press Start fine-tuning. "
-                                                    "30 steps on the embedded model take about a minute on a CPU."),
-                               elem_id="fn-ft-progress")
-            loss = gr.Plot(view.loss_figure([]), label="Loss", show_label=False, elem_id="fn-ft-loss")
-            gr.Markdown("#### 5 · Your runs: learning vs forgetting", elem_classes="fn-step")
-            gr.Markdown(SCATTER_HELP, elem_classes="fn-note")
-            scatter = gr.Plot(view.scatter_figure([]), show_label=False, elem_id="fn-ft-scatter")
+            shown = _progress_section()
     table = gr.Dataframe(view.runs_frame([]), label="Results: task loss on held-out examples of the training set "
                          "(before → after); KL from the base model and perplexity on general prompts",
                          interactive=False, wrap=True, elem_id="fn-ft-results")
     visitor = gr.BrowserState(None, storage_key="fnweb-visitor")
     state = gr.State({})
     timer = gr.Timer(POLL_SECONDS, active=True)  # the first tick re-attaches; it stays on while a run trains
-    tab = FinetuneTab(source, builtin, file, hub, template, components, mode, control_of, restrict, quantization,
-                      lora_r, lora_alpha, lora_dropout, steps, learning_rate, batch_size, grad_accum, max_seq_len,
-                      eval_every, general_per_set, task_examples, k, ica_samples, seed, run_name, start, stop, run,
-                      progress, loss, table, scatter, visitor, state, timer)
+    tab = FinetuneTab(**data, **network, **training, start=start, stop=stop, **shown, table=table, visitor=visitor,
+                      view=state, timer=timer)
     _wire(ctx, tab)
     return tab
+
+
+def _data_section() -> dict:
+    gr.Markdown("#### 1 · Data", elem_classes="fn-step")
+    source = gr.Radio(list(SOURCES), value="built-in", label="Dataset from", elem_id="fn-ft-source")
+    builtin = gr.Dropdown(_builtin_choices(), value="arithmetic", label="Built-in set", elem_id="fn-ft-builtin")
+    file = gr.File(label="Dataset file (.json, .jsonl, .csv, .parquet) with prompt/response fields",
+                   file_types=[".json", ".jsonl", ".csv", ".parquet"], visible=False, elem_id="fn-ft-file")
+    hub = gr.Textbox(label="Hub dataset", placeholder="tatsu-lab/alpaca  or  name, config, split",
+                     visible=False, elem_id="fn-ft-hub")
+    return dict(source=source, builtin=builtin, file=file, hub=hub)
+
+
+def _network_section() -> dict:
+    gr.Markdown("#### 2 · Network", elem_classes="fn-step")
+    with gr.Row():
+        template = gr.Dropdown([ON_THE_FLY], value=ON_THE_FLY, label="Template", allow_custom_value=True,
+                               scale=3, min_width=200, elem_id="fn-ft-template",
+                               info="Yours (Templates tab), or computed from the training prompts")
+        components = gr.Textbox("0", label="Components", scale=1, min_width=110, elem_id="fn-ft-components",
+                                info="e.g. 0 or 0, 3")
+    mode = gr.Radio(list(MASK_MODES), value=NO_MASK, label="Mask mode", info=MODE_HELP, elem_id="fn-ft-mode")
+    with gr.Row():
+        control_of = gr.Radio(list(CONTROL_OF), value=DEFAULT_INTERVENTION, label="Random control copies",
+                              min_width=180, visible=False, elem_id="fn-ft-control")
+        restrict = gr.Checkbox(False, label="Restrict updates to the network",
+                               info="preserve: only its neurons' weights change; lesion: only the others'",
+                               min_width=220, elem_id="fn-ft-restrict")
+    with gr.Accordion("Template computed on the fly", open=False):
+        with gr.Row():
+            k = gr.Number(5, label="Components computed (k)", precision=0, min_width=120)
+            ica_samples = gr.Number(100, label="Prompts for the template", precision=0, min_width=120)
+    return dict(template=template, components=components, mode=mode, control_of=control_of, restrict=restrict,
+                k=k, ica_samples=ica_samples)
+
+
+def _training_section() -> dict:
+    gr.Markdown("#### 3 · Training", elem_classes="fn-step")
+    # Numbers, not sliders: a value out of range then gets a message that names the setting.
+    with gr.Row():
+        steps = gr.Number(30, label="Steps", precision=0, min_width=90, elem_id="fn-ft-steps")
+        learning_rate = gr.Number(1e-3, label="Learning rate", min_width=110, elem_id="fn-ft-lr")
+        batch_size = gr.Number(4, label="Batch size", precision=0, min_width=90, elem_id="fn-ft-batch")
+        grad_accum = gr.Number(1, label="Grad. accumulation", precision=0, min_width=110)
+        max_seq_len = gr.Number(256, label="Max seq. length", precision=0, min_width=110, elem_id="fn-ft-max-len")
+    with gr.Row():
+        lora_r = gr.Number(8, label="LoRA r", precision=0, min_width=80, elem_id="fn-ft-r")
+        lora_alpha = gr.Number(16, label="LoRA alpha", min_width=80)
+        lora_dropout = gr.Number(0.05, label="LoRA dropout", min_width=90)
+        quantization = gr.Radio(list(QUANTIZATIONS), value="none", label="Quantization (QLoRA)",
+                                min_width=200, elem_id="fn-ft-quant")
+    with gr.Accordion("Evaluation, seed and name", open=False):
+        with gr.Row():
+            eval_every = gr.Number(None, label="Eval every (steps; blank: ~5 per run; 0: never)", precision=0,
+                                   min_width=160, elem_id="fn-ft-eval-every")
+            general_per_set = gr.Number(4, label="Forgetting prompts per set", precision=0, min_width=120,
+                                        elem_id="fn-ft-general")
+            task_examples = gr.Number(32, label="Task examples scored", precision=0, min_width=120,
+                                      elem_id="fn-ft-task-examples")
+        with gr.Row():
+            seed = gr.Number(0, label="Seed", precision=0, min_width=80)
+            run_name = gr.Textbox(label="Run name (optional)", placeholder="blank: date-time-mode",
+                                  min_width=200, elem_id="fn-ft-name")
+    return dict(steps=steps, learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
+                max_seq_len=max_seq_len, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                quantization=quantization, eval_every=eval_every, general_per_set=general_per_set,
+                task_examples=task_examples, seed=seed, run_name=run_name)
+
+
+def _progress_section() -> dict:
+    gr.Markdown("#### 4 · Progress", elem_classes="fn-step")
+    run = gr.Dropdown([], value=None, label="Run", allow_custom_value=True, elem_id="fn-ft-run",
+                      info="Your runs; they stay here when you reload the page")
+    progress = gr.HTML(message_html("info", "Choose data and a mask, then press Start fine-tuning. "
+                                            "30 steps on the embedded model take about a minute on a CPU."),
+                       elem_id="fn-ft-progress")
+    loss = gr.Plot(view.loss_figure([]), label="Loss", show_label=False, elem_id="fn-ft-loss")
+    gr.Markdown("#### 5 · Your runs: learning vs forgetting", elem_classes="fn-step")
+    gr.Markdown(SCATTER_HELP, elem_classes="fn-note")
+    scatter = gr.Plot(view.scatter_figure([]), show_label=False, elem_id="fn-ft-scatter")
+    return dict(run=run, progress=progress, loss=loss, scatter=scatter)
 
 
 def _wire(ctx, tab: FinetuneTab) -> None:
     tab.source.change(lambda s: [gr.update(visible=s == name) for name in SOURCES], tab.source,
                       [tab.builtin, tab.file, tab.hub], queue=False, api_visibility="private")
-    tab.mode.change(lambda m: gr.update(visible=m == "random"), tab.mode, tab.control_of, queue=False,
+    tab.mode.change(lambda m: gr.update(visible=m == RANDOM), tab.mode, tab.control_of, queue=False,
                     api_visibility="private")
     ctx.template.change(template_choices, [ctx.session, tab.template], tab.template, api_visibility="private")
     tab.template.focus(template_choices, [ctx.session, tab.template], tab.template, api_visibility="private")
@@ -209,104 +220,6 @@ def _wire(ctx, tab: FinetuneTab) -> None:
                    show_progress="hidden")
     tab.run.input(poll, poll_inputs, tab.shown, api_visibility="private", concurrency_limit=None,
                   show_progress="hidden")
-
-
-# ---- reading the form -------------------------------------------------------------------
-
-
-def _bounded(value, what: str, number=whole):
-    low, high = LIMITS[what]
-    got = number(value, what)
-    if not low <= got <= high:
-        raise FnwebError(f"{what} must lie between {low} and {high} (got {got}).")
-    return got
-
-
-def dataset_from_form(source: str, builtin, file, hub) -> PromptSource:
-    if source == "built-in":
-        if builtin not in builtin_sets():
-            raise FnwebError(f"Unknown built-in set '{builtin}'; choose one of: {', '.join(builtin_sets())}.")
-        return PromptSource(BUILTIN_PREFIX + builtin)
-    if source == "file":
-        paths = _paths(file)
-        if not paths:
-            raise FnwebError("No dataset file chosen: upload a .json, .jsonl, .csv or .parquet file with "
-                             "prompt/response fields, or pick a built-in set.")
-        return PromptSource(str(paths[0]))
-    if source == "Hub":
-        sources = parse_hub(hub)
-        if len(sources) != 1:
-            raise FnwebError("Enter one Hub dataset: 'name' or 'name, config, split'." if not sources else
-                             "Enter one Hub dataset only (a fine-tune trains on one dataset).")
-        return sources[0]
-    raise FnwebError(f"Choose where the dataset comes from: {', '.join(SOURCES)} (got '{source}').")
-
-
-def _template_path(session: Session, template: Optional[str], mode: str) -> Optional[str]:
-    if mode == "none" or template in (None, "", ON_THE_FLY):
-        return None
-    return str(session.get(template).path)
-
-
-def config_from_form(session: Session, source, builtin, file, hub, template, components, mode, control_of,
-                     restrict, quantization, lora_r, lora_alpha, lora_dropout, steps, learning_rate, batch_size,
-                     grad_accum, max_seq_len, eval_every, general_per_set, task_examples, k, ica_samples,
-                     seed) -> TrainConfig:
-    """The run's settings from the form and the visitor's model, checked (the output folder comes later)."""
-    request = session.model
-    if request is None:
-        raise FnwebError("No model loaded: choose a model in the bar at the top and press Load.")
-    data = dataset_from_form(source, builtin, file, hub)
-    config = TrainConfig(
-        dataset=data.name, dataset_config=data.config, dataset_split=data.split or "train", output_dir="(per run)",
-        model_id=request.model_id, dtype=request.dtype, device=request.device, quantization=quantization or "none",
-        revision=request.revision, trust_remote_code=request.trust_remote_code,
-        lora_r=_bounded(lora_r, "LoRA rank r"), lora_alpha=real(lora_alpha, "LoRA alpha"),
-        lora_dropout=real(lora_dropout, "LoRA dropout"),
-        mask_mode=mode, control_of=control_of or "lesion", template_path=_template_path(session, template, mode),
-        component_ids=component_ids_from_text(components or "") if mode != "none" else [0],
-        restrict_updates=bool(restrict),
-        ica_components=_bounded(k, "Components computed (k)"), ica_samples=_bounded(ica_samples, "Prompts for the template"),
-        max_steps=_bounded(steps, "Steps"), learning_rate=real(learning_rate, "Learning rate"),
-        batch_size=_bounded(batch_size, "Batch size"), grad_accum=_bounded(grad_accum, "Gradient accumulation"),
-        max_seq_len=_bounded(max_seq_len, "Max sequence length"),
-        eval_interval=None if eval_every in (None, "") else whole(eval_every, "Eval every"),
-        general_per_set=_bounded(general_per_set, "Forgetting prompts per set"),
-        max_eval_examples=_bounded(task_examples, "Task examples scored"), seed=whole(seed, "Seed"),
-    )
-    return config.validate()
-
-
-# ---- the visitor's runs -----------------------------------------------------------------
-
-
-def attach(session: Session, key, seen: Optional[dict]) -> tuple[str, bool]:
-    """Give the session its visitor's run folder; (the key, whether the browser must store it).
-
-    The key comes from the browser; a page without one (a first visit, or an API client
-    that does not pass it) gets a new one, kept in the page's state until the browser has it.
-    """
-    store = False
-    if not valid_key(key):
-        key, store = (seen or {}).get("key"), True
-        if not valid_key(key):
-            key = new_key()
-    if seen is not None:
-        seen["key"] = key
-    session.runs_folder = visitor_folder(key)
-    return key, store
-
-
-def refresh_runs(session: Session) -> list[RunInfo]:
-    """The visitor's runs, newest first (one that has just started comes first); ``session.runs`` follows."""
-    folder = session.runs_folder
-    if folder is None:
-        return []
-    infos = POOL.runs(folder)
-    listed = {i.run_id for i in infos}
-    infos = [POOL.info(folder, r) for r in POOL.manager(folder).running() if r not in listed] + infos
-    session.runs = {i.run_id: i.folder for i in infos}
-    return infos
 
 
 def _pick(infos: list[RunInfo], picked) -> Optional[RunInfo]:
@@ -414,23 +327,3 @@ def stop(session: Session, picked):
                 "learning and forgetting.")
     gr.Info(text)
     return message_html("stopped", text)
-
-
-def run_folder(session: Session, run_id) -> Path:
-    """One of the visitor's runs (never a typed path), with a saved adapter: for the Compare tab."""
-    if not isinstance(run_id, str) or run_id not in session.runs:
-        raise FnwebError(f"'{run_id}' is not one of your fine-tuning runs: pick one from the list "
-                         "(runs come from the Fine-tune tab).")
-    folder = session.runs[run_id]
-    if not (folder / "adapter_model.safetensors").exists():
-        raise FnwebError(f"Run {run_id} has no saved adapter yet: wait until it finishes (or stop it and let it "
-                         "save), or pick another run.")
-    return folder
-
-
-def run_choices(session: Session) -> list[tuple[str, str]]:
-    """(label, run id) of the visitor's runs that have an adapter."""
-    if session.runs_folder is None:
-        return []
-    return [(view.run_label(i), i.run_id) for i in refresh_runs(session)
-            if (i.folder / "adapter_model.safetensors").exists()]

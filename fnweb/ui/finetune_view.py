@@ -22,12 +22,15 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..finetune import RunInfo
+from ..finetune.config import NO_MASK, RANDOM
+from ..interventions import DEFAULT_INTERVENTION, INTERVENTIONS
+from ..metrics import METRICS
 from .render import esc, message_html, seconds
 from .theme import COLUMN_COLOURS
 
-MODE_TITLES = {"none": "plain LoRA", "lesion": "lesion", "preserve": "preserve", "random": "random control"}
-MODE_COLOURS = {"none": COLUMN_COLOURS["baseline"], "lesion": COLUMN_COLOURS["lesion"],
-                "preserve": COLUMN_COLOURS["preserve"], "random": COLUMN_COLOURS["random"]}
+MODE_TITLES = {NO_MASK: "plain LoRA", **{name: name for name in INTERVENTIONS}, RANDOM: "random control"}
+MODE_COLOURS = {NO_MASK: COLUMN_COLOURS["baseline"], **{name: COLUMN_COLOURS[name] for name in INTERVENTIONS},
+                RANDOM: COLUMN_COLOURS["random"]}
 TRAIN_COLOUR, EVAL_COLOUR = "#4f46e5", "#f59e0b"
 _FONT = dict(family="Inter, system-ui, sans-serif", size=13)
 TABLE_HEADERS = ["run", "mask", "state", "steps", "task loss before", "task loss after", "learning (loss drop)",
@@ -141,7 +144,7 @@ def _figures_text(info: RunInfo) -> str:
     if row["task_loss_before"] is not None and row["task_loss_after"] is not None:
         parts.append(f"task loss {row['task_loss_before']:.3f} → {row['task_loss_after']:.3f}")
     if row["kl_after"] is not None:
-        parts.append(f"KL from the base {row['kl_after']:.4f}")
+        parts.append(f"KL from the base {METRICS['kl'].format(row['kl_after'])}")
     return ("Learning and forgetting: " + "; ".join(parts) + ".") if parts else ""
 
 
@@ -151,11 +154,11 @@ def _figures_text(info: RunInfo) -> str:
 def mask_text(info: RunInfo) -> str:
     """Short words for a run's mask: 'lesion 0,3 · restricted', 'random (preserve) 1', 'none'."""
     c = info.config
-    mode = c.get("mask_mode", "none")
-    if mode == "none":
-        return "none"
+    mode = c.get("mask_mode", NO_MASK)
+    if mode == NO_MASK:
+        return NO_MASK
     ids = ",".join(str(i) for i in c.get("component_ids", []))
-    what = f"random ({c.get('control_of', 'lesion')}) {ids}" if mode == "random" else f"{mode} {ids}"
+    what = f"random ({c.get('control_of', DEFAULT_INTERVENTION)}) {ids}" if mode == RANDOM else f"{mode} {ids}"
     what += " · on the fly" if not c.get("template_path") else ""
     return what + (" · restricted" if c.get("restrict_updates") else "")
 
@@ -167,20 +170,17 @@ def learning(info: RunInfo) -> Optional[float]:
     return row["task_loss_before"] - row["task_loss_after"]
 
 
-def _number(value: Optional[float], digits: int) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
 def runs_frame(infos: Sequence[RunInfo]) -> pd.DataFrame:
     """One row per run, newest first."""
+    loss, kl, ppl = METRICS["ce"], METRICS["kl"], METRICS["ppl"]  # the task loss is a cross-entropy
     rows = []
     for info in infos:
         row = info.row()
-        ppl = "—" if row["ppl_after"] is None else f"{row['ppl_after']:.2f} ({_number(row['ppl_base'], 2)})"
+        perplexity = "—" if row["ppl_after"] is None else f"{ppl.format(row['ppl_after'])} ({ppl.format(row['ppl_base'])})"
         steps = f"{info.step}/{info.total_steps}" if info.total_steps else str(info.step)
-        drop = _number(learning(info), 4) + ("" if learning(info) is None else f" ({relative_learning(info):.0f} %)")
-        rows.append([info.run_id, mask_text(info), info.state, steps, _number(row["task_loss_before"], 4),
-                     _number(row["task_loss_after"], 4), drop, _number(row["kl_after"], 4), ppl])
+        drop = loss.format(learning(info)) + ("" if learning(info) is None else f" ({relative_learning(info):.0f} %)")
+        rows.append([info.run_id, mask_text(info), info.state, steps, loss.format(row["task_loss_before"]),
+                     loss.format(row["task_loss_after"]), drop, kl.format(row["kl_after"]), perplexity])
     return pd.DataFrame(rows, columns=TABLE_HEADERS)
 
 
@@ -202,7 +202,7 @@ def scatter_figure(infos: Sequence[RunInfo]) -> go.Figure:
         return _empty(_figure(fig, "", 340), "Each finished run appears here: up = learned more, "
                                              "left = forgot less.")
     for mode, name in MODE_TITLES.items():
-        runs = [i for i in measured if i.config.get("mask_mode", "none") == mode]
+        runs = [i for i in measured if i.config.get("mask_mode", NO_MASK) == mode]
         if not runs:
             continue
         fig.add_scatter(

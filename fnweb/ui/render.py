@@ -12,7 +12,9 @@ from typing import Optional
 
 import pandas as pd
 
-from ..compare import Comparison
+from ..compare import BASELINE, RANDOM, Comparison
+from ..interventions import INTERVENTIONS
+from ..metrics import METRICS, TOKEN_METRICS
 from ..progress import Progress
 from ..templates import Template
 
@@ -20,15 +22,15 @@ from ..templates import Template
 PHASE_SPAN = {"loading": (0.0, 0.03), "capturing": (0.03, 0.75), "decomposing": (0.75, 0.98),
               "thresholding": (0.98, 1.0), "done": (1.0, 1.0)}
 PHASE_STEP = {"loading": 1, "capturing": 2, "decomposing": 3, "thresholding": 4, "done": 4}
-COLUMN_TITLES = {"baseline": "Baseline", "lesion": "Lesion", "preserve": "Preserve", "random": "Random control",
-                 "run": "Fine-tuned run"}
+COLUMN_TITLES = {BASELINE: "Baseline", **{i.name: i.title for i in INTERVENTIONS.values()},
+                 RANDOM: "Random control", "run": "Fine-tuned run"}
 COLUMN_HELP = {
-    "baseline": "the unchanged model",
-    "lesion": "the chosen components' neurons zeroed",
-    "preserve": "only the chosen components' neurons kept",
-    "random": "as many random neurons zeroed, per layer",
+    BASELINE: "the unchanged model",
+    **{i.name: i.help for i in INTERVENTIONS.values()},
+    RANDOM: "as many random neurons zeroed, per layer",
     "run": "a fine-tuned run (LoRA adapter), with the mask it was trained with",
 }
+COMPARE_DIGITS = 3  # a side-by-side of short texts: more decimals would be noise
 
 
 def esc(text: str) -> str:
@@ -141,8 +143,8 @@ def columns_html(comparison: Optional[Comparison], settings_note: str = "") -> s
 
 def _card(col, done: bool) -> str:
     title = COLUMN_TITLES.get(col.name, col.name)
-    share = f"{100 * col.masked_share:.2f} % of neurons masked" if col.name != "baseline" else "no mask"
-    if col.name == "baseline":
+    share = f"{100 * col.masked_share:.2f} % of neurons masked" if col.name != BASELINE else "no mask"
+    if col.name == BASELINE:
         body, foot = esc(col.text), f"{len(col.tokens)} tokens"
     else:
         body = esc(col.prefix) + (f'<mark class="fn-depart">{esc(col.rest)}</mark>' if col.rest else "")
@@ -151,8 +153,7 @@ def _card(col, done: bool) -> str:
     cursor = "" if done else '<span class="fn-cursor"></span>'
     if done and not col.tokens[:-1] and not col.text.strip():
         body = '<span class="fn-none">(no text: the model ended its answer at once)</span>'
-    label = col.label if col.name != "random" or "draws" not in col.metrics else \
-        f"{col.label} (first of {col.metrics['draws']} draws shown)"
+    label = col.label if col.draws < 2 else f"{col.label} (first of {col.draws} draws shown)"
     return (
         f'<div class="fn-card fn-col-{esc(col.name)}"><div class="fn-card-head"><b>{esc(title)}</b>'
         f'<span>{esc(label)}</span><span>{share}</span></div>'
@@ -160,32 +161,26 @@ def _card(col, done: bool) -> str:
     )
 
 
-def _with_spread(metrics: dict, key: str, digits: int, scale: float = 1.0, suffix: str = "") -> str:
-    if key not in metrics:
-        return ""
-    text = f"{scale * metrics[key]:.{digits}f}"
-    if f"{key}_std" in metrics:
-        text += f" ± {scale * metrics[key + '_std']:.{digits}f}"
-    return text + suffix
-
-
 def metrics_frame(comparison: Optional[Comparison]) -> pd.DataFrame:
-    """One row per column; the random control shows mean ± spread over its draws."""
-    headers = ["column", "masked", "share masked", "KL from baseline", "CE of baseline text",
-               "top-1 agreement", "departs at token"]
+    """One row per column, one column per per-token metric; the random control shows mean ± spread over its draws."""
+    headers = ["column", "masked", "share masked", *(METRICS[key].label for key in TOKEN_METRICS), "departs at token"]
     if comparison is None or not comparison.done:
         return pd.DataFrame(columns=headers)
     rows = []
     for col in comparison.columns:
-        m = col.metrics
-        draws = f" ({m['draws']} draws)" if "draws" in m else ""
+        draws = f" ({col.draws} draws)" if col.draws > 1 else ""
+        numbers = [_shown(METRICS[key], col.metrics.get(key)) for key in TOKEN_METRICS]
         rows.append([
             COLUMN_TITLES.get(col.name, col.name) + draws,
             col.label,
             f"{100 * col.masked_share:.2f} %",
-            _with_spread(m, "kl", 3),
-            _with_spread(m, "ce", 3),
-            _with_spread(m, "top1", 1, 100.0, " %"),
-            "—" if col.name == "baseline" else ("never" if col.departs_at is None else str(col.departs_at)),
+            *numbers,
+            "—" if col.name == BASELINE else ("never" if col.departs_at is None else str(col.departs_at)),
         ])
     return pd.DataFrame(rows, columns=headers)
+
+
+def _shown(metric, stat) -> str:
+    if stat is None:
+        return ""
+    return metric.format(stat.mean, stat.sd, digits=min(metric.digits, COMPARE_DIGITS), missing="")

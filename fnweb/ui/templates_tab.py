@@ -15,13 +15,13 @@ from typing import Iterator, Optional
 import gradio as gr
 
 from ..access import check_hub_id
-from ..archs import SITE_HELP, SITES, layout_of
+from ..archs import DEFAULT_SITE, SITES, check_site, layout_of, sites_help
 from ..build import BuildConfig, build_template
-from ..decompose import DEFAULT_THRESHOLD
 from ..errors import FnwebError, Stopped
 from ..models import ModelRequest, load_model
 from ..prompts import BUILTIN_DIR, BUILTIN_PREFIX, PromptSource, builtin_sets
 from ..templates import MAX_TEMPLATE_BYTES, Template
+from ..thresholds import DEFAULT_RULE, THRESHOLDS
 from . import render, uploads
 from .feedback import handled, page_error
 from .forms import real, whole
@@ -81,12 +81,11 @@ def build_templates_tab(ctx) -> TemplatesTab:
                                        elem_id="fn-max-tokens")
                 k = gr.Number(10, label="Components (k)", precision=0, min_width=110, elem_id="fn-k")
                 seed = gr.Number(0, label="Seed", precision=0, min_width=90, elem_id="fn-seed")
-            site = gr.Radio(list(SITES), value="neurons", label="Site",
-                            info="neurons: " + SITE_HELP["neurons"] + "; mlp_output: " + SITE_HELP["mlp_output"])
+            site = gr.Radio(list(SITES), value=DEFAULT_SITE, label="Site", info=sites_help())
             with gr.Row():
-                threshold = gr.Radio(["percentile", "zscore"], value="percentile", label="Threshold", min_width=160)
-                threshold_value = gr.Number(DEFAULT_THRESHOLD["percentile"], label="Value",
-                                            info="percentile 90-99.9 or z-score > 0", min_width=120)
+                threshold = gr.Radio(list(THRESHOLDS), value=DEFAULT_RULE, label="Threshold", min_width=160)
+                threshold_value = gr.Number(THRESHOLDS[DEFAULT_RULE].default, label="Value", min_width=120,
+                                            info=" or ".join(rule.hint for rule in THRESHOLDS.values()))
             with gr.Row():
                 build = gr.Button("Build template", variant="primary", elem_id="fn-build")
                 stop = gr.Button("Stop", variant="stop", elem_id="fn-build-stop")
@@ -112,14 +111,18 @@ def build_templates_tab(ctx) -> TemplatesTab:
 
 def _wire(ctx, tab: TemplatesTab) -> None:
     results = [tab.progress, tab.summary, tab.coverage, tab.download, ctx.template]
-    tab.threshold.change(lambda kind: DEFAULT_THRESHOLD.get(kind, 98.0), tab.threshold, tab.threshold_value,
-                         queue=False, api_visibility="private")
+    tab.threshold.change(_default_value, tab.threshold, tab.threshold_value, queue=False, api_visibility="private")
     tab.build.click(build, [ctx.session, *tab.settings], results, api_name="build_template",
                     concurrency_id=ctx.model_queue, concurrency_limit=ctx.model_jobs)
     tab.stop.click(stop, ctx.session, None, api_name="stop", concurrency_limit=None)
     tab.upload.upload(upload_template, [ctx.session, tab.upload], results, api_name="upload_template")
     ctx.template.change(show, [ctx.session, ctx.template], [tab.summary, tab.coverage, tab.download],
                         api_name="show_template")
+
+
+def _default_value(kind: str) -> float:
+    """A threshold rule's default value, put in the form when the rule changes."""
+    return THRESHOLDS.get(kind, THRESHOLDS[DEFAULT_RULE]).default
 
 
 # ---- reading the form ---------------------------------------------------------------
@@ -145,12 +148,11 @@ def config_from_form(builtin, hub, files, samples, max_tokens, k, site, threshol
     sources = [PromptSource(BUILTIN_PREFIX + name) for name in (builtin or [])]
     sources += parse_hub(hub)
     sources += [PromptSource(str(f)) for f in _paths(files)]
-    if site not in SITES:
-        raise FnwebError(f"Unknown site '{site}'; choose {' or '.join(SITES)}.")
+    check_site(site)
     config = BuildConfig(
         sources=sources, samples_per_dataset=whole(samples, "Samples per dataset"),
         max_tokens=whole(max_tokens, "Max tokens per sample"), k=whole(k, "k"), site=site,
-        threshold=threshold or "percentile",
+        threshold=threshold or DEFAULT_RULE,
         threshold_value=None if threshold_value in (None, "") else real(threshold_value, "Threshold value"),
         seed=whole(seed, "Seed"),
     )

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-COLUMN_COLOURS = {"baseline": "#475569", "lesion": "#dc2626", "preserve": "#16a34a", "random": "#d97706",
+from ..interventions import INTERVENTIONS
+
+COLUMN_COLOURS = {"baseline": "#475569", **{i.name: i.colour for i in INTERVENTIONS.values()}, "random": "#d97706",
                   "run": "#7c3aed"}
 
 CSS = """

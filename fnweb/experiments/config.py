@@ -1,0 +1,51 @@
+"""What an experiment measures and on which prompts: ``ExperimentConfig``, checked before any work.
+
+Plain data (recorded in the result's settings). It knows nothing about models or prompts' contents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..errors import FnwebError
+from ..prompts import PromptSource
+
+SCORES = ("response", "all")
+MIN_PROMPTS = 4  # below this a mean over prompts is one text's quirks
+MAX_DRAWS = 50
+
+
+@dataclass
+class ExperimentConfig:
+    """What to measure and on which prompts (recorded in the result's settings)."""
+
+    sources: list[PromptSource] = field(default_factory=list)  # held-out prompt sets
+    samples_per_dataset: int = 20  # held-out prompts per set (0: all that are left)
+    draws: int = 5  # seeded random controls per condition
+    seed: int = 0  # held-out sampling and random draws
+    max_tokens: int = 128  # per prompt + response
+    score: str = "response"  # response: score the response's tokens | all: every next token
+    components: Optional[list[int]] = None  # None: every component of the template
+    exclude_template_prompts: bool = True  # leave out held-out prompts the template was built from
+    curve: bool = True  # measure the preservation curve
+    mcq: Optional[PromptSource] = None  # a multiple-choice set for accuracy, e.g. builtin:mcq
+    mcq_items: int = 0  # items of it (0: all)
+    prompt_format: str = "auto"  # auto | chat | alpaca | chatml | basic
+    batch_tokens: int = 4096  # rows x length per forward pass (lower it to save memory)
+
+    def validate(self) -> None:
+        if not self.sources:
+            raise FnwebError("No held-out prompt set chosen: pick a built-in set, a file or a Hub dataset.")
+        if not 1 <= self.draws <= MAX_DRAWS:
+            raise FnwebError(f"Random draws must lie between 1 and {MAX_DRAWS} (got {self.draws}).")
+        if self.samples_per_dataset < 0:
+            raise FnwebError(f"Prompts per set must be 0 (all) or more (got {self.samples_per_dataset}).")
+        if not 2 <= self.max_tokens <= 8192:
+            raise FnwebError(f"Max tokens per prompt must lie between 2 and 8192 (got {self.max_tokens}).")
+        if self.score not in SCORES:
+            raise FnwebError(f"Unknown scoring '{self.score}'; choose response or all.")
+        if self.batch_tokens < 1:
+            raise FnwebError(f"Batch tokens must be at least 1 (got {self.batch_tokens}).")
+        if self.mcq_items < 0:
+            raise FnwebError(f"Multiple-choice items must be 0 (all) or more (got {self.mcq_items}).")

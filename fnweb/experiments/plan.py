@@ -1,0 +1,167 @@
+"""What an experiment runs: the conditions of each phase, in chunks of rows per forward pass, and the run's state.
+
+A condition is a ``MaskSpec``: a component (or several) lesioned or kept, or one of
+``draws`` seeded random controls of the same per-layer sizes. ``prepare`` checks the
+inputs (the template fits the model, the components can each have a random control),
+reads the held-out units and sizes the passes; it returns the ``Run`` that measuring
+fills. Components whose random control cannot be drawn (they take over half of a
+layer) are left out with a note. It knows nothing about how a pass is measured.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from ..archs import layout_of, unwrap
+from ..errors import FnwebError
+from ..interventions import INTERVENTIONS
+from ..masks import MaskSpec, layer_masks, masked_share, stacked_masks
+from ..models import LoadedModel
+from ..progress import Progress, ProgressFn
+from ..templates import Template
+from .config import ExperimentConfig
+from .heldout import Unit, mcq_units, template_prompts, text_units
+
+LOGIT_BYTES = 512 * 2**20  # float32 logits held per forward pass
+LESION, PRESERVE = INTERVENTIONS["lesion"].name, INTERVENTIONS["preserve"].name  # the two phases' interventions
+
+
+def with_controls(ids: Sequence[int], mode: str, draws: int, seed: int) -> list[MaskSpec]:
+    """The components' mask, then ``draws`` random masks of the same per-layer sizes."""
+    ids = tuple(ids)
+    return [MaskSpec(ids, mode)] + [MaskSpec(ids, mode, random_seed=seed + d) for d in range(draws)]
+
+
+@dataclass
+class Phase:
+    name: str  # the intervention: lesion | preserve
+    label: str  # for progress messages
+    chunks: list[list[Optional[MaskSpec]]]  # rows of each forward pass; None = unchanged model
+    masks: list[dict]  # stacked masks of each chunk
+
+
+def make_phase(name: str, label: str, template: Template, specs: list[MaskSpec], rows: int) -> Phase:
+    """Chunks of at most ``rows`` rows, the unchanged model first (every mask built now, so bad ones fail early)."""
+    ordered: list[Optional[MaskSpec]] = [None] + list(dict.fromkeys(specs))
+    chunks = [ordered[i : i + rows] for i in range(0, len(ordered), rows)]
+    return Phase(name, label, chunks, [stacked_masks(template, chunk) for chunk in chunks])
+
+
+@dataclass
+class Run:
+    """Everything one experiment needs and has measured so far."""
+
+    lm: LoadedModel
+    template: Template
+    config: ExperimentConfig
+    site: str
+    ids: list[int]  # the components studied
+    units: list[Unit]  # held-out texts first, then multiple-choice options
+    n_text: int
+    answers: list[int]  # right choice per multiple-choice item
+    n_choices: list[int]  # choices per multiple-choice item
+    rows_per_pass: int
+    n_layers: int
+    width: int  # channels per layer at the site
+    warnings: list[str]
+    tally: dict = field(default_factory=dict)  # spec (None: unchanged) -> (units, metrics + 1): sums, then tokens
+    done: dict = field(default_factory=dict)  # phase name -> units measured
+    shares: dict = field(default_factory=dict)  # spec -> share of channels selected / kept
+    union: bool = True  # the union's random control fits (see controllable)
+    order: list[int] = field(default_factory=list)  # components by lesion effect, strongest first
+    curve_len: int = 0  # points of the preservation curve whose random keeps fit
+    started: float = field(default_factory=time.monotonic)
+
+    def lesion_specs(self) -> list[MaskSpec]:
+        draws, seed = self.config.draws, self.config.seed
+        specs = [s for c in self.ids for s in with_controls((c,), LESION, draws, seed)]
+        return specs + (with_controls(self.ids, LESION, draws, seed) if self.union else [])
+
+    def preserve_specs(self) -> list[MaskSpec]:
+        draws, seed = self.config.draws, self.config.seed
+        return [s for m in range(1, self.curve_len + 1) for s in with_controls(self.order[:m], PRESERVE, draws, seed)]
+
+    @property
+    def total_channels(self) -> int:
+        return self.n_layers * self.width
+
+    def chunks_for(self, n_specs: int) -> int:
+        return math.ceil((n_specs + 1) / self.rows_per_pass)
+
+    def phase(self, name: str, label: str, specs: list[MaskSpec]) -> Phase:
+        """The phase's passes; each condition's share of channels is noted for the result."""
+        for spec in specs:
+            self.shares.setdefault(spec, self.network_share(spec))
+        return make_phase(name, label, self.template, specs, self.rows_per_pass)
+
+    def network_share(self, spec: MaskSpec) -> float:
+        """The share of the site's channels that is the condition's network: those lesioned, or those kept."""
+        changed = masked_share(layer_masks(self.template, spec), self.n_layers, self.width)
+        return INTERVENTIONS[spec.mode].network_share(changed)
+
+
+def _vocab_size(model) -> int:
+    head = unwrap(model).get_output_embeddings()
+    return int(head.weight.shape[0]) if head is not None else int(unwrap(model).config.vocab_size)
+
+
+def _rows_per_pass(lm: LoadedModel, units: list[Unit], batch_tokens: int) -> int:
+    """Rows per forward pass: within ``batch_tokens`` and the logits' memory budget."""
+    longest = max(len(u.ids) for u in units)
+    scored = max(len(u.ids) - u.first + 1 for u in units)
+    return max(1, min(batch_tokens // longest, LOGIT_BYTES // (4 * scored * _vocab_size(lm.model))))
+
+
+def prepare(lm: LoadedModel, template: Template, config: ExperimentConfig, progress: ProgressFn) -> Run:
+    """Check everything and read the held-out units: the run, before any measuring."""
+    config.validate()
+    layout = layout_of(lm.model)
+    warnings = [w for w in [template.check_fits(layout, lm.model_id)] if w]
+    ids = template.check_components(config.components) if config.components else template.component_ids
+    if not ids:
+        raise FnwebError("This template has no components to test.")
+    ids, skipped = _controllable_ids(template, ids, config.seed)
+    union = len(ids) > 1 and controllable(template, ids, config.seed) is None
+    if len(ids) > 1 and not union:
+        skipped.append("The union of all components leaves too few channels outside it in some layer for a random "
+                       "control: it has no row, and the preservation curve stops where its random keeps stop fitting.")
+    progress(Progress("loading", 0, 1, "", "Reading held-out prompts"))
+    used, notes = template_prompts(template)
+    units, text_notes = text_units(lm, config, used)
+    n_text, answers = len(units), []
+    if config.mcq is not None:
+        choice_units, answers, mcq_notes = mcq_units(lm.tokenizer, config, used)
+        units, text_notes = units + choice_units, text_notes + mcq_notes
+    n_choices = [sum(1 for u in units if u.item == item) for item in range(len(answers))]
+    site = template.infer_site(layout)
+    return Run(lm, template, config, site, list(ids), units, n_text, answers, n_choices,
+               _rows_per_pass(lm, units, config.batch_tokens), layout.n_layers, layout.width(site),
+               warnings + skipped + notes + text_notes, union=union)
+
+
+def controllable(template: Template, ids: Sequence[int], seed: int) -> Optional[str]:
+    """None when a random control of these components can be drawn, else why not."""
+    try:
+        layer_masks(template, MaskSpec(tuple(ids), LESION, random_seed=seed))
+    except FnwebError as exc:
+        return str(exc)
+    return None
+
+
+def _controllable_ids(template: Template, ids: Sequence[int], seed: int) -> tuple[list[int], list[str]]:
+    """The components whose random control fits, and a note for each one left out."""
+    kept, notes = [], []
+    for c in ids:
+        why = controllable(template, (c,), seed)
+        if why is None:
+            kept.append(c)
+        else:
+            notes.append(f"Component {c} was left out: {why.split(':')[0]}: no random control of the same size "
+                         "can be drawn from the rest of that layer.")
+    if not kept:
+        raise FnwebError("No component can be compared with a random control: each takes over half of some "
+                         "layer's channels. Build the template with a stricter threshold.")
+    return kept, notes
