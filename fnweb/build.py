@@ -21,6 +21,7 @@ from .archs import layout_of
 from .capture import capture
 from .decompose import DEFAULT_THRESHOLD, THRESHOLDS, decompose, threshold
 from .errors import FnwebError
+from .explain import DEFAULT_TOP, cards_from_build
 from .models import LoadedModel
 from .progress import Progress, ProgressFn, StopFlag, no_progress
 from .prompts import LOCAL_SUFFIXES, PromptSource, encode_pairs, sample_pairs
@@ -46,6 +47,8 @@ class BuildConfig:
     prompt_format: str = "auto"  # auto | chat | alpaca | chatml | basic
     activation_dtype: str = "auto"  # storage of captured activations: auto (float16) | bfloat16 | float32
     stability_runs: int = DEFAULT_RUNS  # PCA+ICA re-runs on resampled tokens, for each component's stability; 0: none
+    card_contexts: int = DEFAULT_TOP  # strongest contexts kept per component for its card (fnweb.cards); 0: no cards
+    card_negative: bool = False  # also keep each component's most negative contexts
 
     def validate(self) -> None:
         if not self.sources:
@@ -60,6 +63,8 @@ class BuildConfig:
             raise FnwebError(f"Batch size must lie between 1 and 1024 (got {self.batch_size}).")
         if not 0 <= self.stability_runs <= 100:
             raise FnwebError(f"Stability re-runs must lie between 0 and 100 (got {self.stability_runs}).")
+        if not 0 <= self.card_contexts <= 200:
+            raise FnwebError(f"Card contexts per component must lie between 0 and 200 (got {self.card_contexts}).")
         if self.threshold not in THRESHOLDS:
             raise FnwebError(f"Unknown threshold '{self.threshold}'; choose percentile or zscore.")
 
@@ -131,7 +136,13 @@ def build_template(
              **result.info, **({"stability": stability} if stability else {})},
     )
     template = Template.from_masks(masks, acts.layers, acts.width, meta)
-    seconds["threshold"] = time.perf_counter() - clock
+    seconds["threshold"], clock = time.perf_counter() - clock, time.perf_counter()
+    if config.card_contexts:
+        progress(Progress("thresholding", 0, 1, "", "Making the component cards"))
+        template.cards = cards_from_build(lm, template, result, acts, sequences, pairs,
+                                          [s.label() for s in config.sources], config.card_contexts,
+                                          config.card_negative, config.standardise, stop).to_dict()
+        seconds["cards"] = time.perf_counter() - clock
     stop.check()  # a stop during the last phase still leaves nothing behind
     path = template.save(output) if output is not None else None
     progress(Progress("done", 1, 1, "", "Done"))
