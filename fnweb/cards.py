@@ -215,7 +215,7 @@ def make_label(card: ComponentCard, sets: list[str]) -> str:
     strength = Counter()
     for context in card.top:
         if context.pieces:
-            strength[context.pieces[context.at]] += max(context.value, 0.0)  # a strong token outweighs many weak ones
+            strength[context.pieces[context.at]] += max(context.value, 0.0) ** 2  # one strong token beats many weak
     ranked = strength.most_common(2)
     tokens = [piece for piece, weight in ranked if weight >= 0.25 * ranked[0][1]]
     parts.append(", ".join(_quoted(p) for p in tokens) if tokens else "no contexts")

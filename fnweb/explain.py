@@ -34,8 +34,8 @@ from .templates import Template
 
 DEFAULT_TOP = 20
 ON_DEMAND_SETS = ("factual", "arithmetic", "code", "creative", "multilingual", "sentiment")
-ON_DEMAND_SAMPLES = 15  # per prompt set
-ON_DEMAND_TOKENS = 128
+ON_DEMAND_SAMPLES = 10  # per prompt set
+ON_DEMAND_TOKENS = 96
 
 
 @dataclass

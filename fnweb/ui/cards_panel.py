@@ -18,7 +18,7 @@ import gradio as gr
 
 from ..cards import Cards, tokenizer_mismatch
 from ..errors import FnwebError, Stopped
-from ..explain import cards_on_demand, search_text
+from ..explain import ON_DEMAND_SAMPLES, cards_on_demand, search_text
 from ..models import ModelRequest, load_model
 from ..templates import Template
 from . import render
@@ -29,7 +29,8 @@ from .state import Session
 
 NO_TEMPLATE = "Build or upload a template to see what its components do."
 NO_CARDS = ("This template has no stored cards (it was made by the original tool or an older fnweb). "
-            "Press Make cards to make them now: the model runs over about 90 prompts.")
+            f"Press Make cards to make them now: the model runs over {ON_DEMAND_SAMPLES} prompts of each of its "
+            "prompt sets (of the built-in sets when those cannot be read here).")
 
 
 @dataclass

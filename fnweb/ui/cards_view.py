@@ -19,11 +19,15 @@ from ..explain import SearchResult
 from ..templates import Template
 from .render import esc
 
+SHOWN_CONTEXTS = 8  # contexts shown at once; the rest fold away
+
 CSS = """
 .fnc { border: 1px solid #e2e8f0; border-radius: 10px; padding: .7rem .85rem; background: white; font-size: .9rem; }
 .fnc h4 { margin: 0 0 .15rem; font-size: 1.05rem; }
 .fnc h5 { margin: .7rem 0 .25rem; font-size: .78rem; text-transform: uppercase; letter-spacing: .05em; color: #64748b; }
 .fnc-label { color: #4338ca; font-weight: 600; }
+.fnc-label code { font-size: .85em; background: #eef2ff; padding: 0 .25em; border-radius: 3px; }
+.fnc summary { cursor: pointer; color: #64748b; font-size: .8rem; margin: .2rem 0; }
 .fnc-facts, .fnc-note { color: #64748b; font-size: .8rem; }
 .fnc-layers { display: flex; align-items: flex-end; gap: 1px; height: 28px; margin-top: .3rem; }
 .fnc-layers div { flex: 1; background: #6366f1; min-height: 1px; border-radius: 1px 1px 0 0; }
@@ -79,18 +83,27 @@ def _layer_bars(template: Template, component: int) -> str:
     return f'<div class="fnc-layers" title="neurons per layer, layer 0 on the left">{"".join(bars)}</div>'
 
 
-def _contexts(card: ComponentCard, side: str) -> str:
+def label_html(label: str) -> str:
+    """A label with its `token` spans as code."""
+    parts = label.split("`")
+    return "".join(f"<code>{esc(part)}</code>" if i % 2 else esc(part) for i, part in enumerate(parts))
+
+
+def _contexts(card: ComponentCard, side: str, shown_first: int = SHOWN_CONTEXTS) -> str:
     contexts = card.top if side == "top" else card.bottom
-    peak = max((c.value for c in card.top), default=1.0) if side == "top" else 0.0
+    sign = 1.0 if side == "top" else -1.0  # the most negative are shaded by how negative they are
+    peak = max((sign * c.value for c in contexts), default=1.0)
     rows = []
     for i, context in enumerate(contexts):
-        values = context.values if side == "top" else [-v for v in context.values]
-        shade_peak = peak if side == "top" else max((-c.value for c in contexts), default=1.0)
         rows.append(f'<div class="fnc-ctx" data-context="{card.component}:{side}:{i}" title="prompt {context.prompt}, '
                     f'token {context.position}; click to try this prompt in Compare">'
                     f'<span class="fnc-val">{context.value:.2f}</span>'
-                    f"{tokens_html(context.pieces, values, shade_peak, context.at)}</div>")
-    return "".join(rows) or '<div class="fnc-note">No contexts kept.</div>'
+                    f"{tokens_html(context.pieces, [sign * v for v in context.values], peak, context.at)}</div>")
+    if not rows:
+        return '<div class="fnc-note">No contexts kept.</div>'
+    more = rows[shown_first:]
+    return "".join(rows[:shown_first]) + (f"<details><summary>{len(more)} more</summary>{''.join(more)}</details>"
+                                          if more else "")
 
 
 def _sets(cards: Cards, card: ComponentCard) -> str:
@@ -131,7 +144,7 @@ def card_html(template: Template, cards: Cards, component: int, experiment=None,
                 if card.readout is not None and card.readout.fidelity is not None else "")
     negative = f"<h5>Most negative</h5>{_contexts(card, 'bottom')}" if card.bottom else ""
     return (f'<div class="fnc" id="fnc-card-{component}"><h4>Component {component} · '
-            f'<span class="fnc-label">{esc(card.label)}</span></h4>'
+            f'<span class="fnc-label">{label_html(card.label)}</span></h4>'
             f'<div class="fnc-facts">{row["channels"]:,} neurons ({100 * row["share"]:.2f} %) in {row["layers"]} '
             f"layers{stable}</div>{_layer_bars(template, component)}"
             + (f'<div class="fnc-note">{esc(note)}</div>' if note else "")
@@ -149,7 +162,7 @@ def overview_html(cards: Cards) -> str:
         best = card.top[0] if card.top else None
         snippet = "" if best is None else tokens_html(best.pieces, best.values, best.value, best.at)
         rows.append(f'<div class="fnc-row" data-component="{c}"><b>{c}</b> · <span class="fnc-label">'
-                    f'{esc(card.label)}</span><div class="fnc-ctx">{snippet}</div></div>')
+                    f'{label_html(card.label)}</span><div class="fnc-ctx">{snippet}</div></div>')
     return (f'<div class="fnc"><h4>What each component does</h4><div class="fnc-note">Click one for its card. '
             f"Signal: {esc(METHODS.get(cards.method, cards.method))}.</div>{''.join(rows)}</div>")
 
@@ -157,13 +170,13 @@ def overview_html(cards: Cards) -> str:
 def search_html(result: SearchResult, labels: dict[int, str], shown_components: int = 3) -> str:
     """The components ranked by their peak on the text, and the text shaded for the top few."""
     ranking = result.ranking()
-    table = "".join(f"<tr><td>{c}</td><td>{esc(labels.get(c, ''))}</td><td>{peak:+.2f}</td>"
+    table = "".join(f"<tr><td>{c}</td><td>{label_html(labels.get(c, ''))}</td><td>{peak:+.2f}</td>"
                     f"<td>{esc(shown(result.pieces[at]))}</td></tr>" for c, peak, at in ranking)
     texts = []
     for c, peak, _ in ranking[:shown_components]:
         column = result.components.index(c)
         texts.append(f'<div class="fnc-row" data-component="{c}"><b>{c}</b> · <span class="fnc-label">'
-                     f'{esc(labels.get(c, ""))}</span><div class="fnc-ctx">'
+                     f'{label_html(labels.get(c, ""))}</span><div class="fnc-ctx">'
                      f'{tokens_html(result.pieces, result.values[:, column].tolist(), max(peak, 1e-9))}</div></div>')
     return (f'<div class="fnc fnc-search"><h4>Which networks this text activates</h4><table><tr><th>component</th>'
             f"<th>label</th><th>peak</th><th>at</th></tr>{table}</table>{''.join(texts)}"
