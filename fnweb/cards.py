@@ -139,14 +139,17 @@ def token_pieces(tokenizer, ids: list[int], lookback: int = 4) -> list[str]:
     """Each token's share of the decoded text.
 
     Decoded after a few tokens of context, so that a leading space survives and a character
-    split over tokens goes to the token that completes it.
+    split over tokens goes to the token that completes it (bytes of a character begun
+    before the ids, or not finished in them, show as nothing).
     """
+    def text(span: list[int]) -> str:
+        return tokenizer.decode(span).strip("\ufffd") if span else ""
+
     pieces = []
     for end in range(1, len(ids) + 1):
         start = max(0, end - 1 - lookback)
-        before = tokenizer.decode(ids[start : end - 1]).rstrip("\ufffd") if end - 1 > start else ""
-        text = tokenizer.decode(ids[start:end]).rstrip("\ufffd")
-        pieces.append(text[len(before):] if text.startswith(before) else tokenizer.decode(ids[end - 1 : end]))
+        before, now = text(ids[start : end - 1]), text(ids[start:end])
+        pieces.append(now[len(before):] if now.startswith(before) else text(ids[end - 1 : end]))
     return pieces
 
 
@@ -200,6 +203,8 @@ def set_name(name: str) -> str:
 def _quoted(piece: str) -> str:
     """A token in backticks: its text without surrounding spaces; a line break or space alone made visible."""
     stripped = piece.strip()
+    if not piece:  # a byte of a character that the next token completes
+        return "`�`"
     text = (shown(stripped) if stripped else (shown(piece.strip(" ")) or "␣"))[:16]
     return f"`` {text} ``" if "`" in text else f"`{text}`"
 

@@ -40,7 +40,8 @@ def test_cards_are_stored_compact_and_read_back(built, embedded_lm):
     for card in cards.components.values():
         assert len(card.top) == 20 and card.label and len(card.promotes) == len(card.suppresses) == 10
         assert card.top[0].value >= card.top[-1].value and card.readout.fidelity > 0.8
-        assert "".join(card.top[0].pieces) == embedded_lm.tokenizer.decode(card.top[0].ids)
+        # the pieces make up the window's text (less a character cut at its edges)
+        assert "".join(card.top[0].pieces) == embedded_lm.tokenizer.decode(card.top[0].ids).strip("\ufffd")
     found, note = cards_for(loaded, embedded_lm)
     assert note == "" and found.to_dict() == loaded.cards  # they fit this model: no need to run it
 
