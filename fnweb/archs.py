@@ -245,10 +245,10 @@ OUTPUT_HEADS: dict[str, OutputSpec] = {
 class OutputHead:
     """The final norm's per-channel scale and the unembedding, as plain float32 tensors (read-only copies)."""
 
-    scale: "torch.Tensor"  # (hidden,)
+    scale: object  # torch.Tensor (hidden,)
     centres: bool  # the norm subtracts the mean over channels (LayerNorm)
-    unembed: "torch.Tensor"  # (vocab, hidden)
-    project: Optional["torch.Tensor"] = None  # (out, hidden) applied after the norm, or None
+    unembed: object  # torch.Tensor (vocab, hidden)
+    project: Optional[object] = None  # torch.Tensor (out, hidden) applied after the norm, or None
 
 
 def _weight(module: nn.Module, what: str):

@@ -94,7 +94,6 @@ def build_template(
     threshold(np.zeros((4, 1)), config.threshold, config.resolved_threshold)  # bad values fail before any work
     layout = layout_of(lm.model)
     seconds, clock = {}, time.perf_counter()
-
     progress(Progress("loading", 0, 1, "", "Reading prompts"))
     pairs = sample_pairs(config.sources, config.samples_per_dataset, config.seed)
     sequences = encode_pairs(lm.tokenizer, pairs, config.max_tokens, config.prompt_format)
@@ -136,17 +135,24 @@ def build_template(
              **result.info, **({"stability": stability} if stability else {})},
     )
     template = Template.from_masks(masks, acts.layers, acts.width, meta)
-    seconds["threshold"], clock = time.perf_counter() - clock, time.perf_counter()
-    if config.card_contexts:
-        progress(Progress("thresholding", 0, 1, "", "Making the component cards"))
-        template.cards = cards_from_build(lm, template, result, acts, sequences, pairs,
-                                          [s.label() for s in config.sources], config.card_contexts,
-                                          config.card_negative, config.standardise, stop).to_dict()
-        seconds["cards"] = time.perf_counter() - clock
+    seconds["threshold"] = time.perf_counter() - clock
+    seconds.update(_add_cards(lm, template, config, (result, acts, sequences, pairs), progress, stop))
     stop.check()  # a stop during the last phase still leaves nothing behind
     path = template.save(output) if output is not None else None
     progress(Progress("done", 1, 1, "", "Done"))
     return BuildResult(template=template, seconds=seconds, n_tokens=acts.n_tokens, path=path)
+
+
+def _add_cards(lm, template: Template, config: BuildConfig, made, progress: ProgressFn, stop: StopFlag) -> dict:
+    """Give the template its component cards (``fnweb.cards``) from what the build ``made``; {"cards": seconds}."""
+    if not config.card_contexts:
+        return {}
+    clock = time.perf_counter()
+    progress(Progress("thresholding", 0, 1, "", "Making the component cards"))
+    result, acts, sequences, pairs = made
+    template.cards = cards_from_build(lm, template, result, acts, sequences, pairs, [s.label() for s in config.sources],
+                                      config.card_contexts, config.card_negative, config.standardise, stop).to_dict()
+    return {"cards": time.perf_counter() - clock}
 
 
 def _dataset_records(sources: Sequence[PromptSource], pairs) -> list[dict]:

@@ -27,7 +27,7 @@ from fnweb.cli.explain import main as explain_main
 from fnweb.direct_effect import written_direction
 from fnweb.errors import FnwebError
 from fnweb.experiment_results import ExperimentResult, LesionRow
-from fnweb.explain import cards_for, cards_on_demand, search_text
+from fnweb.explain import cards_for, search_text
 from fnweb.hubcard import template_card
 from fnweb.models import LoadedModel, ModelRequest
 from fnweb.prompts import PromptSource

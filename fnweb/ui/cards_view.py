@@ -180,5 +180,8 @@ def search_html(result: SearchResult, labels: dict[int, str], shown_components: 
                      f'{tokens_html(result.pieces, result.values[:, column].tolist(), max(peak, 1e-9))}</div></div>')
     return (f'<div class="fnc fnc-search"><h4>Which networks this text activates</h4><table><tr><th>component</th>'
             f"<th>label</th><th>peak</th><th>at</th></tr>{table}</table>{''.join(texts)}"
-            '<div class="fnc-note">Peak: the largest signal over the text, in standard deviations of the '
-            "component's signal where its cards were made (values above 3 are rare there).</div></div>")
+            '<div class="fnc-note">Read as plain text (no chat template). Each component is read from its own '
+            "neurons by its cards' readout, whose weights fold in the per-neuron mean and standard deviation of "
+            "the tokens the cards were made on (the build's, or the on-demand prompts'). Peak: the largest value "
+            "over the text, in standard deviations of the component's signal on those tokens (above 3 is rare "
+            "there).</div></div>")
