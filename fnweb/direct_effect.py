@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .archs import Layout, get_path, input_axis, output_head, unwrap
+from .archs import Layout, OutputHead, get_path, input_axis, unwrap
 from .errors import FnwebError
 
 TOP_TOKENS = 10
@@ -67,15 +67,17 @@ def written_direction(model: torch.nn.Module, layout: Layout, site: str,
     return direction
 
 
-def logit_change(model: torch.nn.Module, direction: torch.Tensor) -> torch.Tensor:
-    """Each token's logit change for a residual change ``direction``, through the final norm's scale."""
-    head = output_head(model)
-    if direction.shape[0] != head.scale.shape[0]:
-        raise FnwebError(f"A direction of {direction.shape[0]} channels does not fit this model's "
+def logit_change(head: OutputHead, directions: torch.Tensor) -> torch.Tensor:
+    """Each token's logit change for residual changes ``directions`` (hidden, n) -> (vocab, n).
+
+    ``head`` is ``fnweb.archs.output_head(model)``: read once, it serves every component.
+    """
+    if directions.shape[0] != head.scale.shape[0]:
+        raise FnwebError(f"A direction of {directions.shape[0]} channels does not fit this model's "
                          f"hidden size {head.scale.shape[0]}.")
     if head.centres:
-        direction = direction - direction.mean()
-    scaled = direction * head.scale
+        directions = directions - directions.mean(0, keepdim=True)
+    scaled = directions * head.scale[:, None]
     if head.project is not None:
         scaled = head.project @ scaled
     return head.unembed @ scaled

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
 
 from .activity import WINDOW, orient, set_means, token_origins, top_contexts
-from .archs import layout_of
+from .archs import layout_of, output_head
 from .capture import row_starts
 from .cards import (PROMPT_CHARS, Cards, ComponentCard, make_label, token_pieces, token_text,
                     tokenizer_mismatch)
@@ -56,13 +57,14 @@ def cards_from_build(lm, template: Template, decomposition, acts, sequences, pai
     """Cards from a build: the decomposition's sources, its maps and the capture's statistics."""
     if decomposition.sources is None:
         raise FnwebError("This decomposition kept no sources to make cards from.")
+    stop = stop or StopFlag()
     signs = orient(decomposition.sources)
     values = decomposition.sources * signs.astype(np.float32)
     mean, std = acts.mean.numpy(), acts.std.numpy()
     unit = std if standardised else np.ones_like(std)  # what the ICA saw: z-scores or centred activations
     movement, readouts = {}, {}
     for c in template.component_ids:
-        (stop or StopFlag()).check()
+        stop.check()
         channels = mask_channels(template, c)
         flat = flat_columns(template, channels)
         weights = decomposition.maps[flat, c] * signs[c]
@@ -110,12 +112,12 @@ def _direct_effects(lm, template: Template, site: str, movement: dict) -> tuple[
     layout = layout_of(lm.model)
     decode = lambda token: token_text(lm.tokenizer, token)  # noqa: E731
     try:
-        return {c: top_effects(logit_change(lm.model, written_direction(lm.model, layout, site,
-                                                                        mask_channels(template, c), moves)),
-                               decode, vocab=len(lm.tokenizer))
-                for c, moves in movement.items()}, ""
+        directions = torch.stack([written_direction(lm.model, layout, site, mask_channels(template, c), moves)
+                                  for c, moves in movement.items()], dim=1)
+        logits = logit_change(output_head(lm.model), directions)
     except FnwebError as exc:
         return {}, str(exc)
+    return {c: top_effects(logits[:, i], decode, vocab=len(lm.tokenizer)) for i, c in enumerate(movement)}, ""
 
 
 # ---- on demand ----

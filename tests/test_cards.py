@@ -20,11 +20,11 @@ import torch
 
 import tiny
 from fnweb.activity import orient, top_contexts
-from fnweb.archs import layout_of
+from fnweb.archs import layout_of, output_head
 from fnweb.build import BuildConfig, build_template
 from fnweb.cards import Cards, card_text, component_labels, make_label, stored_cards, token_pieces, tokenizer_mismatch
 from fnweb.cli.explain import main as explain_main
-from fnweb.direct_effect import written_direction
+from fnweb.direct_effect import logit_change, written_direction
 from fnweb.errors import FnwebError
 from fnweb.experiment_results import ExperimentResult, LesionRow
 from fnweb.explain import cards_for, search_text
@@ -197,6 +197,12 @@ def test_direct_effect_reads_conv1d_and_mlp_output_channels(tokenizer):
     residual = written_direction(model, layout, "mlp_output", {0: np.array([2]), 2: np.array([2, 4])},
                                  {0: np.array([1.0]), 2: np.array([0.5, 3.0])})
     assert residual[2] == 1.5 and residual[4] == 3.0 and residual.abs().sum() == 4.5
+    head = output_head(model)  # GPT-2: a LayerNorm (mean removed, then scaled) and the tied unembedding
+    centred = (residual - residual.mean()) * model.transformer.ln_f.weight
+    assert torch.allclose(logit_change(head, residual[:, None])[:, 0], model.lm_head.weight @ centred, atol=1e-5)
+    model.config.model_type = "unheard_of"
+    with pytest.raises(FnwebError, match="does not know where 'unheard_of' keeps its final norm"):
+        output_head(model)
 
 
 def test_token_pieces_rebuild_the_text(tokenizer):
