@@ -1,12 +1,12 @@
 """``python -m fnweb COMMAND ...``: the console scripts without installing them.
 
-COMMAND is buildtemplates, fnsft or fnexperiment.
+COMMAND is buildtemplates, fnsft, fnexperiment or explain.
 """
 
 import importlib
 import sys
 
-COMMANDS = {"buildtemplates": "buildtemplates", "fnsft": "fnsft", "fnexperiment": "experiment"}
+COMMANDS = {"buildtemplates": "buildtemplates", "fnsft": "fnsft", "fnexperiment": "experiment", "explain": "explain"}
 
 
 def main() -> int:

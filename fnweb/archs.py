@@ -303,3 +303,73 @@ def layout_of(model: nn.Module) -> Layout:
         intermediate_size=int(intermediate),
         lora_targets=tuple(targets),
     )
+
+
+# ---- the output head: where a component's direct effect on the logits is read (``fnweb.direct_effect``) ----
+
+NORM_KINDS = ("rms", "rms_plus_one", "layer")
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Where the final norm and the unembedding live, and how the norm scales (paths from the unwrapped model)."""
+
+    final_norm: str
+    unembed: str = "lm_head"
+    norm: str = "rms"  # rms: x * w | rms_plus_one: x * (1 + w), Gemma's | layer: (x - mean(x)) * w + b
+    project_out: Optional[str] = None  # a projection between the norm and the unembedding (OPT-350m's), if present
+
+
+_RMS_HEAD = OutputSpec("model.norm")
+
+# model_type -> output head. A model type missing here has no direct effect (its cards say so).
+OUTPUT_HEADS: dict[str, OutputSpec] = {
+    **{name: _RMS_HEAD for name in ("llama", "qwen2", "qwen3", "mistral", "mixtral", "olmo2", "granite",
+                                    "smollm3", "starcoder2_llama", "phi3")},
+    **{name: OutputSpec("model.norm", norm="rms_plus_one") for name in ("gemma", "gemma2", "gemma3_text")},
+    "cohere": OutputSpec("model.norm", norm="layer"),
+    "olmo": OutputSpec("model.norm", norm="layer"),  # a LayerNorm without weights: scale 1
+    "gpt2": OutputSpec("transformer.ln_f", norm="layer"),
+    "opt": OutputSpec("model.decoder.final_layer_norm", norm="layer", project_out="model.decoder.project_out"),
+    "gpt_neox": OutputSpec("gpt_neox.final_layer_norm", unembed="embed_out", norm="layer"),
+    "phi": OutputSpec("model.final_layernorm", norm="layer"),
+}
+
+
+@dataclass
+class OutputHead:
+    """The final norm's per-channel scale and the unembedding, as plain float32 tensors (read-only copies)."""
+
+    scale: object  # torch.Tensor (hidden,)
+    centres: bool  # the norm subtracts the mean over channels (LayerNorm)
+    unembed: object  # torch.Tensor (vocab, hidden)
+    project: Optional[object] = None  # torch.Tensor (out, hidden) applied after the norm, or None
+
+
+def _weight(module: nn.Module, what: str):
+    weight = getattr(getattr(module, "base_layer", module), "weight", None)
+    if weight is not None and not weight.dtype.is_floating_point:
+        raise FnwebError(f"The {what} is quantised: its direct effect needs the model loaded unquantised.")
+    return weight
+
+
+def output_head(model: nn.Module) -> OutputHead:
+    """The output head of ``model`` from the table, or a clear error for an architecture it lacks."""
+    import torch
+
+    inner = unwrap(model)
+    model_type = getattr(_text_config(inner), "model_type", type(inner).__name__)
+    spec = OUTPUT_HEADS.get(model_type)
+    norm = get_path(inner, spec.final_norm) if spec else None
+    unembed = (get_path(inner, spec.unembed) if spec else None) or inner.get_output_embeddings()
+    if spec is None or norm is None or unembed is None:
+        raise FnwebError(f"fnweb does not know where '{model_type}' keeps its final norm and unembedding "
+                         "(archs.OUTPUT_HEADS), so it cannot compute direct effects for it.")
+    weight = _weight(norm, "final norm")
+    scale = torch.ones(int(_weight(unembed, "unembedding").shape[1])) if weight is None else weight.detach().float()
+    if spec.norm == "rms_plus_one":
+        scale = scale + 1.0
+    project = get_path(inner, spec.project_out) if spec.project_out else None
+    return OutputHead(scale=scale.cpu(), centres=spec.norm == "layer",
+                      unembed=_weight(unembed, "unembedding").detach().float().cpu(),
+                      project=None if project is None else _weight(project, "output projection").detach().float().cpu())

@@ -19,6 +19,7 @@ from .archs import DEFAULT_SITE, check_site, layout_of
 from .capture import capture
 from .decompose import decompose
 from .errors import FnwebError
+from .explain import DEFAULT_TOP, cards_from_build
 from .models import LoadedModel
 from .progress import Progress, ProgressFn, StopFlag, no_progress
 from .prompts import LOCAL_SUFFIXES, PromptSource, encode_pairs, sample_pairs
@@ -45,6 +46,8 @@ class BuildConfig:
     prompt_format: str = "auto"  # auto | chat | alpaca | chatml | basic
     activation_dtype: str = "auto"  # storage of captured activations: auto (float16) | bfloat16 | float32
     stability_runs: int = DEFAULT_RUNS  # PCA+ICA re-runs on resampled tokens, for each component's stability; 0: none
+    card_contexts: int = DEFAULT_TOP  # strongest contexts kept per component for its card (fnweb.cards); 0: no cards
+    card_negative: bool = False  # also keep each component's most negative contexts
 
     def validate(self) -> None:
         if not self.sources:
@@ -59,6 +62,8 @@ class BuildConfig:
             raise FnwebError(f"Batch size must lie between 1 and 1024 (got {self.batch_size}).")
         if not 0 <= self.stability_runs <= 100:
             raise FnwebError(f"Stability re-runs must lie between 0 and 100 (got {self.stability_runs}).")
+        if not 0 <= self.card_contexts <= 200:
+            raise FnwebError(f"Card contexts per component must lie between 0 and 200 (got {self.card_contexts}).")
         check_site(self.site)
         threshold_rule(self.threshold).check(self.resolved_threshold)
 
@@ -87,7 +92,6 @@ def build_template(
     config.validate()  # bad values fail before any work
     layout = layout_of(lm.model)
     seconds, clock = {}, time.perf_counter()
-
     progress(Progress("loading", 0, 1, "", "Reading prompts"))
     pairs = sample_pairs(config.sources, config.samples_per_dataset, config.seed)
     sequences = encode_pairs(lm.tokenizer, pairs, config.max_tokens, config.prompt_format)
@@ -130,10 +134,23 @@ def build_template(
     )
     template = Template.from_masks(masks, acts.layers, acts.width, meta)
     seconds["threshold"] = time.perf_counter() - clock
+    seconds.update(_add_cards(lm, template, config, (result, acts, sequences, pairs), progress, stop))
     stop.check()  # a stop during the last phase still leaves nothing behind
     path = template.save(output) if output is not None else None
     progress(Progress("done", 1, 1, "", "Done"))
     return BuildResult(template=template, seconds=seconds, n_tokens=acts.n_tokens, path=path)
+
+
+def _add_cards(lm, template: Template, config: BuildConfig, made, progress: ProgressFn, stop: StopFlag) -> dict:
+    """Give the template its component cards (``fnweb.cards``) from what the build ``made``; {"cards": seconds}."""
+    if not config.card_contexts:
+        return {}
+    clock = time.perf_counter()
+    progress(Progress("thresholding", 0, 1, "", "Making the component cards"))
+    result, acts, sequences, pairs = made
+    template.cards = cards_from_build(lm, template, result, acts, sequences, pairs, [s.label() for s in config.sources],
+                                      config.card_contexts, config.card_negative, config.standardise, stop).to_dict()
+    return {"cards": time.perf_counter() - clock}
 
 
 def _dataset_records(sources: Sequence[PromptSource], pairs) -> list[dict]:

@@ -91,6 +91,14 @@ def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def row_starts(lengths: Sequence[int]) -> list[int]:
+    """The matrix row of each sequence's first token: ``capture`` stores sequences in its batch order."""
+    starts, row = [0] * len(lengths), 0
+    for index in (i for batch in _batches(lengths, 1) for i in batch):  # batches are slices of one order
+        starts[index], row = row, row + lengths[index]
+    return starts
+
+
 def _pad(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     longest = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)

@@ -45,6 +45,9 @@ class Decomposition:
     sketch_scores: Optional[np.ndarray] = field(default=None, repr=False)
     sketch_basis: Optional[np.ndarray] = field(default=None, repr=False)
     ica_settings: dict = field(default_factory=dict)
+    # Each token's source value per component (tokens, k), unit variance, signed and ordered as ``maps``:
+    # Z ~ sources @ maps.T. What the component cards rank tokens by (``fnweb.activity``).
+    sources: Optional[np.ndarray] = field(default=None, repr=False)
 
 
 class _Standardised:
@@ -162,11 +165,16 @@ def top_components(z: _Standardised, k: int, oversample: int, power_iters: int, 
     return (u * singular).cpu().numpy(), vt.T.contiguous().cpu().numpy(), singular.cpu().numpy()
 
 
-def orient_maps(maps: np.ndarray) -> np.ndarray:
-    """Flip each map so that its heavier tail (positive skew) points up."""
+def orientation(maps: np.ndarray) -> np.ndarray:
+    """Per column, the sign (+1 or -1) that makes its heavier tail (positive skew) point up."""
     centred = maps - maps.mean(0)
     skew = (centred**3).mean(0)
-    return maps * np.where(skew < 0, -1.0, 1.0)
+    return np.where(skew < 0, -1.0, 1.0)
+
+
+def orient_maps(maps: np.ndarray) -> np.ndarray:
+    """Flip each map so that its heavier tail (positive skew) points up."""
+    return maps * orientation(maps)
 
 
 def decompose(
@@ -209,7 +217,11 @@ def decompose(
     report.message = "Decomposing (ICA)"
     progress(report)
     ica = fit_ica(scores, k, seed, max_iter, tol)
-    maps = orient_maps(basis @ ica.mixing)  # (channels, k)
+    maps = basis @ ica.mixing  # (channels, k)
+    signs = orientation(maps)
+    maps = maps * signs
+    # scores ~ sources @ mixing.T: a (tokens, k) solve, cheap next to the PCA passes
+    sources = np.linalg.solve(ica.mixing, (scores - scores.mean(0)).T).T * signs
     variance = (maps**2).sum(0)  # sources have unit variance: this is each one's share of Z's variance
     order = np.argsort(-variance, kind="stable")  # strongest component first, deterministically
     report.done = report.total
@@ -223,6 +235,7 @@ def decompose(
         sketch_scores=sketch_scores,
         sketch_basis=sketch_basis,
         ica_settings={"max_iter": max_iter, "tol": tol},
+        sources=sources[:, order].astype(np.float32),
     )
 
 

@@ -4,8 +4,9 @@
 matter that ``huggingface_hub.ModelCard`` parses (``base_model``, ``datasets``,
 ``tags`` including ``fnweb``, ``library_name: peft`` for runs, and an ``fnweb`` block
 with the settings), then a body with the coverage table or the run's figures and how
-to load it. ``coverage_png`` draws the component x layer coverage as a PNG (no
-plotting library needed). This module knows nothing about the network or tokens.
+to load it (and, when the template keeps cards, what each component does).
+``coverage_png`` draws the component x layer coverage as a PNG (no plotting library
+needed). This module knows nothing about the network.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Optional
 import numpy as np
 
 from . import __version__
+from .cards import DIRECT_NOTE, shown, stored_cards
 from .models import EMBEDDED_HUB_ID, EMBEDDED_ID
 from .prompts import LOCAL_SUFFIXES
 from .templates import TEMPLATE_FILENAME, Template
@@ -136,10 +138,41 @@ def template_card(template: Template, repo_id: str, heatmap: Optional[str] = Non
         ids = template.component_ids or [0]
         parts += [f"![Coverage: rows are components {ids[0]}..{ids[-1]} from the top, columns are layers from the "
                   f"left; darker is a larger share of the layer's channels (square-root scale)]({heatmap})\n"]
+    parts += _cards_section(template)
     base = hub_model_id(meta.model_id) if meta else None
     parts += ["## How to load it\n", _TEMPLATE_USAGE.format(repo_id=repo_id, model=base or model,
                                                              file=TEMPLATE_FILENAME)]
     return "\n".join(parts)
+
+
+def _md(text: str) -> str:
+    """Text shown literally in Markdown (tokens such as <|im_end|> or `*` included)."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "".join("\\" + ch if ch in "\\`*_[]|#" else ch for ch in text)
+
+
+def _cards_section(template: Template, contexts: int = 3) -> list[str]:
+    """What each component does, from the template's stored cards (nothing when it has none)."""
+    cards = stored_cards(template)
+    if cards is None:
+        return []
+    lines = ["## What the components do\n",
+             "Each component's strongest contexts (its token in bold; the value is the component's signal there, "
+             "in standard deviations over the build's tokens) and the tokens its neurons promote by their "
+             f"{DIRECT_NOTE}. Labels are made automatically from these. `python -m fnweb explain` prints the "
+             "full cards.\n"]
+    for c, card in sorted(cards.components.items()):
+        lines.append(f"**Component {c}**: {card.label}\n")  # the label's tokens are code spans already
+        for context in card.top[:contexts]:
+            pieces = [_md(shown(piece)) for piece in context.pieces]
+            token = pieces[context.at]
+            space = token[: len(token) - len(token.lstrip())]  # bold does not open on a space
+            pieces[context.at] = f"{space}**{token.strip() or '␣'}**"
+            lines.append(f"- {context.value:.2f} · …{''.join(pieces)}…")
+        if card.promotes:
+            lines.append("- promotes " + " ".join(f"`{shown(e.piece).strip() or '␣'}`" for e in card.promotes[:5]))
+        lines.append("")
+    return lines
 
 
 _TEMPLATE_USAGE = '''With fnweb (the template is validated like a local file):

@@ -90,6 +90,7 @@ class Template:
     components: dict[int, dict[int, list[int]]]
     name: str = "global_templates_v1"
     meta: Optional[TemplateMeta] = None
+    cards: Optional[dict] = None  # the component cards (``fnweb.cards``), kept in the fnweb block as they are
 
     # ---- building ----
 
@@ -226,12 +227,19 @@ class Template:
         }
         if self.meta is not None:
             data["fnweb"] = asdict(self.meta)
+            if self.cards:
+                data["fnweb"]["cards"] = self.cards
         return data
 
     def to_json(self) -> str:
-        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+        data = self.to_dict()
+        cards = data.get("fnweb", {}).get("cards")
+        if cards is not None:
+            data["fnweb"]["cards"] = _CARDS_SLOT
+        text = json.dumps(data, indent=2, ensure_ascii=False)
         # Lists of channel indices on one line each: readable and ~5x smaller.
-        return re.sub(r"\[[\d,\s]+\]", lambda m: re.sub(r"\s+", "", m.group(0)), text) + "\n"
+        text = re.sub(r"\[[\d,\s]+\]", lambda m: re.sub(r"\s+", "", m.group(0)), text) + "\n"
+        return text if cards is None else text.replace(json.dumps(_CARDS_SLOT), _compact(cards), 1)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically; return the path written."""
@@ -257,6 +265,7 @@ class Template:
                 components=components,
                 name=str(data.get("name", "global_templates_v1")),
                 meta=TemplateMeta.from_dict(data["fnweb"]) if "fnweb" in data else None,
+                cards=_cards_of(data.get("fnweb")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FnwebError(f"{source} is a malformed template ({type(exc).__name__}: {exc}).") from exc
@@ -324,4 +333,26 @@ def check_claims(data: dict, source: str = "template") -> None:
             raise FnwebError(
                 f"{source} claims {what.format(value)}, more than fnweb accepts ({limit:,}; the largest real models "
                 "need a fraction of that). It was refused before anything was built from it.")
+
+_CARDS_SLOT = "\u0000cards\u0000"  # stands in for the cards while the rest is indented
+
+
+def _compact(value) -> str:
+    """Compact JSON with each top-level key (and each item of a top-level list) on its own line."""
+    if not isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    lines = []
+    for key, item in value.items():
+        if isinstance(item, list) and item and isinstance(item[0], dict):
+            inner = ",\n".join(json.dumps(x, ensure_ascii=False, separators=(",", ":")) for x in item)
+            lines.append(f"{json.dumps(key)}:[\n{inner}]")
+        else:
+            lines.append(f"{json.dumps(key)}:{json.dumps(item, ensure_ascii=False, separators=(',', ':'))}")
+    return "{\n" + ",\n".join(lines) + "}"
+
+
+def _cards_of(block) -> Optional[dict]:
+    """The fnweb block's cards, read by ``fnweb.cards`` when used (a bad block never stops the template loading)."""
+    cards = block.get("cards") if isinstance(block, dict) else None
+    return cards if isinstance(cards, dict) else None
 

@@ -5,7 +5,8 @@
 
 MODEL is a Hub id, a local folder or ``embedded`` (the shipped SmolLM2-135M-Instruct);
 DATASET is a Hub dataset name, a .json/.jsonl/.csv/.parquet file or ``builtin:NAME``.
-Prints the template path and the coverage summary. With ``--push_to_hub REPO`` the
+Prints the template path and the coverage summary (and with ``--explain`` each
+component's card, which the template keeps). With ``--push_to_hub REPO`` the
 saved template is then pushed to the Hugging Face Hub (token from HF_TOKEN or the
 saved login, ``hf auth login``; never a flag) and the repo URL is printed.
 """
@@ -21,6 +22,7 @@ from ..archs import DEFAULT_SITE, SITES, sites_help
 from ..build import BuildConfig, build_template, default_output_path
 from ..capture import STORAGE_DTYPES
 from ..errors import FnwebError
+from ..explain import DEFAULT_TOP
 from ..hubcard import coverage_png
 from ..io import check_writable_file
 from ..models import DTYPES, EMBEDDED_ID, ModelRequest, load_model
@@ -69,6 +71,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", default=None, help="model revision")
     p.add_argument("--trust_remote_code", action="store_true", help="run code from the model repo")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    cards = p.add_argument_group("component cards (what each network does; kept in the template)")
+    cards.add_argument("--card_contexts", type=int, default=DEFAULT_TOP,
+                       help=f"strongest contexts kept per component ({DEFAULT_TOP}; 0: no cards)")
+    cards.add_argument("--card_negative", action="store_true", help="also keep each component's most negative contexts")
+    cards.add_argument("--explain", action="store_true", help="print each component's card after the build")
     sharing = p.add_argument_group("sharing (token from HF_TOKEN or `hf auth login`)")
     sharing.add_argument("--push_to_hub", metavar="REPO", help="after saving, push the template to this Hub repo "
                          "('name' goes to your account, or 'namespace/name')")
@@ -117,6 +124,14 @@ def _push(template, path, args) -> None:
     print(f"Pushed to the Hub: {url}")
 
 
+def _explain(template) -> None:
+    from ..cards import stored_cards
+    from .explain import print_cards
+
+    print()
+    print_cards(template, stored_cards(template))
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
 
@@ -130,8 +145,11 @@ def main(argv=None) -> int:
             threshold_value=getattr(args, THRESHOLDS[args.threshold].cli_flag),
             seed=args.seed, batch_size=args.batch_size, standardise=not args.no_standardise,
             prompt_format=args.template_format, activation_dtype=args.ica_dtype, stability_runs=args.stability_runs,
+            card_contexts=args.card_contexts, card_negative=args.card_negative,
         )
         config.validate()
+        if args.explain and not args.card_contexts:
+            raise FnwebError("--explain prints the cards, but --card_contexts 0 makes none: drop one of the two.")
         if args.push_to_hub:  # fail before the build, not after it: no network needed for these checks
             hub.check_repo_id(args.push_to_hub)
             hub.resolve_token()
@@ -147,6 +165,8 @@ def main(argv=None) -> int:
               + ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
         print()
         print(result.template.coverage_summary())
+        if args.explain:
+            _explain(result.template)
         if args.push_to_hub:
             _push(result.template, result.path, args)
         return 0

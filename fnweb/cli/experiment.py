@@ -15,6 +15,7 @@ import argparse
 import sys
 from dataclasses import replace
 
+from ..cards import component_labels
 from ..experiment_plots import write_figures
 from ..experiment_tables import table_text
 from ..experiments import IN_PROGRESS, STOPPED, ExperimentConfig, experiment_stream
@@ -108,6 +109,9 @@ def main(argv=None) -> int:
         for warning in result.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         print(table_text(result))
+        labels = component_labels(template)
+        if labels:  # what each component does, from the template's cards
+            print("\n".join(f"  component {c}: {label}" for c, label in labels.items()))
         print()
         print(result.reading())
         print()

@@ -25,6 +25,9 @@ components (stored in ``ctx.tabs[title]`` for the tabs after it). What ``ctx`` g
   adding templates, return ``fnweb.ui.model_bar.template_choices(session)`` to it.
 - ``ctx.model``: the model bar's components (``model_id``, ``dtype``, ``load``,
   ``status``); ``ctx.model.status.change`` fires after every (re)load.
+- ``ctx.page``: the ``gr.Tabs``; return ``gr.Tabs(selected="compare")`` to it to switch tab.
+  A tab object with a ``connect(ctx)`` method has it called once every tab is built
+  (to wire events into later tabs).
 - ``ctx.model_queue`` / ``ctx.model_jobs``: pass them as ``concurrency_id`` /
   ``concurrency_limit`` to every event that runs the model, so that model work
   shares one bounded queue.
@@ -79,6 +82,7 @@ class UiContext:
     model_queue: str = MODEL_QUEUE
     model_jobs: int = field(default_factory=model_jobs)
     tabs: dict[str, Any] = field(default_factory=dict)
+    page: Any = None  # the gr.Tabs holding every tab (an output that switches tab: gr.Tabs(selected="compare"))
 
     @property
     def template(self) -> gr.Dropdown:
@@ -116,10 +120,13 @@ def build_app(tabs: list[tuple[str, str]] | None = None) -> gr.Blocks:
         session = gr.State(Session(), delete_callback=delete_session)
         gr.Markdown(f"# fnweb · functional networks\n{INTRO}", elem_id="fn-header")
         ctx = UiContext(session=session, model=build_model_bar())
-        with gr.Tabs(elem_id="fn-tabs"):
+        with gr.Tabs(elem_id="fn-tabs") as ctx.page:
             for title, spec in tabs or TABS:
                 with gr.Tab(title, id=title.lower(), elem_id=f"fn-tab-{title.lower()}"):
                     ctx.tabs[title] = _builder(spec)(ctx)
+        for tab in ctx.tabs.values():  # events between tabs, wired once every tab exists
+            if callable(getattr(tab, "connect", None)):
+                tab.connect(ctx)
         gr.Markdown(f"fnweb {__version__} · models are shared read-only; your templates stay in your session.",
                     elem_classes="fn-note")
         bar = ctx.model

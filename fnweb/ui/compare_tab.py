@@ -18,6 +18,7 @@ from typing import Optional
 import gradio as gr
 
 from ..archs import layout_of
+from ..cards import component_labels
 from ..compare import COLUMNS, GenerationSettings, compare_stream, model_column_stream
 from ..errors import FnwebError, Stopped
 from ..finetune import load_run
@@ -113,8 +114,9 @@ def component_choices(session: Session, name: Optional[str], current):
     """The picker's template changed: offer its components, keeping the chosen ones it has."""
     if not session.has(name):
         return gr.update(choices=[], value=[])
-    ids = session.get(name).template.component_ids
-    choices = [(f"{c}", c) for c in ids]
+    template = session.get(name).template
+    ids, labels = template.component_ids, component_labels(template)
+    choices = [(f"{c} · {labels[c]}" if c in labels else f"{c}", c) for c in ids]
     current = [int(c) for c in (current or []) if str(c).lstrip("-").isdigit()]
     if current and all(c in ids for c in current):
         return gr.update(choices=choices)  # keep what is chosen (a preset may have just set it)

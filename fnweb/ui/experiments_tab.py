@@ -22,6 +22,7 @@ from typing import Optional
 import gradio as gr
 import pandas as pd
 
+from ..cards import component_labels
 from ..errors import FnwebError, Stopped
 from ..experiment_plots import lesion_figure, preservation_figure
 from ..experiment_results import ExperimentResult
@@ -186,7 +187,8 @@ def run_experiment_form(session: Session, template_name: Optional[str], builtin,
     try:
         config = config_from_form(builtin, files, samples, draws, seed, max_tokens, leave_out)
         session.require_model()
-        template = session.get(template_name).template
+        entry = session.get(template_name)
+        template, labels = entry.template, component_labels(entry.template)
         job = session.job = Job()
         yield render.progress_html(None, 0.0, TITLE), "", None, None, _lesion_frame(None), _curve_frame(None), None
         final = None
@@ -201,12 +203,13 @@ def run_experiment_form(session: Session, template_name: Optional[str], builtin,
             status = _running_html(snap, update.elapsed)
             if snap is not None and snap.result is not None and snap.result is not shown:
                 shown = snap.result
-                yield status, *_views(shown), skip
+                yield status, *_views(shown, labels), skip
             else:
                 yield status, *[skip] * 6
         if final is None:
             raise FnwebError("The experiment measured nothing before it ended: press Run to try again.")
-        yield _final_html(final), *_views(final), _save(session, final)
+        entry.experiment = final  # the component cards show its lesion effects
+        yield _final_html(final), *_views(final, labels), _save(session, final)
     except Stopped:  # stopped while waiting for the model: nothing was measured
         yield render.message_html("stopped", "Stopped before anything was measured. Press Run to start again."), \
             *[skip] * 6
@@ -258,18 +261,24 @@ def _final_html(result: ExperimentResult) -> str:
     return head + _warnings_html(result)
 
 
-def _views(result: ExperimentResult) -> tuple:
-    """The reading, both figures and both tables of a result (partial or final)."""
+def _views(result: ExperimentResult, labels: Optional[dict] = None) -> tuple:
+    """The reading, both figures and both tables of a result (partial or final); components named by label."""
     reading = result.reading()
     if result.partial and result.partial_note.startswith(STOPPED):
         reading = "**Partial result (stopped).** " + reading
-    return (reading, lesion_figure(result), preservation_figure(result), _lesion_frame(result),
+    return (reading, lesion_figure(result), preservation_figure(result), _lesion_frame(result, labels),
             _curve_frame(result))
 
 
-def _lesion_frame(result: Optional[ExperimentResult]) -> pd.DataFrame:
+def _named(component, labels: Optional[dict]) -> str:
+    """A component id with its card's label, when the template has cards."""
+    label = (labels or {}).get(int(component)) if str(component).isdigit() else None
+    return f"{component} · {label}" if label else str(component)
+
+
+def _lesion_frame(result: Optional[ExperimentResult], labels: Optional[dict] = None) -> pd.DataFrame:
     headers, rows = lesion_table(result)
-    return pd.DataFrame(rows, columns=headers)
+    return pd.DataFrame([[_named(row[0], labels), *row[1:]] for row in rows], columns=headers)
 
 
 def _curve_frame(result: Optional[ExperimentResult]) -> pd.DataFrame:

@@ -2,7 +2,8 @@
 
 Draws the figures of ``fnweb.plots`` for the template chosen in the bar; one
 component or all of them; redrawn when the template, the component or the bin count
-changes. No model work: figures come from the template alone.
+changes. No model work: figures come from the template alone. Beside the heatmap, the
+card panel (``fnweb.ui.cards_panel``) says what the picked component does.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import gradio as gr
 
 from .. import plots
 from ..errors import FnwebError
+from .cards_panel import CardPanel, build_card_panel, clicked, show_card
 from .feedback import handled
 from .state import Session
 
@@ -28,6 +30,21 @@ class NetworksTab:
     heatmap: gr.Plot
     coverage: gr.Plot
     overlap: gr.Plot
+    panel: Optional[CardPanel] = None
+
+    def connect(self, ctx) -> None:
+        """Once every tab exists: a click on a context goes to Compare; a click on a component row picks it."""
+        compare = ctx.tabs.get("Compare")
+        if compare is None or self.panel is None:
+            return
+        inputs = [ctx.session, ctx.template, self.component, self.bins]
+        outputs = [self.component, self.note, self.heatmap, self.coverage, self.overlap]
+        self.panel.card.click(clicked, [ctx.session, ctx.template],
+                              [self.component, compare.prompt, compare.components, ctx.page],
+                              api_visibility="private") \
+            .success(draw, inputs, outputs, api_visibility="private") \
+            .success(show_card, [ctx.session, ctx.template, self.component], [self.panel.card, self.panel.make],
+                     api_visibility="private")
 
 
 def build_networks_tab(ctx) -> NetworksTab:
@@ -37,11 +54,14 @@ def build_networks_tab(ctx) -> NetworksTab:
         bins = gr.Slider(32, 512, value=plots.MAX_BINS, step=32, label="Neuron bins per layer (at most)",
                          scale=3, min_width=240)
         note = gr.Markdown("Build or upload a template to see its networks.", elem_classes="fn-note")
-    heatmap = gr.Plot(label="Membership: layer x neuron", elem_id="fn-heatmap")
+    with gr.Row(equal_height=False):
+        heatmap = gr.Plot(label="Membership: layer x neuron", elem_id="fn-heatmap", scale=3)
+        with gr.Column(scale=2, min_width=340):
+            panel = build_card_panel(ctx, component)
     with gr.Row(equal_height=False):
         coverage = gr.Plot(label="Coverage per layer", elem_id="fn-coverage-plot", scale=3)
         overlap = gr.Plot(label="Overlap (Jaccard)", elem_id="fn-overlap-plot", scale=2)
-    tab = NetworksTab(component, bins, note, heatmap, coverage, overlap)
+    tab = NetworksTab(component, bins, note, heatmap, coverage, overlap, panel)
     inputs = [ctx.session, ctx.template, component, bins]
     outputs = [component, note, heatmap, coverage, overlap]
     ctx.template.change(draw, inputs, outputs, api_name="draw_networks")

@@ -40,6 +40,7 @@ class SessionTemplate:
     origin: str  # "built" | "uploaded" | "preset"
     path: Path  # its JSON file, for download
     key: Optional[str] = None  # settings signature of a build (lets a preset reuse it)
+    experiment: Optional[object] = None  # the visitor's last experiment on it (an ExperimentResult), for its cards
 
 
 @dataclass
