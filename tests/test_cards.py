@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import tiny
+from fnweb.metrics import Stat
 from fnweb.activity import orient, top_contexts
 from fnweb.archs import layout_of, output_head
 from fnweb.build import BuildConfig, build_template
@@ -269,9 +270,10 @@ def test_networks_card_panel_shows_cards_without_the_model(planted, monkeypatch)
     choices = component_choices(session, entry.name, [])["choices"]
     assert choices[component] == (f"{component} · {labels[component]}", component)
 
-    row = LesionRow(component=str(component), ids=[component], neurons=4, share=0.02, ce=2.3, dce=0.3, kl=0.2,
-                    random_dce_mean=0.01, random_dce_std=0.005, random_kl_mean=0.01, random_kl_std=0.002,
-                    dce_ratio=30.0, kl_ratio=20.0, prompts=8)
+    row = LesionRow(component=str(component), ids=[component], neurons=4, share=0.02, prompts=8,
+                    network={"ce": 2.3, "dce": 0.3, "kl": 0.2},
+                    random={"dce": Stat(0.01, 0.005), "kl": Stat(0.01, 0.002)},
+                    ratio={"dce": 30.0, "kl": 20.0})
     entry.experiment = ExperimentResult(baseline_ce=2.0, rows=[row], union=None, curve=[], settings={}, prompts=8,
                                         tokens=100)
     html, _ = cards_panel.show_card(session, entry.name, str(component))
