@@ -31,7 +31,8 @@ import numpy as np
 from . import __version__
 from .archs import layout_of
 from .capture import capture
-from .decompose import DEFAULT_THRESHOLD, decompose, threshold
+from .decompose import decompose
+from .thresholds import DEFAULT_RULE, resolved_value, threshold, threshold_rule
 from .errors import FnwebError, Stopped
 from .experiments import template_prompts
 from .masks import random_control
@@ -264,13 +265,14 @@ def _threshold_of(template: Template, config: RecurrenceConfig) -> tuple[str, fl
     kind = config.threshold or (meta.threshold if meta else None)
     notes = []
     if kind is None:
-        kind = "percentile"
-        notes.append("This template records no threshold; the per-sample maps use the 98th percentile of |map|.")
+        kind = DEFAULT_RULE
+        notes.append(f"This template records no threshold; the per-sample maps use the default {kind} "
+                     f"({threshold_rule(kind).default:g}).")
     value = config.threshold_value
-    if value is None:
-        value = meta.threshold_value if meta and meta.threshold == kind else DEFAULT_THRESHOLD.get(kind)
-    threshold(np.zeros((4, 1)), kind, value)  # a bad kind or value fails here, before any work
-    return kind, float(value), notes
+    if value is None and meta and meta.threshold == kind:
+        value = meta.threshold_value
+    value = threshold_rule(kind).check(resolved_value(kind, value))  # a bad kind or value fails before any work
+    return kind, value, notes
 
 
 def _prepare(lm: LoadedModel, template: Template, config: RecurrenceConfig, progress: ProgressFn) -> _Run:
