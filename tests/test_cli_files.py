@@ -129,7 +129,7 @@ def _shown(handler, *args) -> tuple[str, str]:
     shown = []
     with pytest.raises(gr.Error) as caught:
         for update in handler(*args):
-            shown.append(update[0])
+            shown.append(update["progress"])
     return shown[-1], caught.value.message
 
 
@@ -159,8 +159,9 @@ def test_building_from_a_bad_uploaded_dataset_shows_the_message_in_place(tiny_mo
     from fnweb.ui.templates_tab import build
 
     session = Session(model=ModelRequest(str(tiny_model_dir)))
-    html, error = _shown(build, session, [], "", [files(tmp_path)[name]], 10, 32, 2, "neurons", "percentile", 98.0,
-                         0)
+    html, error = _shown(build, session, dict(builtin=[], hub="", files=[files(tmp_path)[name]], samples=10,
+                                              max_tokens=32, k=2, site="neurons", threshold="percentile",
+                                              threshold_value=98.0, seed=0))
     assert error.startswith(message) and "Unexpected error" not in error
     assert "fn-msg-error" in html and message in html
     assert session.templates == {}
