@@ -32,7 +32,9 @@ def test_a_form_reads_fills_and_keeps_its_fields_by_name():
     form = Form(prompt=prompt, seed=seed, files=files, components=components, picked=picked)
     record = {"prompt": "x", "seed": 2, "files": ["/tmp/gradio/abc/data.jsonl"], "components": [0, 3],
               "picked": object(), "not_a_field": 1}
-    assert form.portable(record) == {"prompt": "x", "seed": 2, "components": [0, 3]}  # JSON, no server paths
+    saved = form.portable(record)
+    assert saved == {"prompt": "x", "seed": 2, "components": [0, 3]}  # plain JSON, no server paths
+    assert form.fill({**saved, "retired_field": 1}, unknown="skip") == {prompt: "x", seed: 2, components: [0, 3]}
 
 
 def test_a_tab_reads_fields_and_parts_by_name():

@@ -121,12 +121,16 @@ class Form:
         """The values of the form's components (in order) as a record by field name."""
         return dict(zip(self.names, values, strict=True))
 
-    def fill(self, record: Mapping[str, Any]) -> dict:
-        """Outputs that set the named fields (a handler returns this with the form's components as outputs)."""
-        unknown = set(record) - set(self.fields)
-        if unknown:
-            raise KeyError(f"No field {', '.join(sorted(unknown))} in this form ({', '.join(self.names)}).")
-        return {self.fields[name]: value for name, value in record.items()}
+    def fill(self, record: Mapping[str, Any], unknown: str = "refuse") -> dict:
+        """Outputs that set the named fields (a handler returns this with the form's components as outputs).
+
+        A name the form lacks is refused (a preset's typo), or with ``unknown="skip"`` left out (a saved state
+        or a link from an older version of the form).
+        """
+        extra = set(record) - set(self.fields)
+        if extra and unknown != "skip":
+            raise KeyError(f"No field {', '.join(sorted(extra))} in this form ({', '.join(self.names)}).")
+        return {self.fields[name]: value for name, value in record.items() if name in self.fields}
 
     def defaults(self) -> dict[str, Any]:
         """Each field's value as the page starts."""

@@ -101,8 +101,7 @@ def build_share_tab(ctx) -> Tab:
                                         elem_id="fn-share-overwrite")
             message = gr.Textbox(label="Commit message", placeholder="blank: 'Upload fnweb template (…)'",
                                  elem_id="fn-share-message")
-            target = gr.HTML(_note("info", CHECK_HINT),
-                             elem_id="fn-share-target")
+            target = gr.HTML(_note("info", CHECK_HINT), elem_id="fn-share-target")
             push = gr.Button("Push template", variant="primary", elem_id="fn-share-push")
 
             gr.Markdown("#### 3 · Push a fine-tuning run", elem_classes="fn-step")
@@ -130,27 +129,29 @@ def build_share_tab(ctx) -> Tab:
             preview = gr.Image(None, type="filepath", label=f"{HEATMAP_FILENAME}: components (rows) x layers",
                                interactive=False, height=180,
                                buttons=["download"], elem_id="fn-share-heatmap")
+            loading = _load_section()
 
-            gr.Markdown("#### 4 · Load from the Hub", elem_classes="fn-step")
-            load_kind = gr.Radio(list(KINDS), value="template", label="What", elem_id="fn-share-load-kind",
-                                 info="template: joins your templates · run: an adapter with its template and mask")
-            load_repo = gr.Textbox(label="Repo id", placeholder="namespace/name", elem_id="fn-share-load-repo")
-            load_revision = gr.Textbox(label="Revision", placeholder="blank: main; or a branch, tag or commit",
-                                       elem_id="fn-share-load-revision")
-            load = gr.Button("Load from the Hub", variant="primary", elem_id="fn-share-load")
-            load_result = gr.HTML("", elem_id="fn-share-load-result")
-
-    push_form = Form(template=ctx.template, repo=repo, private=private, overwrite=overwrite, heatmap=heatmap,
-                     message=message)
     run_form = Form(run=run, repo=run_repo, private=run_private, overwrite=run_overwrite, message=run_message,
                     merged=run_merged)
-    load_form = Form(kind=load_kind, repo=load_repo, revision=load_revision)
-    tab = Tab(push_form, "result", run_form=run_form, load_form=load_form, sign_in=sign_in, check=check,
+    tab = Tab(Form(template=ctx.template, repo=repo, private=private, overwrite=overwrite, heatmap=heatmap,
+                   message=message), "result", run_form=run_form, **loading, sign_in=sign_in, check=check,
               template_line=template_line, target=target, push=push, refresh_runs=refresh_runs, run_line=run_line,
-              run_target=run_target, push_run=push_run, result=result, preview=preview, load=load,
-              load_result=load_result, loaded_runs=loaded_runs)
+              run_target=run_target, push_run=push_run, result=result, preview=preview, loaded_runs=loaded_runs)
     _wire(ctx, tab)
     return tab
+
+
+def _load_section() -> dict:
+    """Section 4: what to load from the Hub (its form), the button and the line that says what happened."""
+    gr.Markdown("#### 4 · Load from the Hub", elem_classes="fn-step")
+    kind = gr.Radio(list(KINDS), value="template", label="What", elem_id="fn-share-load-kind",
+                    info="template: joins your templates · run: an adapter with its template and mask")
+    repo = gr.Textbox(label="Repo id", placeholder="namespace/name", elem_id="fn-share-load-repo")
+    revision = gr.Textbox(label="Revision", placeholder="blank: main; or a branch, tag or commit",
+                          elem_id="fn-share-load-revision")
+    load = gr.Button("Load from the Hub", variant="primary", elem_id="fn-share-load")
+    load_result = gr.HTML("", elem_id="fn-share-load-result")
+    return dict(load_form=Form(kind=kind, repo=repo, revision=revision), load=load, load_result=load_result)
 
 
 def _wire(ctx, tab: Tab) -> None:
