@@ -131,7 +131,7 @@ def test_template_with_a_byte_order_mark_loads(tmp_path):
 
 
 def test_run_folder_json_that_is_binary_is_named(tmp_path):
-    from fnweb.hub import read_run
+    from fnweb.finetune.runs import read_run
 
     folder = tmp_path / "run"
     folder.mkdir()
