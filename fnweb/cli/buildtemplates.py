@@ -24,8 +24,9 @@ from ..capture import STORAGE_DTYPES
 from ..errors import FnwebError
 from ..explain import DEFAULT_TOP
 from ..hubcard import coverage_png
+from ..ids import model_alias
 from ..io import check_writable_file
-from ..models import DTYPES, EMBEDDED_ID, ModelRequest, load_model
+from ..models import DTYPES, ModelRequest, load_model
 from ..progress import Progress
 from ..prompts import FORMATS, PromptSource, builtin_sets
 from ..stability import DEFAULT_RUNS
@@ -89,7 +90,7 @@ def _model_id(args) -> str:
     model = args.model_name_or_path or args.model
     if not model:
         raise FnwebError("No model given: pass MODEL (a Hub id, a folder, or 'embedded').")
-    return EMBEDDED_ID if model in ("embedded", EMBEDDED_ID) else model
+    return model_alias(model)
 
 
 def _sources(args) -> list[PromptSource]:

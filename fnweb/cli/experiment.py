@@ -19,9 +19,10 @@ from ..cards import component_labels
 from ..experiment_plots import write_figures
 from ..experiment_tables import table_text
 from ..experiments import IN_PROGRESS, STOPPED, ExperimentConfig, experiment_stream
+from ..ids import model_alias
 from ..io import check_writable_folder
 from ..masks import component_ids_from_text
-from ..models import DTYPES, EMBEDDED_ID, ModelRequest, load_model
+from ..models import DTYPES, ModelRequest, load_model
 from ..prompts import FORMATS, PromptSource, builtin_sets
 from ..templates import Template
 from . import run_cli
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
         config.validate()
         check_writable_folder(args.output)  # now, not after the run
         template = Template.load(args.template)
-        model_id = EMBEDDED_ID if args.model in ("embedded", EMBEDDED_ID) else args.model
+        model_id = model_alias(args.model)
         lm = load_model(ModelRequest(model_id, args.torch_dtype, args.device, "none", args.revision,
                                      args.trust_remote_code))
         result = _run(lm, template, config, _printer(args.quiet))

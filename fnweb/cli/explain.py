@@ -17,7 +17,8 @@ import sys
 from ..cards import card_text
 from ..errors import FnwebError
 from ..explain import ON_DEMAND_SAMPLES, cards_for
-from ..models import EMBEDDED_ID, ModelRequest, load_model
+from ..ids import model_alias
+from ..models import ModelRequest, load_model
 from ..prompts import PromptSource
 from ..templates import Template
 from . import run_cli
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
             template.check_components(args.component)
         lm = None
         if args.model:
-            model_id = EMBEDDED_ID if args.model in ("embedded", EMBEDDED_ID) else args.model
+            model_id = model_alias(args.model)
             lm = load_model(ModelRequest(model_id, device=args.device))
         sources = [PromptSource(n) for n in args.datasets] if args.datasets else None
         cards, note = cards_for(template, lm, sources=sources, samples=args.samples, top=max(args.top, 20))

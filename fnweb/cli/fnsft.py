@@ -15,9 +15,10 @@ from contextlib import contextmanager
 
 from ..archs import SITES, sites_help
 from ..errors import FnwebError, Stopped
+from ..ids import EMBEDDED_ID, model_alias
 from ..interventions import interventions_help
 from ..masks import component_ids_from_text
-from ..models import DTYPES, EMBEDDED_ID
+from ..models import DTYPES
 from ..progress import StopFlag
 from ..prompts import FORMATS, builtin_sets
 from ..finetune.card import figures_table
@@ -161,7 +162,7 @@ def config_from_args(args) -> TrainConfig:
     targets = None
     if args.lora_target_modules:
         targets = [t for part in args.lora_target_modules for t in part.split(",") if t.strip()]
-    model = EMBEDDED_ID if args.model_name_or_path in ("embedded", EMBEDDED_ID) else args.model_name_or_path
+    model = model_alias(args.model_name_or_path)
     return TrainConfig(
         dataset=args.dataset_name_or_path, output_dir=args.output_dir, dataset_config=args.dataset_config,
         dataset_split=args.dataset_split, overwrite=args.overwrite_output_dir, model_id=model,

@@ -24,20 +24,30 @@ import torch
 from .. import __version__
 from ..archs import Layout, layout_of, unwrap
 from ..errors import FnwebError, Stopped
+from ..ids import hub_base_id
 from ..masks import layers_from_text
 from ..models import LoadedModel, ModelRequest, load_fresh
 from ..progress import Progress, ProgressFn, StopFlag, no_progress
 from ..prompts import PromptSource
 from ..templates import Template
-from .card import model_card
+from .card import run_card
 from .config import TrainConfig
 from .data import Example, TrainData, load_training_data
 from .distributed import Distributed
 from .forgetting import BaseLogits, Figures, compare_figures, general_examples, measure
-from .lora import attach_lora, check_quantization, describe_trainable, hub_base_id, save_adapter, trainable_copy
+from .lora import attach_lora, check_quantization, describe_trainable, save_adapter, trainable_copy
 from .network import MaskPlan, load_template, plan_for, spec_for, template_from_pairs
-from .runs import RunWriter, check_output_folder
-from .train import LossFn, LoopResult, causal_lm_loss, total_steps, train_loop
+from .runs import (
+    CARD_FILE,
+    MASK_FILE,
+    SUMMARY_FILE,
+    TEMPLATE_FILE,
+    TRAIN_CONFIG_FILE,
+    MaskFile,
+    RunWriter,
+    check_output_folder,
+)
+from .train import LoopResult, LossFn, causal_lm_loss, total_steps, train_loop
 
 
 @dataclass
@@ -140,8 +150,8 @@ def _plan(run: PreparedRun, writer: RunWriter, progress: ProgressFn, stop: StopF
             template = template_from_pairs(run.lm, config, run.data.train_pairs, progress, stop)
         site = template.infer_site(run.layout)
         plan = plan_for(template, spec, config.mask_mode, site, config.restrict_updates, config.mask_activations)
-        writer.write_text("template.json", template.to_json())
-    writer.write_text("mask.json", plan.to_json(run.layout))
+        writer.write_text(TEMPLATE_FILE, template.to_json())
+    writer.write_json(MASK_FILE, MaskFile.of(plan, plan.share(run.layout)).to_dict())
     return plan
 
 
@@ -171,7 +181,7 @@ def execute(run: PreparedRun, progress: ProgressFn = no_progress, stop: Optional
     config, dist, stop = run.config, run.dist, stop or StopFlag()
     folder = Path(config.output_dir)
     writer = RunWriter.create(folder, config.overwrite, dist.is_main, _progress_listener(progress, on_event))
-    writer.write_json("train_config.json", config.to_dict())
+    writer.write_json(TRAIN_CONFIG_FILE, config.to_dict())
     writer.set_state("running", step=0, total_steps=run.total_steps, message="Preparing")
     loop = None
     try:
@@ -196,8 +206,10 @@ def execute(run: PreparedRun, progress: ProgressFn = no_progress, stop: Optional
         after = measure(model, run.task_examples, run.general, plan, config, run.pad_id, base=base)
         _figures_event(writer, "after", after)
         summary = _summary(run, plan, loop, before, after, trainable, state)
-        writer.write_json("summary.json", summary)
-        writer.write_text("README.md", model_card(config, summary, hub_base_id(config.model_id)))
+        writer.write_json(SUMMARY_FILE, summary)
+        mask = MaskFile.of(plan, plan.share(run.layout))
+        adapter = {"base_model_name_or_path": hub_base_id(config.model_id)}
+        writer.write_text(CARD_FILE, run_card(config.to_dict(), summary, mask, plan.template, adapter))
         message = (f"Stopped at step {loop.steps} of {loop.total_steps}; the adapter as of step {loop.steps} was saved."
                    if loop.stopped else f"Finished {loop.steps} steps.")
         writer.event({"event": "end", "state": state, "message": message, "step": loop.steps})
