@@ -44,7 +44,7 @@ from .access import mode_reason, multi_user
 from .errors import FnwebError
 from .hubcard import HEATMAP_FILENAME, run_card, template_card
 from .io import read_json
-from .masks import MaskSpec
+from .masks import DEFAULT_PRESERVE_SCOPE, MaskSpec
 from .templates import MAX_TEMPLATE_BYTES, TEMPLATE_FILENAME, Template
 
 # What a local Gradio sign-in puts where the OAuth token would be (gradio/oauth.py).
@@ -366,6 +366,7 @@ def mask_from_dict(data: Optional[dict], source: str = "mask.json") -> Optional[
             components=tuple(int(c) for c in data["components"]), mode=str(data.get("mode", "lesion")),
             random_seed=None if data.get("random_seed") is None else int(data["random_seed"]),
             layers=None if layers is None else tuple(int(x) for x in layers),
+            preserve_scope=str(data.get("preserve_scope", DEFAULT_PRESERVE_SCOPE)),
         )
     except (TypeError, ValueError) as exc:
         raise FnwebError(f"{source} is malformed ({exc}).") from exc
