@@ -228,17 +228,18 @@ def _hub_problem(exc: Exception, model_id: str, revision: Optional[str]) -> str:
 def check_hub_model(model_id: str, revision: Optional[str] = None) -> None:
     """Fail in seconds when a Hub model cannot be fetched, instead of after the client's retries.
 
-    Skipped in offline mode (transformers then reads the cache and fails at once) and when
-    the model's config is cached already (transformers falls back to the cache when offline).
+    Skipped when the model's config is cached already (transformers falls back to the cache
+    when offline); in offline mode (HF_HUB_OFFLINE) a model that is not cached is refused at once.
     """
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError  # HTTPError: transport errors
 
-    if constants.HF_HUB_OFFLINE:
-        return
     try:
         if isinstance(try_to_load_from_cache(model_id, "config.json", revision=revision), str):
             return
+        if constants.HF_HUB_OFFLINE:
+            raise FnwebError(f"Could not load model '{model_id}': the Hub is switched off here (HF_HUB_OFFLINE) and "
+                             "the model is not in the local cache; use a local folder or a model downloaded before.")
         get_hf_file_metadata(hf_hub_url(model_id, "config.json", revision=revision), timeout=HUB_PROBE_SECONDS)
     except HFValidationError as exc:
         raise FnwebError(f"'{model_id}' is neither a model folder nor a valid Hub id (like 'org/name').") from exc

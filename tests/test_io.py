@@ -91,14 +91,12 @@ def _damaged_parquet() -> bytes:
     return bytes(data)
 
 
+# bin.jsonl, latin.csv and empty.csv go through the commands and the app in tests/test_bad_inputs.py.
 @pytest.mark.parametrize("name, data, message", [
-    ("bin.jsonl", BINARY, "Dataset file bin.jsonl looks like a binary file, not text"),
     ("bin.csv", BINARY, "Dataset file bin.csv looks like a binary file, not text"),
     ("bin.json", b"PAR1" + BINARY, "Dataset file bin.json looks like a binary file, not text (a Parquet file: "
                                    "give it the .parquet extension)."),
-    ("latin.csv", LATIN1_CSV, "Dataset file latin.csv is not UTF-8 (byte 0xE9 on line 2); save it as UTF-8"),
     ("latin.jsonl", '{"prompt": "café"}\n'.encode("latin-1"), "Dataset file latin.jsonl is not UTF-8"),
-    ("empty.csv", b"", "Dataset empty.csv is empty: it has no records."),
     ("empty.json", b"", "Dataset empty.json is empty: it has no records."),
     ("empty.parquet", b"", "Dataset file empty.parquet is not a readable Parquet file (damaged, or not Parquet): "
                            "Parquet file size is 0 bytes"),

@@ -26,6 +26,7 @@ import torch
 from ..archs import DEFAULT_SITE, Layout
 from ..build import BuildConfig, build_template
 from ..interventions import INTERVENTIONS, LayerMask
+from ..errors import FnwebError
 from ..io import write_atomic
 from ..masks import MaskSpec, layer_masks, layers_from_text, masked_share
 from ..models import LoadedModel
@@ -73,7 +74,7 @@ class MaskPlan:
         what = self.spec.label()
         if self.mask_mode == RANDOM:
             what = f"random control of {self.spec.mode} (draw {self.spec.random_seed}), matched to components " + (
-                ",".join(map(str, self.spec.components)))
+                ",".join(map(str, self.spec.components))) + self.spec.scope_note()
         if not self.mask_activations:
             return what + ", updates only (activations unmasked)"
         return what + (", restricted updates" if self.restrict_updates else "")
@@ -84,23 +85,34 @@ def plan_for(template: Template, spec: MaskSpec, mask_mode: str, site: str, rest
     return MaskPlan(mask_mode, site, template, spec, restrict, layer_masks(template, spec), mask_activations)
 
 
+def check_masks_something(template: Template, spec: Optional[MaskSpec]) -> None:
+    """Refuse a mask that would change nothing (the components have no neuron in the chosen layers)."""
+    if spec is not None and not layer_masks(template, spec):
+        where = f" in layers {', '.join(map(str, spec.layers))}" if spec.layers is not None else ""
+        raise FnwebError(f"Nothing would be masked: the chosen components ({', '.join(map(str, spec.components))}) "
+                         f"have no neurons{where}. Choose other components or mask layers (or mask mode none).")
+
+
 def spec_for(config: TrainConfig, n_layers: int) -> Optional[MaskSpec]:
     """The mask spec a config asks for (None for mode none)."""
     if config.mask_mode == NO_MASK:
         return None
     layers = layers_from_text(config.mask_layers, n_layers)
     if config.mask_mode == RANDOM:
-        return MaskSpec(tuple(config.component_ids), config.control_of, config.random_draw, layers)
-    return MaskSpec(tuple(config.component_ids), config.mask_mode, None, layers)
+        return MaskSpec(tuple(config.component_ids), config.control_of, config.random_draw, layers,
+                        config.preserve_scope)
+    return MaskSpec(tuple(config.component_ids), config.mask_mode, None, layers, config.preserve_scope)
 
 
-def load_template(config: TrainConfig, layout: Layout, model_id: str) -> Optional[Template]:
-    """The given template, checked against the model and the chosen components (None: none given)."""
+def load_template(config: TrainConfig, layout: Optional[Layout] = None, model_id: Optional[str] = None
+                  ) -> Optional[Template]:
+    """The given template, checked against the chosen components and, given its layout, the model (None: none given)."""
     if config.template_path is None:
         return None
     template = Template.load(config.template_path)
-    template.check_fits(layout, model_id)
     template.check_components(config.component_ids)
+    if layout is not None:
+        template.check_fits(layout, model_id)
     return template
 
 
