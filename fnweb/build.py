@@ -17,12 +17,13 @@ from typing import Optional, Sequence
 from . import __version__
 from .archs import DEFAULT_SITE, check_site, layout_of
 from .capture import capture
+from .checks import check_seed
 from .decompose import decompose
 from .errors import FnwebError
 from .explain import DEFAULT_TOP, cards_from_build
 from .models import LoadedModel
 from .progress import Progress, ProgressFn, StopFlag, no_progress
-from .prompts import LOCAL_SUFFIXES, PromptSource, encode_pairs, sample_pairs
+from .prompts import LOCAL_SUFFIXES, Pair, PromptSource, encode_pairs, sample_pairs
 from .stability import DEFAULT_RUNS, component_stability
 from .templates import Template, TemplateMeta
 from .thresholds import DEFAULT_RULE, resolved_value, threshold, threshold_rule
@@ -64,6 +65,7 @@ class BuildConfig:
             raise FnwebError(f"Stability re-runs must lie between 0 and 100 (got {self.stability_runs}).")
         if not 0 <= self.card_contexts <= 200:
             raise FnwebError(f"Card contexts per component must lie between 0 and 200 (got {self.card_contexts}).")
+        check_seed(self.seed)
         check_site(self.site)
         threshold_rule(self.threshold).check(self.resolved_threshold)
 
@@ -86,14 +88,20 @@ def build_template(
     output: Optional[str | Path] = None,
     progress: ProgressFn = no_progress,
     stop: Optional[StopFlag] = None,
+    pairs: Optional[Sequence[Pair]] = None,
 ) -> BuildResult:
-    """Run the whole pipeline; save to ``output`` (a .json path) when given."""
+    """Run the whole pipeline; save to ``output`` (a .json path) when given.
+
+    ``pairs``: the prompts ``sample_pairs`` gives for the config, when the caller read them
+    already (before loading the model, so that an unreadable dataset fails first).
+    """
     stop = stop or StopFlag()
     config.validate()  # bad values fail before any work
     layout = layout_of(lm.model)
     seconds, clock = {}, time.perf_counter()
     progress(Progress("loading", 0, 1, "", "Reading prompts"))
-    pairs = sample_pairs(config.sources, config.samples_per_dataset, config.seed)
+    if pairs is None:
+        pairs = sample_pairs(config.sources, config.samples_per_dataset, config.seed)
     sequences = encode_pairs(lm.tokenizer, pairs, config.max_tokens, config.prompt_format)
     seconds["prompts"], clock = time.perf_counter() - clock, time.perf_counter()
     n_tokens = sum(len(s) for s in sequences)
