@@ -276,4 +276,6 @@ FORMS = {
                      batch_size=2, grad_accum=1, max_seq_len=64, eval_every=1, general_per_set=1, task_examples=4,
                      k=3, ica_samples=8, seed=0),
 }
-MESSAGE_SLOT = {"compare": 0, "experiment": 0, "build": 0, "upload": 0, "networks": None, "finetune": 2}
+# The output each handler shows its message in (the tab's message part).
+MESSAGE_SLOT = {"compare": "status", "experiment": "status", "build": "progress", "upload": "progress",
+                "networks": "note", "finetune": "progress"}

@@ -184,18 +184,16 @@ def test_cli(case, inputs, tmp_path, capsys, monkeypatch):
 # ---- running a handler of the app -----------------------------------------------------------------
 
 def _call(handler: str, session, template_name: str, form: dict):
-    """Run a handler as the page does, yielding every update it sends (a plain handler's one result)."""
+    """Run a handler as the page does (its form as one record), yielding every update it sends."""
     from fnweb.ui import compare_tab, experiments_tab, finetune_tab, networks_tab, templates_tab
 
-    if handler == "networks":
-        yield networks_tab.draw(session, template_name, form["component"], form["bins"])
-        return
     calls = {
-        "compare": lambda: compare_tab.compare(session, template_name, **form),
-        "experiment": lambda: experiments_tab.run_experiment_form(session, template_name, **form),
-        "build": lambda: templates_tab.build(session, **form),
+        "networks": lambda: networks_tab.draw(session, template_name, form["component"], form["bins"]),
+        "compare": lambda: compare_tab.compare(session, {"template": template_name, **form}),
+        "experiment": lambda: experiments_tab.run_experiment_form(session, {"template": template_name, **form}),
+        "build": lambda: templates_tab.build(session, form),
         "upload": lambda: templates_tab.upload_template(session, form["file"]),
-        "finetune": lambda: finetune_tab.start(session, None, {}, *form.values(), ""),
+        "finetune": lambda: finetune_tab.start(session, None, {}, {**form, "run_name": ""}),
     }
     yield from calls[handler]()
 
