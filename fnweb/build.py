@@ -171,21 +171,32 @@ def _read_prompts(lm, config: BuildConfig, shards: Shards, progress: ProgressFn)
     return pairs, sequences, plan
 
 
-def _prepare_rows(lm, config: BuildConfig, shards: Shards, own, plan, sequences, held: ExitStack, progress):
-    """Check that the build fits, then make this process's row store (every process agrees, or all stop)."""
+def estimate_build(lm: LoadedModel, config: BuildConfig, tokens: Optional[int] = None, total: Optional[int] = None,
+                   processes: int = 1, local: int = 1):
+    """The build's memory (``fnweb.fit``) for the largest process's ``tokens`` of ``total``.
+
+    Without counts: the most ``config`` can give (every sample ``max_tokens`` long), before any prompt is read.
+    """
     layout = layout_of(lm.model)
     layers = len(config.layers) if config.layers is not None else layout.n_layers
     channels, dtype = layers * layout.width(config.site), STORAGE_DTYPES[config.activation_dtype]
+    total = total or len(config.sources) * config.samples_per_dataset * config.max_tokens
+    return build_estimate(weights_bytes(lm.model), input_device(lm.model).type == "cpu", tokens or total, total,
+                          channels, torch.empty((), dtype=dtype).element_size(), config.k, processes, local,
+                          config.memmap_folder is not None, config.site)
+
+
+def _prepare_rows(lm, config: BuildConfig, shards: Shards, own, plan, sequences, held: ExitStack, progress):
+    """Check that the build fits, then make this process's row store (every process agrees, or all stop)."""
     largest = max(sum(len(sequences[i]) for i in part) for part in plan)
-    estimate = build_estimate(weights_bytes(lm.model), input_device(lm.model).type == "cpu", largest,
-                              sum(len(s) for s in sequences), channels, torch.empty((), dtype=dtype).element_size(),
-                              config.k, shards.world, _local_processes(shards), config.memmap_folder is not None,
-                              config.site)
+    estimate = estimate_build(lm, config, largest, sum(len(s) for s in sequences), shards.world,
+                              _local_processes(shards))
     progress(Progress("loading", 1, 1, "", estimate.line()))
     failure = None
     try:
         estimate.check()
-        store = held.enter_context(row_store(sum(len(s) for s in own), channels, dtype, config.memmap_folder,
+        store = held.enter_context(row_store(sum(len(s) for s in own), estimate.channels,
+                                             STORAGE_DTYPES[config.activation_dtype], config.memmap_folder,
                                              f"-{shards.rank}"))
     except FnwebError as exc:
         failure = exc

@@ -74,6 +74,7 @@ class BuildEstimate:
     free: int  # host memory free now (weights already loaded)
     tokens: int  # the most tokens one process holds
     channels: int
+    total_tokens: int = 0  # over every process
     processes: int = 1  # in the whole build
     local: int = 1  # on this machine (they share its memory)
     mapped: bool = False  # rows in a mapped file, not in memory
@@ -120,6 +121,7 @@ def build_estimate(model_bytes: int, model_on_host: bool, tokens: int, total_tok
                + total_tokens * (width * 16 + k * 64))  # main: gathered scores, FastICA, sources, card signals
     return BuildEstimate(model=model_bytes, rows=tokens * channels * storage_bytes, working=working,
                          free=free_host_bytes() if free is None else free, tokens=tokens, channels=channels,
+                         total_tokens=total_tokens,
                          processes=processes, local=local, mapped=mapped, site=site, model_on_host=model_on_host)
 
 

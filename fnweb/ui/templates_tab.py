@@ -24,6 +24,7 @@ from ..templates import MAX_TEMPLATE_BYTES, Template
 from ..thresholds import DEFAULT_RULE, THRESHOLDS
 from . import render, uploads
 from .feedback import handled, page_error
+from .fit_note import fit_note, wire_fit_note
 from .forms import real, whole
 from .jobs import Job, gpu, stream
 from .model_bar import template_choices
@@ -89,6 +90,7 @@ def build_templates_tab(ctx) -> TemplatesTab:
             with gr.Row():
                 build = gr.Button("Build template", variant="primary", elem_id="fn-build")
                 stop = gr.Button("Stop", variant="stop", elem_id="fn-build-stop")
+            note = fit_note()
         with gr.Column(scale=6, min_width=380):
             gr.Markdown("#### 3 · Result", elem_classes="fn-step")
             progress = gr.HTML(render.message_html("info", "Pick prompt sets and press Build template. "
@@ -106,6 +108,7 @@ def build_templates_tab(ctx) -> TemplatesTab:
     tab = TemplatesTab(builtin, hub, files, samples, max_tokens, k, site, threshold, threshold_value, seed,
                        build, stop, progress, summary, coverage, download, upload)
     _wire(ctx, tab)
+    wire_fit_note(ctx, tab.settings, note)
     return tab
 
 
