@@ -36,6 +36,7 @@ from ..io import check_writable_file
 from ..models import DTYPES, EMBEDDED_ID, ModelRequest, estimated_bytes, load_model
 from ..progress import Progress
 from ..prompts import FORMATS, PromptSource, builtin_sets
+from ..rowstore import check_folder
 from ..shards import Shards
 from ..stability import DEFAULT_RUNS
 from ..thresholds import DEFAULT_RULE, THRESHOLDS
@@ -173,6 +174,8 @@ def _load(args, model_id: str, output, shards: Shards):
     try:
         if shards.is_main:
             check_writable_file(output, "the template file")  # now, not after the build
+        if args.memmap_folder is not None:
+            check_folder(args.memmap_folder)  # writable now; its room is checked once the rows are counted
         quant = "4bit" if args.use_4bit else "8bit" if args.use_8bit else "none"
         request = ModelRequest(model_id, args.torch_dtype, _device(args, shards), quant, args.revision,
                                args.trust_remote_code)
