@@ -153,19 +153,25 @@ def _free_for(device: str, processes_here: int) -> Optional[int]:
     return None
 
 
-def finetune_estimate(model: torch.nn.Module, trainable: int, batch_size: int, seq_len: int,
-                      layers: int, hidden: int, heads: int, dtype_bytes: int) -> dict:
-    """Bytes of a fine-tuning run: weights, trainable parameters with gradients and AdamW moments, activations."""
+def finetune_estimate(model: torch.nn.Module, trainable: int, batch_size: int, seq_len: int) -> dict:
+    """Bytes of a fine-tuning run: weights; trainable parameters with gradients and AdamW moments; activations."""
+    from .archs import layout_of, unwrap
     from .models import weights_bytes
 
-    activations = layers * seq_len * batch_size * hidden * (34 + 5 * heads * seq_len / max(hidden, 1))
+    layout = layout_of(model)
+    heads = int(getattr(getattr(unwrap(model), "config", None), "num_attention_heads", 1) or 1)
+    dtype_bytes = next(model.parameters()).element_size()
+    per_layer = seq_len * batch_size * layout.hidden_size * (34 + 5 * heads * seq_len / max(layout.hidden_size, 1))
     return {"weights": weights_bytes(model), "trainable": trainable * 16,
-            "activations": int(activations * dtype_bytes / 2)}
+            "activations": int(layout.n_layers * per_layer * dtype_bytes / 2)}
 
 
-def finetune_line(parts: dict, free: Optional[int] = None) -> str:
-    free = free_host_bytes() if free is None else free
-    total = sum(parts.values())
-    return (f"Memory: model {parts['weights'] / GB:.2f} GB + LoRA with gradients and optimizer "
-            f"{parts['trainable'] / GB:.3f} GB + activations about {parts['activations'] / GB:.2f} GB at this batch "
-            f"size = {total / GB:.2f} GB; {free / GB:.1f} GB free.")
+def finetune_line(model: torch.nn.Module, trainable: int, batch_size: int, seq_len: int) -> str:
+    """One line: what a fine-tuning run holds, and what is free where the model is."""
+    parts = finetune_estimate(model, trainable, batch_size, seq_len)
+    device = next(model.parameters()).device
+    free = free_device_bytes(device) if device.type == "cuda" else free_host_bytes()
+    return (f"Memory: model {parts['weights'] / GB:.2f} GB + trainable parameters with gradients and optimizer "
+            f"{parts['trainable'] / GB:.3f} GB + activations about {parts['activations'] / GB:.2f} GB at batch size "
+            f"{batch_size} x {seq_len} tokens = {sum(parts.values()) / GB:.2f} GB"
+            + (f"; {free / GB:.1f} GB free." if free is not None else "."))

@@ -264,3 +264,11 @@ def test_the_decomposition_over_two_processes_finds_the_maps_of_one(tmp_path):
     corr = np.abs(np.corrcoef(one.maps.T, two["maps"].T)[:4, 4:])
     assert np.all(np.diag(corr) >= 0.999)  # same order, same signs: the ICA saw the same scores
     assert np.allclose(one.sources, two["sources"], atol=1e-3)
+
+
+def test_the_finetuning_estimate_counts_optimizer_state_and_grows_with_the_batch(tiny_lm):
+    from fnweb.fit import finetune_estimate, finetune_line
+
+    four, eight = finetune_estimate(tiny_lm.model, 1000, 4, 64), finetune_estimate(tiny_lm.model, 1000, 8, 64)
+    assert four["trainable"] == 16_000 and four["weights"] > 0 and eight["activations"] == 2 * four["activations"]
+    assert "at batch size 4 x 64 tokens" in finetune_line(tiny_lm.model, 1000, 4, 64)
