@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -31,23 +32,31 @@ import torch
 from .progress import StopFlag
 from .shards import Shards
 
-_CHUNK_BYTES = 64 * 2**20  # float32 bytes of one row block
+_BLOCK_BYTES = 128 * 2**20  # bfloat16 bytes of the power iterations' row blocks, over all workers
 _CACHE_ROWS_BYTES = 6 * 2**20  # float32 bytes standardised at a time on a CPU (stays in the L2/L3 cache)
+_WORKERS = 8  # at most this many row workers per process
 
 
 class PartTimes:
-    """Seconds per part of the decomposition (on CUDA, conversion counts within its pass)."""
+    """Seconds per part of the decomposition (synchronised on CUDA, so the parts are exact there too).
+
+    Parts timed inside the row workers count each worker's seconds divided by their number.
+    """
 
     def __init__(self, device: torch.device):
         self.seconds: dict[str, float] = defaultdict(float)
         self.cuda = device.type == "cuda"
 
-    def since(self, name: str, start: float) -> float:
+    def since(self, name: str, start: float, into: Optional[dict] = None) -> float:
         if self.cuda:
             torch.cuda.synchronize()
         now = time.perf_counter()
-        self.seconds[name] += now - start
+        (self.seconds if into is None else into)[name] += now - start
         return now
+
+    def merge(self, workers: list[dict]) -> None:
+        for name in set().union(*workers):
+            self.seconds[name] += sum(part.get(name, 0.0) for part in workers) / len(workers)
 
     def rounded(self) -> dict[str, float]:
         return {name: round(value, 4) for name, value in self.seconds.items()}
@@ -72,7 +81,13 @@ def power_dtype(device: torch.device) -> torch.dtype:
 
 
 class StandardisedRows:
-    """This process's rows as ``Z = (X - mean) * scale``, read in standardised row blocks."""
+    """This process's rows as ``Z = (X - mean) * scale``, read in standardised row blocks.
+
+    On a CPU the rows are split among as many Python threads as torch has threads, each
+    running torch on one thread over its own rows: a pass needs no barrier between
+    threads but its end, so a busy machine that takes a core away delays one worker
+    instead of stalling every small parallel step (which made passes 10-60x slower).
+    """
 
     def __init__(self, matrix: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, stop: StopFlag,
                  device: torch.device, release: Optional[Callable[[int, int], None]] = None,
@@ -82,57 +97,88 @@ class StandardisedRows:
         self.bias = (-mean.float().to(device) * self.scale).contiguous()
         self.release = release or (lambda start, stop: None)
         self.times = times or PartTimes(device)
-        self.rows = max(1, _CHUNK_BYTES // (4 * max(matrix.shape[1], 1)))
-        self.cached = self.rows if device.type != "cpu" else max(1, _CACHE_ROWS_BYTES // (4 * max(matrix.shape[1], 1)))
-        self.buffers: dict[torch.dtype, torch.Tensor] = {}
+        channels = max(matrix.shape[1], 1)
+        self.workers = 1 if device.type != "cpu" else max(1, min(torch.get_num_threads(), _WORKERS,
+                                                                 matrix.shape[0] // 64))
+        self.rows = max(1, _BLOCK_BYTES // (2 * channels * self.workers))  # bfloat16 rows of one power block
+        self.cached = self.rows if device.type != "cpu" else max(1, _CACHE_ROWS_BYTES // (4 * channels))
 
     @property
     def channels(self) -> int:
         return self.x.shape[1]
 
-    def blocks(self, dtype: torch.dtype) -> Iterator[tuple[slice, torch.Tensor]]:
-        """(rows, standardised block in ``dtype`` on the device), over all of this process's rows."""
-        scratch = torch.empty(self.cached, self.channels, device=self.device)
-        for start in range(0, self.x.shape[0], self.rows):
-            self.stop.check()
-            clock = time.perf_counter()
-            stop = min(start + self.rows, self.x.shape[0])
-            block = self._buffer(dtype)[: stop - start]
-            for first in range(start, stop, self.cached):
-                last = min(first + self.cached, stop)
-                out = block[first - start : last - start] if dtype == torch.float32 else scratch[: last - first]
-                out.copy_(self.x[first:last])  # converts (and crosses to the device when X stayed on the CPU)
-                torch.addcmul(self.bias, out, self.scale, out=out)
-                if dtype != torch.float32:
-                    block[first - start : last - start].copy_(out)
-            self.release(start, stop)
-            self.times.since("read and standardise", clock)
-            yield slice(start, stop), block
+    def _standardise(self, first: int, last: int, out: torch.Tensor) -> None:
+        """``out`` (float32, last - first rows) = Z[first:last]."""
+        out.copy_(self.x[first:last])  # converts (and crosses to the device when X stayed on the CPU)
+        torch.addcmul(self.bias, out, self.scale, out=out)
 
-    def _buffer(self, dtype: torch.dtype) -> torch.Tensor:
-        if dtype not in self.buffers:  # one per dtype, reused by every pass: a fresh one costs page faults
-            self.buffers[dtype] = torch.empty(min(self.rows, max(self.x.shape[0], 1)), self.channels, dtype=dtype,
-                                              device=self.device)
-        return self.buffers[dtype]
+    def _in_parallel(self, work: Callable[[range, dict], object]) -> list:
+        """``work(rows, times)`` over each worker's share of the rows, one torch thread each."""
+        bounds = np.linspace(0, self.x.shape[0], self.workers + 1).astype(int)
+        parts = [range(bounds[i], bounds[i + 1]) for i in range(self.workers)]
+        local = [defaultdict(float) for _ in parts]
+        if len(parts) == 1:
+            results = [work(parts[0], local[0])]
+        else:
+            previous = torch.get_num_threads()
+
+            def run(index: int):
+                torch.set_num_threads(1)
+                return work(parts[index], local[index])
+
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(len(parts)) as pool:
+                    results = list(pool.map(run, range(len(parts))))
+            finally:
+                torch.set_num_threads(previous)
+        self.times.merge(local)
+        return results
 
     def power(self, directions: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Z^T Z P over this process's rows, (channels, w) float32."""
         right = directions.to(self.device, dtype)
-        out = torch.zeros(self.channels, directions.shape[1], device=self.device)
-        for _, block in self.blocks(dtype):
-            clock = time.perf_counter()
-            out += (block.T @ (block @ right)).float()
-            self.times.since("power iterations", clock)
-        return out
+
+        def work(rows: range, times: dict) -> torch.Tensor:
+            block = torch.empty(min(self.rows, max(len(rows), 1)), self.channels, dtype=dtype, device=self.device)
+            scratch = torch.empty(self.cached, self.channels, device=self.device) if dtype != torch.float32 else None
+            out = torch.zeros(self.channels, directions.shape[1], device=self.device)
+            for start in range(rows.start, rows.stop, self.rows):
+                self.stop.check()
+                clock, stop = time.perf_counter(), min(start + self.rows, rows.stop)
+                for first in range(start, stop, self.cached):
+                    last = min(first + self.cached, stop)
+                    target = block[first - start : last - start]
+                    self._standardise(first, last, target if scratch is None else scratch[: last - first])
+                    if scratch is not None:
+                        target.copy_(scratch[: last - first])
+                self.release(start, stop)
+                clock = self.times.since("read and standardise", clock, times)
+                z = block[: stop - start]
+                out += (z.T @ (z @ right)).float()
+                self.times.since("power iterations", clock, times)
+            return out
+
+        return sum(self._in_parallel(work))
 
     def project(self, directions: torch.Tensor) -> torch.Tensor:
-        """Z P over this process's rows in float32, (rows, w)."""
+        """Z P over this process's rows in float32, (rows, w): row by row, so a few rows at a time."""
         right = directions.to(self.device, torch.float32)
         out = torch.empty(self.x.shape[0], directions.shape[1], device=self.device)
-        for rows, block in self.blocks(torch.float32):
-            clock = time.perf_counter()
-            torch.matmul(block, right, out=out[rows])
-            self.times.since("final pass", clock)
+
+        def work(rows: range, times: dict) -> None:
+            scratch = torch.empty(self.cached, self.channels, device=self.device)
+            for first in range(rows.start, rows.stop, self.cached):
+                self.stop.check()
+                clock, last = time.perf_counter(), min(first + self.cached, rows.stop)
+                block = scratch[: last - first]
+                self._standardise(first, last, block)
+                self.release(first, last)
+                clock = self.times.since("read and standardise", clock, times)
+                torch.matmul(block, right, out=out[first:last])
+                self.times.since("final pass", clock, times)
+
+        self._in_parallel(work)
         return out
 
 
