@@ -18,6 +18,13 @@ records and does not branch on their names:
   ``LESION_METRICS`` / ``CURVE_METRICS`` (``fnweb/experiment_results.py``);
 - interventions: ``INTERVENTIONS`` in ``fnweb/interventions.py`` (which channels it
   changes and by what factor; masks are ``x * keep + add`` per layer).
+
+Each file format has one home: templates ``fnweb/templates.py``; run folders, their file
+names and ``mask.json`` ``fnweb/finetune/runs.py``; experiment results
+``fnweb/experiment_results.py``; model cards ``fnweb/hubcard.py`` (templates) and
+``fnweb/finetune/card.py`` (runs, local and Hub). Users' files are read, and every file
+written atomically, through ``fnweb/io.py``; what a model, dataset or repo name stands
+for (the embedded model, a built-in set, a path, a Hub id) is ``fnweb/ids.py``'s.
 """
 
 __version__ = "0.1.0"

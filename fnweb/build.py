@@ -29,13 +29,14 @@ import torch
 from . import __version__
 from .archs import DEFAULT_SITE, check_site, layout_of
 from .capture import STORAGE_DTYPES, capture, input_device, row_starts
+from .checks import check_seed
 from .decompose import decompose
 from .errors import FnwebError
 from .explain import DEFAULT_TOP, build_signals, cards_from_build
 from .fit import build_estimate
 from .models import LoadedModel, weights_bytes
 from .progress import Progress, ProgressFn, StopFlag, no_progress
-from .prompts import LOCAL_SUFFIXES, PromptSource, encode_pairs, sample_pairs
+from .prompts import LOCAL_SUFFIXES, Pair, PromptSource, encode_pairs, sample_pairs
 from .rowstore import row_store
 from .shards import Shards
 from .stability import DEFAULT_RUNS, component_stability
@@ -82,6 +83,7 @@ class BuildConfig:
             raise FnwebError(f"Card contexts per component must lie between 0 and 200 (got {self.card_contexts}).")
         if self.memmap_folder is not None and not str(self.memmap_folder).strip():
             raise FnwebError("The memory-map folder is empty: name a folder, or leave it out to keep rows in memory.")
+        check_seed(self.seed)
         check_site(self.site)
         threshold_rule(self.threshold).check(self.resolved_threshold)
 
@@ -107,12 +109,17 @@ def build_template(
     progress: ProgressFn = no_progress,
     stop: Optional[StopFlag] = None,
     shards: Optional[Shards] = None,
+    pairs: Optional[Sequence[Pair]] = None,
 ) -> BuildResult:
-    """Run the whole pipeline; save to ``output`` (a .json path) when given (the main process only)."""
+    """Run the whole pipeline; save to ``output`` (a .json path) when given (the main process only).
+
+    ``pairs``: the prompts ``sample_pairs`` gives for the config, when the caller read them
+    already (before loading the model, so that an unreadable dataset fails first).
+    """
     stop, shards = stop or StopFlag(), shards or Shards()
     config.validate()  # bad values fail before any work
     seconds, clock = {}, time.perf_counter()
-    pairs, sequences, plan = _read_prompts(lm, config, shards, progress)
+    pairs, sequences, plan = _read_prompts(lm, config, shards, progress, pairs)
     seconds["prompts"], clock = time.perf_counter() - clock, time.perf_counter()
     own = [sequences[i] for i in plan[shards.rank]]
     stop.check()
@@ -153,10 +160,11 @@ def build_template(
                        parts=result.info.get("seconds", {}), fit=fit)
 
 
-def _read_prompts(lm, config: BuildConfig, shards: Shards, progress: ProgressFn):
+def _read_prompts(lm, config: BuildConfig, shards: Shards, progress: ProgressFn, pairs: Optional[Sequence[Pair]]):
     """(pairs, their token ids, each process's share of them)."""
     progress(Progress("loading", 0, 1, "", "Reading prompts"))
-    pairs = sample_pairs(config.sources, config.samples_per_dataset, config.seed)
+    if pairs is None:
+        pairs = sample_pairs(config.sources, config.samples_per_dataset, config.seed)
     sequences = encode_pairs(lm.tokenizer, pairs, config.max_tokens, config.prompt_format)
     n_tokens = sum(len(s) for s in sequences)
     if config.k >= n_tokens:  # say so before the capture, not after it
@@ -166,8 +174,8 @@ def _read_prompts(lm, config: BuildConfig, shards: Shards, progress: ProgressFn)
         )
     plan = shards.plan([len(s) for s in sequences])
     if shards.distributed:  # each process's share, in the log: the build is sharded, not repeated
-        progress(Progress("sharding", 1, 1, "", f"{shards.world} processes share {len(sequences)} prompts: " + ", ".join(
-            f"process {r} {sum(len(sequences[i]) for i in part):,} tokens" for r, part in enumerate(plan))))
+        shares = ", ".join(f"process {r} {sum(len(sequences[i]) for i in part):,} tokens" for r, part in enumerate(plan))
+        progress(Progress("sharding", 1, 1, "", f"{shards.world} processes share {len(sequences)} prompts: {shares}"))
     return pairs, sequences, plan
 
 

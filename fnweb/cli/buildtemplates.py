@@ -32,10 +32,11 @@ from ..errors import FnwebError
 from ..explain import DEFAULT_TOP
 from ..fit import check_model_fits
 from ..hubcard import coverage_png
+from ..ids import model_alias
 from ..io import check_writable_file
-from ..models import DTYPES, EMBEDDED_ID, ModelRequest, estimated_bytes, load_model
+from ..models import DTYPES, ModelRequest, estimated_bytes, load_model
 from ..progress import Progress
-from ..prompts import FORMATS, PromptSource, builtin_sets
+from ..prompts import FORMATS, PromptSource, builtin_sets, sample_pairs
 from ..rowstore import check_folder
 from ..shards import Shards
 from ..stability import DEFAULT_RUNS
@@ -102,7 +103,7 @@ def _model_id(args) -> str:
     model = args.model_name_or_path or args.model
     if not model:
         raise FnwebError("No model given: pass MODEL (a Hub id, a folder, or 'embedded').")
-    return EMBEDDED_ID if model in ("embedded", EMBEDDED_ID) else model
+    return model_alias(model)
 
 
 def _sources(args) -> list[PromptSource]:
@@ -155,6 +156,8 @@ def _config(args, sources) -> BuildConfig:
         card_contexts=args.card_contexts, card_negative=args.card_negative, memmap_folder=args.memmap_folder,
     )
     config.validate()
+    for rule in THRESHOLDS.values():  # a value given for the other rule is refused too, not ignored
+        rule.check(getattr(args, rule.cli_flag))
     return config
 
 
@@ -168,9 +171,12 @@ def _device(args, shards: Shards) -> str:
     return str(shards.own_device) if args.device in ("auto", "cuda") else args.device
 
 
-def _load(args, model_id: str, output, shards: Shards):
-    """Check the output and that the model fits, then load it; every process agrees, or all stop."""
-    failure, lm = None, None
+def _load(args, model_id: str, output, shards: Shards, config: BuildConfig):
+    """Check the output, read the prompts, check that the model fits, then load it.
+
+    Every process agrees, or all stop.
+    """
+    failure, lm, pairs = None, None, None
     try:
         if shards.is_main:
             check_writable_file(output, "the template file")  # now, not after the build
@@ -179,14 +185,15 @@ def _load(args, model_id: str, output, shards: Shards):
         quant = "4bit" if args.use_4bit else "8bit" if args.use_8bit else "none"
         request = ModelRequest(model_id, args.torch_dtype, _device(args, shards), quant, args.revision,
                                args.trust_remote_code)
-        request.validate()
+        request.validate()  # the device, before the datasets are read
+        pairs = sample_pairs(config.sources, config.samples_per_dataset, config.seed)  # before the model loads
         if quant == "none" and Path(model_id).expanduser().is_dir():  # a Hub model is checked once loaded
             check_model_fits(estimated_bytes(request), request.device, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
         lm = load_model(request)
     except FnwebError as exc:
         failure = exc
     shards.agree(failure)
-    return lm
+    return lm, pairs
 
 
 def main(argv=None) -> int:
@@ -204,9 +211,9 @@ def main(argv=None) -> int:
             hub.check_repo_id(args.push_to_hub)
             hub.resolve_token()
         output = args.output_file or default_output_path(args.ica_template_output, model_id, sources)
-        lm = _load(args, model_id, output, shards)
+        lm, pairs = _load(args, model_id, output, shards, config)
         result = build_template(lm, config, output=output, progress=_printer(args.quiet or not shards.is_main),
-                                shards=shards)
+                                shards=shards, pairs=pairs)
         if not shards.is_main:  # the main process reports and writes
             return 0
         print(f"Templates saved to: {result.path}")

