@@ -100,6 +100,7 @@ class BuildResult:
     path: Optional[Path] = None
     parts: dict = field(default_factory=dict)  # the decomposition's seconds per part (fnweb.sketch.PartTimes)
     fit: str = ""  # the memory estimate's line
+    maps: Optional[np.ndarray] = None  # (channels, k) component maps before thresholding
 
 
 def build_template(
@@ -157,7 +158,7 @@ def build_template(
     path = template.save(output) if output is not None and shards.is_main else None
     progress(Progress("done", 1, 1, "", "Done"))
     return BuildResult(template=template, seconds=seconds, n_tokens=result.n_tokens, path=path,
-                       parts=result.info.get("seconds", {}), fit=fit)
+                       parts=result.info.get("seconds", {}), fit=fit, maps=result.maps)
 
 
 def _read_prompts(lm, config: BuildConfig, shards: Shards, progress: ProgressFn, pairs: Optional[Sequence[Pair]]):

@@ -37,6 +37,48 @@ def launched_processes() -> int:
     return max(1, int(os.environ.get("WORLD_SIZE", "1")))
 
 
+_MPI_SIZES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
+_HOW = ("launch CPU processes with `CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N -m "
+        "fnweb.cli.buildtemplates ...` or `torchrun --nproc_per_node N -m fnweb.cli.buildtemplates ...`.")
+
+
+def check_launch() -> None:
+    """Refuse a launch that asked for several processes but gave this one no process group.
+
+    ``accelerate launch --cpu --num_processes N`` without MPI runs the script once, as one
+    process: the build would quietly not be shared. Under mpirun, each process would do
+    the whole build. Both say so instead.
+    """
+    if launched_processes() > 1:
+        return
+    mpi = max(int(os.environ.get(name, "1") or 1) for name in _MPI_SIZES)
+    if mpi > 1:
+        raise FnwebError(f"mpirun started {mpi} processes, but fnweb's builds join a torch.distributed process "
+                         f"group (WORLD_SIZE), which mpirun does not set: {_HOW}")
+    asked = _cpu_launch_processes()
+    if asked > 1:
+        raise FnwebError(f"accelerate launch --cpu started one process, not the {asked} asked for (without MPI it runs "
+                         f"the script once): {_HOW}")
+
+
+def _cpu_launch_processes() -> int:
+    """--num_processes of the ``accelerate launch --cpu`` that started this process (1 when it was not one)."""
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true", "yes"):
+        return 1
+    try:  # the launcher is the parent (Linux: its command line; elsewhere this check is skipped)
+        words = open(f"/proc/{os.getppid()}/cmdline", "rb").read().decode(errors="replace").split("\0")
+    except OSError:
+        return 1
+    if not any("accelerate" in word for word in words):
+        return 1
+    for index, word in enumerate(words):
+        flag, _, value = word.partition("=")
+        if flag.replace("-", "_") == "__num_processes":
+            value = value or (words[index + 1] if index + 1 < len(words) else "")
+            return int(value) if value.isdigit() else 1
+    return 1
+
+
 class Shards:
     """This process's place among the processes of a build, and the calls between them."""
 

@@ -38,7 +38,7 @@ from ..models import DTYPES, ModelRequest, estimated_bytes, load_model
 from ..progress import Progress
 from ..prompts import FORMATS, PromptSource, builtin_sets, sample_pairs
 from ..rowstore import check_folder
-from ..shards import Shards
+from ..shards import Shards, check_launch
 from ..stability import DEFAULT_RUNS
 from ..thresholds import DEFAULT_RULE, THRESHOLDS
 from . import run_cli
@@ -201,6 +201,7 @@ def main(argv=None) -> int:
     shards = Shards.from_environment()
 
     def body() -> int:
+        check_launch()
         if args.use_4bit and args.use_8bit:
             raise FnwebError("Choose one of --use_4bit and --use_8bit.")
         model_id, sources = _model_id(args), _sources(args)
