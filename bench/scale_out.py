@@ -34,12 +34,15 @@ LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--
 
 
 def build(out: Path, site: str, sets: str, samples: int, max_tokens: int = 128, folder: str = "-",
-          processes: int = 1) -> tuple[float, list[dict]]:
-    """(wall seconds, one record per process) of a build in fresh processes, each with its share of the cores."""
+          processes: int = 1, cpu: bool = False) -> tuple[float, list[dict]]:
+    """(wall seconds, one record per process) of a build in fresh processes, each with its share of the cores.
+
+    Several processes, or ``cpu``: with CUDA hidden (launched processes share the CPU, as on a machine without GPUs).
+    """
     threads = max(1, (os.cpu_count() or 2) // processes)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
     command = [sys.executable] if processes == 1 else [*LAUNCH, str(processes)]
-    if processes > 1:
+    if processes > 1 or cpu:
         env["CUDA_VISIBLE_DEVICES"] = ""  # CPU processes: the comparison is of processes, not of devices
     start = time.perf_counter()
     done = subprocess.run([*command, str(HERE / "_build_child.py"), str(out), site, sets, str(samples),
@@ -67,7 +70,7 @@ def template_agreement(a: Path, b: Path) -> dict:
 
 
 def bench_processes(site: str, workdir: Path) -> dict:
-    one_s, one = build(workdir / "one.json", site, SETS_100, 20)
+    one_s, one = build(workdir / "one.json", site, SETS_100, 20, cpu=True)
     two_s, two = build(workdir / "two.json", site, SETS_100, 20, processes=2)
     return {"tokens": one[0]["all_tokens"], "one_process_s": one_s, "two_processes_s": two_s,
             "speedup": one_s / two_s, "one_process_peak_mb": one[0]["peak_mb"],
