@@ -4,8 +4,11 @@
 
 Runs on the embedded model (SmolLM2-135M-Instruct) over 100 built-in prompts and
 prints a table of measured figures, ratios and targets; writes the same as JSON.
-Sections: capture, decomposition, end_to_end, generation, training, startup, scaling
-(the decomposition as tokens, channels and k grow). Timings on shared machines drift,
+Sections: capture, decomposition (with its seconds per part), end_to_end, generation,
+training, startup, scaling (the decomposition as tokens, channels and k grow), and
+``bench/scale_out.py``'s: processes (one build process against two), memmap (tokens
+through a mapped file) and busy (the decomposition while busy loops hold every core;
+CPU only). Timings on shared machines drift,
 so each comparison runs both sides back to back (best of a few runs) and reports their
 ratio. A whole run takes 5-6 minutes on 2 CPU cores. With CUDA, capture and the
 decomposition's PCA passes run on the GPU; the original's method stays on the CPU.
@@ -38,6 +41,7 @@ from fnweb.masks import MaskSpec, masked  # noqa: E402
 from fnweb.models import load_model  # noqa: E402
 from fnweb.prompts import PromptSource, builtin_sets, encode_pairs, sample_pairs  # noqa: E402
 from reference import reference_capture, reference_masks  # noqa: E402
+import scale_out  # noqa: E402
 
 SETS = ["factual", "arithmetic", "code", "creative", "multilingual"]
 MAX_TOKENS = 128
@@ -148,6 +152,7 @@ def bench_decomposition(acts, workdir: Path, k: int = 10) -> dict:
         "fnweb_s": ours["seconds"], "reference_s": theirs["seconds"], "speedup": speedup,
         "fnweb_peak_mb": ours["peak_mb"], "reference_peak_mb": theirs["peak_mb"], "memory_ratio": memory,
         **({"fnweb_gpu_peak_mb": ours["gpu_peak_mb"]} if "gpu_peak_mb" in ours else {}),
+        "fnweb_parts": ours.get("parts", {}), "fnweb_stability_s": ours.get("stability_s"),
         **agree,
         "target": "speedup >= 20, memory_ratio <= 0.5, matched |corr| >= 0.95",
         "ok": speedup >= 20 and memory <= 0.5 and agree["matched_abs_correlation"] >= 0.95,
@@ -289,6 +294,9 @@ def table(results: dict) -> str:
                      f"{d['reference_peak_mb']:.0f} MB  ratio {d['memory_ratio']:.2f}; matched |corr| "
                      f"{d['matched_abs_correlation']:.3f}, mask IoU {d['mask_iou']:.3f}  "
                      f"({d['tokens']} tokens x {d['channels']} channels)  {'OK' if d['ok'] else 'MISSED'}")
+    if d and d.get("fnweb_parts"):
+        lines.append("  its parts     " + ", ".join(f"{name} {value:.2f} s" for name, value in d["fnweb_parts"].items())
+                     + f"; stability re-runs (5, not in the time above) {d['fnweb_stability_s']:.2f} s")
     e = results.get("end_to_end")
     if e:
         lines.append(f"end to end     {e['fnweb_s']:.1f} s vs original {e['reference_s']:.1f} s  "
@@ -315,7 +323,7 @@ def table(results: dict) -> str:
         pts = ", ".join(f"{p[name]}: {p['seconds']:.2f} s / {p['peak_mb']:.0f} MB" for p in sweep["points"])
         lines.append(f"scaling {name:<9}{pts}; time ~ {name}^{sweep['time_exponent']:.2f}, "
                      f"memory ~ {name}^{sweep['memory_exponent']:.2f}")
-    return "\n".join(lines)
+    return "\n".join(lines + scale_out.lines(results))
 
 
 def machine() -> str:
@@ -348,6 +356,10 @@ def main(argv=None) -> int:
             results["decomposition"] = bench_decomposition(acts, workdir)
             save()
             print(table({"machine": results["machine"], "decomposition": results["decomposition"]}), flush=True)
+        if "busy" not in args.skip and not torch.cuda.is_available():
+            results["busy"] = scale_out.bench_busy(run_child, save_acts(acts, workdir / "acts.npz"), workdir)
+            save()
+            print(table({"machine": results["machine"], "busy": results["busy"]}), flush=True)
         del acts
         if "end_to_end" not in args.skip and "decomposition" in results:
             results["end_to_end"] = bench_end_to_end(lm, sequences, args.site,
@@ -368,6 +380,11 @@ def main(argv=None) -> int:
         if "scaling" not in args.skip:
             results["scaling"] = bench_scaling(lm, args.site, workdir)
             save()
+        for name, section in (("processes", scale_out.bench_processes), ("memmap", scale_out.bench_memmap)):
+            if name not in args.skip:
+                results[name] = section(args.site, workdir)
+                save()
+                print(table({"machine": results["machine"], name: results[name]}), flush=True)
     print()
     print(table(results))
     save()

@@ -30,7 +30,8 @@ from .direct_effect import logit_change, top_effects, written_direction
 from .errors import FnwebError
 from .progress import Progress, ProgressFn, StopFlag, no_progress
 from .prompts import BUILTIN_PREFIX, PromptSource, encode_pairs, sample_pairs
-from .readout import capture_columns, estimate_readout, fit_readout, flat_columns, mask_channels
+from .readout import (capture_columns, estimate_readout, fit_readout, flat_columns, map_reads,
+                      mask_channels, read_signals)
 from .templates import Template
 
 DEFAULT_TOP = 20
@@ -53,8 +54,12 @@ class Signal:
 
 def cards_from_build(lm, template: Template, decomposition, acts, sequences, pairs, set_names: list[str],
                      top: int = DEFAULT_TOP, negative: bool = False, standardised: bool = True,
-                     stop: Optional[StopFlag] = None) -> Cards:
-    """Cards from a build: the decomposition's sources, its maps and the capture's statistics."""
+                     stop: Optional[StopFlag] = None, signals: Optional[np.ndarray] = None) -> Cards:
+    """Cards from a build: the decomposition's sources, its maps and the capture's statistics.
+
+    ``signals``: every token's unfitted readout guesses (``build_signals``) when this process
+    does not hold all the rows (a sharded build gathers them); else they are read from ``acts``.
+    """
     if decomposition.sources is None:
         raise FnwebError("This decomposition kept no sources to make cards from.")
     stop = stop or StopFlag()
@@ -62,18 +67,32 @@ def cards_from_build(lm, template: Template, decomposition, acts, sequences, pai
     values = decomposition.sources * signs.astype(np.float32)
     mean, std = acts.mean.numpy(), acts.std.numpy()
     unit = std if standardised else np.ones_like(std)  # what the ICA saw: z-scores or centred activations
+    flats = _flats(template)
+    reads = map_reads(flats, decomposition.maps, mean, unit)
+    if signals is None:
+        signals = read_signals(acts.matrix, flats, reads, stop=stop)
     movement, readouts = {}, {}
     for c in template.component_ids:
         stop.check()
-        channels = mask_channels(template, c)
-        flat = flat_columns(template, channels)
-        weights = decomposition.maps[flat, c] * signs[c]
-        readouts[c] = fit_readout(acts.matrix, flat, weights, mean, unit, values[:, c])
-        movement[c] = _per_layer(channels, weights * unit[flat])
+        (read, offset), sign = reads[c], float(signs[c])
+        readouts[c] = fit_readout(read * sign, offset * sign, signals[:, c] * sign, values[:, c])
+        movement[c] = _per_layer(mask_channels(template, c), decomposition.maps[flats[c], c] * sign * unit[flats[c]])
     signal = Signal(values, sequences, row_starts([len(s) for s in sequences]),
                     [set_names.index(p.source) if p.source in set_names else 0 for p in pairs], set_names,
                     [p.prompt for p in pairs])
     return _assemble(lm, template, template.meta.site, signal, movement, readouts, "build", top, negative)
+
+
+def build_signals(matrix: torch.Tensor, template: Template, maps: np.ndarray, mean: torch.Tensor, std: torch.Tensor,
+                  standardised: bool = True, release=None, stop: Optional[StopFlag] = None) -> np.ndarray:
+    """(this process's rows, k): each component's unfitted readout guess, for ``cards_from_build(signals=...)``."""
+    unit = std.numpy() if standardised else np.ones(std.shape[0], dtype=np.float32)
+    flats = _flats(template)
+    return read_signals(matrix, flats, map_reads(flats, maps, mean.numpy(), unit), release, stop)
+
+
+def _flats(template: Template) -> list[np.ndarray]:
+    return [flat_columns(template, mask_channels(template, c)) for c in template.component_ids]
 
 
 def _per_layer(channels: dict[int, np.ndarray], flat_values: np.ndarray) -> dict[int, np.ndarray]:

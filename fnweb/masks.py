@@ -152,18 +152,27 @@ def _editor(mask: LayerMask):
     """The function a hook applies: ``x * keep``, or ``x * keep + add`` when the mask puts values in.
 
     A per-row mask (rows, 1, width) also fits inputs flattened to (rows * positions, width).
+    The mask follows the activations to their device (a model split over devices, or
+    offloaded, runs a layer where its hook says), moved once per device.
     """
-    keep, add = mask.keep, mask.add
-    if add is None:  # lesion, preserve, scaling: a plain multiply, as fast as it gets
+    on_device = {mask.keep.device: mask}
+
+    def moved(x: torch.Tensor) -> LayerMask:
+        if x.device not in on_device:
+            on_device[x.device] = mask.to(x.device)
+        return on_device[x.device]
+
+    if mask.add is None:  # lesion, preserve, scaling: a plain multiply, as fast as it gets
         def times(x: torch.Tensor) -> torch.Tensor:
-            factor = keep.to(dtype=x.dtype)
+            factor = moved(x).keep.to(dtype=x.dtype)
             if factor.dim() == 3 and x.dim() == 2:
                 return (x.reshape(factor.shape[0], -1, x.shape[-1]) * factor).reshape(x.shape)
             return x * factor
         return times
 
     def times_plus(x: torch.Tensor) -> torch.Tensor:
-        factor, values = keep.to(dtype=x.dtype), add.to(dtype=x.dtype)
+        here = moved(x)
+        factor, values = here.keep.to(dtype=x.dtype), here.add.to(dtype=x.dtype)
         if factor.dim() == 3 and x.dim() == 2:
             return torch.addcmul(values, x.reshape(factor.shape[0], -1, x.shape[-1]), factor).reshape(x.shape)
         return torch.addcmul(values, x, factor)
@@ -180,8 +189,9 @@ def apply_masks(model: torch.nn.Module, masks: dict[int, LayerMask], site: str) 
             if not 0 <= layer < layout.n_layers:
                 raise FnwebError(f"Layer {layer} is outside this model's 0..{layout.n_layers - 1}.")
             module = layout.module(model, layer, site)
-            weight = next(module.parameters(), None)
-            mask = as_layer_mask(mask).to(weight.device if weight is not None else "cpu")
+            weight = next(module.parameters(), None)  # on "meta" when offloaded: the hook moves the mask then
+            mask = as_layer_mask(mask).to(weight.device if weight is not None and weight.device.type != "meta"
+                                          else "cpu")
             handles.append(hook_site(module, site, _editor(mask)))
         yield
     finally:

@@ -5,7 +5,8 @@ new tokens is read from the raw activations of the mask's channels: ``signal = a
 weights + offset``. At a build, the weights are the component's map on those channels
 divided by each channel's standard deviation (the capture's own statistics), scaled
 and offset by a least-squares fit to the ICA source, whose correlation with the
-source is kept as ``fidelity``. On demand (a template without stored cards), there
+source is kept as ``fidelity`` (the unfitted guesses, ``read_signals``, take one pass
+over the rows; each process of a sharded build makes it over its own). On demand (a template without stored cards), there
 is no map: the weights are the leading principal direction of the mask's
 standardised channels over a prompt set, standardised by that set's own per-channel
 mean and standard deviation, and the signal is scaled to mean 0, standard deviation
@@ -76,21 +77,39 @@ def _columns(matrix: torch.Tensor, flat: np.ndarray, rows: slice) -> np.ndarray:
     return matrix[rows].index_select(1, torch.as_tensor(flat, dtype=torch.long)).float().numpy()
 
 
-def fit_readout(matrix: torch.Tensor, flat: np.ndarray, map_weights: np.ndarray, mean: np.ndarray,
-                std: np.ndarray, target: np.ndarray) -> Readout:
-    """The readout of ``target`` (one ICA source) from the map on ``flat``'s columns of a capture matrix."""
-    read = np.where(std[flat] > 1e-8, map_weights / np.maximum(std[flat], 1e-8), 0.0).astype(np.float32)
-    base = float(mean[flat] @ read)
-    guess = np.empty(matrix.shape[0])
-    for start in range(0, matrix.shape[0], _ROWS):
-        rows = slice(start, start + _ROWS)
-        guess[rows] = _columns(matrix, flat, rows) @ read - base
+def map_reads(flats: list[np.ndarray], maps: np.ndarray, mean: np.ndarray, std: np.ndarray) -> list[tuple]:
+    """Per component (map column): (its weights on the raw activations of its ``flat`` columns, their offset)."""
+    reads = []
+    for c, flat in enumerate(flats):
+        read = np.where(std[flat] > 1e-8, maps[flat, c] / np.maximum(std[flat], 1e-8), 0.0).astype(np.float32)
+        reads.append((read, float(mean[flat] @ read)))
+    return reads
+
+
+def read_signals(matrix: torch.Tensor, flats: list[np.ndarray], reads: list[tuple],
+                 release=None, stop: Optional[StopFlag] = None) -> np.ndarray:
+    """(rows, components): each component's readout guess ``X[:, flat] @ read - offset``, in one pass over the rows."""
+    stop = stop or StopFlag()
+    out = np.empty((matrix.shape[0], len(flats)), dtype=np.float64)
+    step = max(1, min(_ROWS, _CHUNK_BYTES // max(1, 8 * matrix.shape[1])))
+    for start in range(0, matrix.shape[0], step):
+        stop.check()
+        rows = slice(start, min(start + step, matrix.shape[0]))
+        for c, (flat, (read, offset)) in enumerate(zip(flats, reads)):
+            out[rows, c] = _columns(matrix, flat, rows) @ read - offset
+        if release is not None:
+            release(rows.start, rows.stop)
+    return out
+
+
+def fit_readout(read: np.ndarray, offset: float, guess: np.ndarray, target: np.ndarray) -> Readout:
+    """The readout of ``target`` (one ICA source) from its ``guess`` (``read`` applied, minus ``offset``)."""
     spread = guess.std()
     if spread < 1e-12:
         return Readout(np.zeros_like(read), 0.0, 0.0)
     fidelity = float(np.corrcoef(guess, target)[0, 1])
     slope = float(np.cov(guess, target, bias=True)[0, 1] / spread**2)
-    return Readout((read * slope).astype(np.float32), float(target.mean() - slope * (guess.mean() + base)),
+    return Readout((read * slope).astype(np.float32), float(target.mean() - slope * (guess.mean() + offset)),
                    round(fidelity, 4))
 
 

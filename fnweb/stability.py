@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .decompose import Decomposition, orient_maps, fit_ica
 from .thresholds import DEFAULT_RULE, resolved_value, threshold_rule
@@ -85,7 +86,8 @@ def _resampled_pca(sketch_scores: np.ndarray, sketch_basis: np.ndarray, k: int, 
     rows = rng.integers(0, sketch_scores.shape[0], sketch_scores.shape[0])
     sample = sketch_scores[rows].astype(np.float64)
     sample -= sample.mean(0)
-    _, _, vt = np.linalg.svd(sample, full_matrices=False)
+    with threadpool_limits(1):  # a (tokens, w) SVD is too thin to share; threads that wait cost more on a busy machine
+        _, _, vt = np.linalg.svd(sample, full_matrices=False)
     within = vt[:k].T  # (w, k): the resample's top directions, in sketch coordinates
     return sample @ within, sketch_basis @ within
 

@@ -72,6 +72,7 @@ class TemplateMeta:
     fnweb_version: str = ""
     created: str = ""
     ica: dict = field(default_factory=dict)  # converged, iterations, explained variance
+    processes: int = 1  # how many processes built it (their token shares add up to n_tokens)
 
     @classmethod
     def from_dict(cls, data: dict) -> "TemplateMeta":

@@ -38,4 +38,34 @@ def test_decomposition_section_finds_fnweb_and_the_original_method_agree(bench, 
     result = bench.bench_decomposition(acts, tmp_path, k=4)
     assert result["matched_abs_correlation"] > 0.95 and result["mask_iou"] > 0.5
     assert result["fnweb_s"] > 0 and result["reference_s"] > 0 and result["fnweb_peak_mb"] > 0
-    assert "decomposition" in bench.table({"machine": "test", "decomposition": result})
+    assert {"read and standardise", "power iterations", "final pass", "ica"} <= set(result["fnweb_parts"])
+    assert sum(result["fnweb_parts"].values()) <= result["fnweb_s"] and result["fnweb_stability_s"] > 0
+    printed = bench.table({"machine": "test", "decomposition": result})
+    assert "decomposition" in printed and "power iterations" in printed
+
+
+def test_busy_section_times_both_methods_while_every_core_is_taken(bench, tmp_path):
+    import scale_out
+
+    matrix, _truth = planted(tokens=1500, channels=200, k=3, seed=2)
+    acts = Activations(matrix=matrix, layers=[0], width=200, site="neurons",
+                       mean=matrix.float().mean(0), std=matrix.float().std(0, unbiased=False))
+    result = scale_out.bench_busy(bench.run_child, bench.save_acts(acts, tmp_path / "a.npz"), tmp_path, k=3,
+                                  busy=1)
+    assert result["busy_processes"] >= 1 and result["speedup"] == result["reference_s"] / result["fnweb_s"]
+    assert "busy machine" in bench.table({"machine": "test", "busy": result})
+
+
+def test_template_agreement_counts_identical_masks(bench, tmp_path):  # bench: puts bench/ on the path
+    import json
+
+    import scale_out
+
+    def template(channels):
+        return {"templates": {"0": {"1": channels}, "1": {"2": [3]}},
+                "fnweb": {"ica": {"explained_variance": [2.0, 1.0]}}}
+
+    (tmp_path / "a.json").write_text(json.dumps(template([1, 2, 3, 4])))
+    (tmp_path / "b.json").write_text(json.dumps(template([1, 2, 3])))
+    agreement = scale_out.template_agreement(tmp_path / "a.json", tmp_path / "b.json")
+    assert agreement["identical_masks"] == "1/2" and agreement["mask_iou"] == pytest.approx((0.75 + 1) / 2)

@@ -9,13 +9,20 @@ Prints the template path and the coverage summary (and with ``--explain`` each
 component's card, which the template keeps). With ``--push_to_hub REPO`` the
 saved template is then pushed to the Hugging Face Hub (token from HF_TOKEN or the
 saved login, ``hf auth login``; never a flag) and the repo URL is printed.
+
+Under ``accelerate launch --num_processes N`` each process captures its share of the
+prompts and the main process writes the template (``fnweb.shards``); with
+``--memmap_folder DIR`` each process keeps its rows in a mapped file there. Before the
+capture a line says how much memory the build needs; it stops when that is not free.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
 from .. import hub
 from ..archs import DEFAULT_SITE, SITES, sites_help
@@ -23,12 +30,15 @@ from ..build import BuildConfig, build_template, default_output_path
 from ..capture import STORAGE_DTYPES
 from ..errors import FnwebError
 from ..explain import DEFAULT_TOP
+from ..fit import check_model_fits
 from ..hubcard import coverage_png
 from ..ids import model_alias
 from ..io import check_writable_file
-from ..models import DTYPES, ModelRequest, load_model
+from ..models import DTYPES, ModelRequest, estimated_bytes, load_model
 from ..progress import Progress
 from ..prompts import FORMATS, PromptSource, builtin_sets, sample_pairs
+from ..rowstore import check_folder
+from ..shards import Shards, check_launch
 from ..stability import DEFAULT_RUNS
 from ..thresholds import DEFAULT_RULE, THRESHOLDS
 from . import run_cli
@@ -71,6 +81,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--use_8bit", action=argparse.BooleanOptionalAction, default=False, help="load in 8-bit")
     p.add_argument("--revision", default=None, help="model revision")
     p.add_argument("--trust_remote_code", action="store_true", help="run code from the model repo")
+    p.add_argument("--memmap_folder", metavar="DIR", default=None,
+                   help="keep each process's captured rows in a float16 file mapped from DIR (removed when done): "
+                        "more tokens than memory holds")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     cards = p.add_argument_group("component cards (what each network does; kept in the template)")
     cards.add_argument("--card_contexts", type=int, default=DEFAULT_TOP,
@@ -133,40 +146,81 @@ def _explain(template) -> None:
     print_cards(template, stored_cards(template))
 
 
+def _config(args, sources) -> BuildConfig:
+    config = BuildConfig(
+        sources=sources, samples_per_dataset=args.ica_template_samples_per_ds,
+        max_tokens=args.max_seq_length, k=args.ica_components, site=args.site, threshold=args.threshold,
+        threshold_value=getattr(args, THRESHOLDS[args.threshold].cli_flag),
+        seed=args.seed, batch_size=args.batch_size, standardise=not args.no_standardise,
+        prompt_format=args.template_format, activation_dtype=args.ica_dtype, stability_runs=args.stability_runs,
+        card_contexts=args.card_contexts, card_negative=args.card_negative, memmap_folder=args.memmap_folder,
+    )
+    config.validate()
+    for rule in THRESHOLDS.values():  # a value given for the other rule is refused too, not ignored
+        rule.check(getattr(args, rule.cli_flag))
+    return config
+
+
+def _device(args, shards: Shards) -> str:
+    """The device to load on: under a launch, the one the launcher gave this process."""
+    if not shards.distributed:
+        return args.device
+    if args.device == "multi":
+        raise FnwebError("--device multi spreads one process's model over every GPU, but under accelerate launch "
+                         "each process has a device of its own: drop --device multi, or launch one process.")
+    return str(shards.own_device) if args.device in ("auto", "cuda") else args.device
+
+
+def _load(args, model_id: str, output, shards: Shards, config: BuildConfig):
+    """Check the output, read the prompts, check that the model fits, then load it.
+
+    Every process agrees, or all stop.
+    """
+    failure, lm, pairs = None, None, None
+    try:
+        if shards.is_main:
+            check_writable_file(output, "the template file")  # now, not after the build
+        if args.memmap_folder is not None:
+            check_folder(args.memmap_folder)  # writable now; its room is checked once the rows are counted
+        quant = "4bit" if args.use_4bit else "8bit" if args.use_8bit else "none"
+        request = ModelRequest(model_id, args.torch_dtype, _device(args, shards), quant, args.revision,
+                               args.trust_remote_code)
+        request.validate()  # the device, before the datasets are read
+        pairs = sample_pairs(config.sources, config.samples_per_dataset, config.seed)  # before the model loads
+        if quant == "none" and Path(model_id).expanduser().is_dir():  # a Hub model is checked once loaded
+            check_model_fits(estimated_bytes(request), request.device, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+        lm = load_model(request)
+    except FnwebError as exc:
+        failure = exc
+    shards.agree(failure)
+    return lm, pairs
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    shards = Shards.from_environment()
 
     def body() -> int:
+        check_launch()
         if args.use_4bit and args.use_8bit:
             raise FnwebError("Choose one of --use_4bit and --use_8bit.")
         model_id, sources = _model_id(args), _sources(args)
-        config = BuildConfig(
-            sources=sources, samples_per_dataset=args.ica_template_samples_per_ds,
-            max_tokens=args.max_seq_length, k=args.ica_components, site=args.site, threshold=args.threshold,
-            threshold_value=getattr(args, THRESHOLDS[args.threshold].cli_flag),
-            seed=args.seed, batch_size=args.batch_size, standardise=not args.no_standardise,
-            prompt_format=args.template_format, activation_dtype=args.ica_dtype, stability_runs=args.stability_runs,
-            card_contexts=args.card_contexts, card_negative=args.card_negative,
-        )
-        config.validate()
-        for rule in THRESHOLDS.values():  # a value given for the other rule is refused too, not ignored
-            rule.check(getattr(args, rule.cli_flag))
+        config = _config(args, sources)
         if args.explain and not args.card_contexts:
             raise FnwebError("--explain prints the cards, but --card_contexts 0 makes none: drop one of the two.")
         if args.push_to_hub:  # fail before the build, not after it: no network needed for these checks
             hub.check_repo_id(args.push_to_hub)
             hub.resolve_token()
         output = args.output_file or default_output_path(args.ica_template_output, model_id, sources)
-        check_writable_file(output, "the template file")  # now, not after the build
-        quant = "4bit" if args.use_4bit else "8bit" if args.use_8bit else "none"
-        request = ModelRequest(model_id, args.torch_dtype, args.device, quant, args.revision, args.trust_remote_code)
-        request.validate()  # the device, before the datasets are read
-        pairs = sample_pairs(sources, config.samples_per_dataset, config.seed)  # readable, before the model loads
-        lm = load_model(request)
-        result = build_template(lm, config, output=output, progress=_printer(args.quiet), pairs=pairs)
+        lm, pairs = _load(args, model_id, output, shards, config)
+        result = build_template(lm, config, output=output, progress=_printer(args.quiet or not shards.is_main),
+                                shards=shards, pairs=pairs)
+        if not shards.is_main:  # the main process reports and writes
+            return 0
         print(f"Templates saved to: {result.path}")
         print(f"Number of components: {len(result.template.components)}")
-        print(f"Tokens captured: {result.n_tokens:,}; "
+        print(f"Tokens captured: {result.n_tokens:,}"
+              + (f" by {shards.world} processes" if shards.distributed else "") + "; "
               + ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
         print()
         print(result.template.coverage_summary())
@@ -176,7 +230,7 @@ def main(argv=None) -> int:
             _push(result.template, result.path, args)
         return 0
 
-    return run_cli(body)
+    return run_cli(body, show_errors=shards.is_main)
 
 
 if __name__ == "__main__":

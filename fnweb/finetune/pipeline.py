@@ -24,6 +24,7 @@ import torch
 from .. import __version__
 from ..archs import Layout, layout_of, unwrap
 from ..errors import FnwebError, Stopped
+from ..fit import finetune_line
 from ..ids import hub_base_id
 from ..masks import layers_from_text
 from ..models import LoadedModel, ModelRequest, load_fresh
@@ -201,6 +202,9 @@ def execute(run: PreparedRun, progress: ProgressFn = no_progress, stop: Optional
                       "general_examples": len(run.general), "data": run.data.describe()})
         model = attach_lora(trainable_copy(run.lm, config, run.owns_model), config, run.layout, plan)
         trainable = describe_trainable(model)
+        writer.event({"event": "phase", "phase": "memory", "message": finetune_line(
+            model, trainable["trainable_parameters"], config.batch_size,
+            max((len(e.input_ids) for e in run.data.train), default=1))})
         writer.event({"event": "phase", "phase": "baseline", "message": "Measuring the model before training"})
         base = BaseLogits()  # the unchanged model's logits, computed once for before and after
         before = measure(model, run.task_examples, run.general, plan, config, run.pad_id, stop, base, untrained=True)

@@ -24,6 +24,7 @@ from ..thresholds import DEFAULT_RULE, THRESHOLDS
 from . import render, runner
 from .feedback import action
 from .forms import Form, Tab, builtin_choices, on, parse_hub, real, upload_paths, whole
+from .fit_note import fit_note, wire_fit_note
 from .jobs import Job, gpu, stream
 from .model_bar import template_choices
 from .runner import JobView
@@ -59,6 +60,7 @@ def build_templates_tab(ctx) -> Tab:
             with gr.Row():
                 build_button = gr.Button("Build template", variant="primary", elem_id="fn-build")
                 stop_button = gr.Button("Stop", variant="stop", elem_id="fn-build-stop")
+            note = fit_note()
         with gr.Column(scale=6, min_width=380):
             gr.Markdown("#### 3 · Result", elem_classes="fn-step")
             progress = gr.HTML(render.message_html("info", "Pick prompt sets and press Build template. "
@@ -78,6 +80,7 @@ def build_templates_tab(ctx) -> Tab:
     tab = Tab(form, "progress", build=build_button, stop=stop_button, progress=progress, summary=summary,
               coverage=coverage, download=download, upload=upload)
     _wire(ctx, tab)
+    wire_fit_note(ctx, form, note)
     return tab
 
 
