@@ -164,7 +164,7 @@ def test_templates_comparison_and_deletion_survive_a_new_session(folders):
     out = restore(second, key)
     assert second.names() == ["mine", "demo"] and second.get("demo").source == "preset"
     assert second.get("mine").template.to_dict() == small_template(0).to_dict()
-    assert out["compare.prompt"] == "What is the capital of France? & more" and out["compare.components"] == [7, 8]
+    assert out["compare.prompt"] == "What is the capital of France? & more" and out["compare.components"]["value"] == [7, 8]
     assert "Paris is the capital." in out["compare.output"]
     assert "2 templates, 1 comparison" in out["summary"]
 

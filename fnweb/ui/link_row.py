@@ -47,7 +47,7 @@ COPY_JS = """(query) => {
 def build_link_row(ctx, restored) -> dict:
     """The row at the foot of the Compare tab (call inside it); a link is opened after ``restored``."""
     compare = ctx.tabs["Compare"]
-    with gr.Row(equal_height=True, elem_id="fn-link-row"):
+    with gr.Row(equal_height=False, elem_id="fn-link-row"):
         copy = gr.Button("Copy link", size="sm", elem_id="fn-copy-link", scale=0, min_width=120)
         link = gr.Textbox(label="Link to this comparison", interactive=False, buttons=["copy"], scale=4,
                           elem_id="fn-link", placeholder="Press Copy link: open it anywhere, press Generate")
@@ -126,7 +126,7 @@ def open_link(session: Session, request: gr.Request):
                           "random_draws": link.form["draws"]}}
     where = f" with the template '{entry.name}'" if entry else ""
     note = render.message_html("ok", f"Restored from a link: {link.model}{where}. Press Generate.")
-    return {**form_outputs(setup), "note": note, "page": gr.Tabs(selected="compare"),
+    return {**form_outputs(setup, session), "note": note, "page": gr.Tabs(selected="compare"),
             "template": template_choices(session), **({"status": status} if status else {})}
 
 

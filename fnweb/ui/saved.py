@@ -24,6 +24,7 @@ from typing import Optional
 
 import gradio as gr
 
+from ..cards import component_labels
 from ..compare_record import from_record
 from ..errors import FnwebError
 from ..experiment_results import ExperimentResult
@@ -31,6 +32,8 @@ from ..io import write_atomic
 from ..models import cache_dir
 from ..templates import Template
 from . import render
+from .compare_tab import component_choices
+from .experiments_tab import OUTPUTS, final_html, result_views
 from .feedback import action
 from .finetune_runs import attach
 from .forms import on
@@ -90,7 +93,6 @@ def _experiment_outputs(ctx) -> dict:
     tab = ctx.tabs.get("Experiments")
     if tab is None:
         return {}
-    from .experiments_tab import OUTPUTS
     return {f"experiments.{name}": getattr(tab, name) for name in OUTPUTS if name != "downloads"}
 
 
@@ -134,8 +136,6 @@ def _restore_experiments(session: Session) -> dict:
         last = (result, entry)
     if last is None:
         return {}
-    from .experiments_tab import final_html, result_views
-    from ..cards import component_labels
     result, entry = last
     views = result_views(result, component_labels(entry.template) if entry is not None else None)
     return {"experiments.status": final_html(result), **{f"experiments.{k}": v for k, v in views.items()}}
@@ -157,14 +157,18 @@ def _restore_comparison(session: Session) -> dict:
     entry = session.find_saved(ref.removeprefix("saved:")) if ref.startswith("saved:") else None
     if entry is not None:
         session.select(entry.name)
-    return {**form_outputs(setup), "compare.output": render.columns_html(comparison, "restored"),
+    return {**form_outputs(setup, session), "compare.output": render.columns_html(comparison, "restored"),
             "compare.metrics": render.metrics_frame(comparison)}
 
 
-def form_outputs(setup: dict) -> dict:
-    """The Compare form's fields from a comparison's setup (``fnweb.ui.links.setup_of``)."""
+def form_outputs(setup: dict, session: Optional[Session] = None) -> dict:
+    """The Compare form's fields from a comparison's setup (``fnweb.ui.links.setup_of``); the components with the
+    choices of the session's selected template, so that the picker shows them before its own change event."""
     s = setup.get("settings") or {}
-    return {"compare.prompt": setup.get("prompt", ""), "compare.components": list(setup.get("components") or []),
+    components = list(setup.get("components") or [])
+    if session is not None and session.has(session.selected):
+        components = gr.update(choices=component_choices(session, session.selected, [])["choices"], value=components)
+    return {"compare.prompt": setup.get("prompt", ""), "compare.components": components,
             "compare.columns": list(setup.get("columns") or []), "compare.max_new_tokens": s.get("max_new_tokens"),
             "compare.decoding": "greedy" if s.get("greedy", True) else "sampled",
             "compare.temperature": s.get("temperature"), "compare.seed": s.get("seed"),
