@@ -51,7 +51,8 @@ def a_setup(ref="preset", columns=("baseline", "lesion", "random")) -> dict:
 
 def test_store_keeps_reads_and_bounds_each_kind(folders):
     store = VisitorStore.for_key("k" * 32)
-    ids = [store.add("comparisons", json.dumps({"n": i}), {"prompt": f"p{i}"}) for i in range(LIMITS["comparisons"] + 2)]
+    count = LIMITS["comparisons"] + 2
+    ids = [store.add("comparisons", json.dumps({"n": i}), {"prompt": f"p{i}"}) for i in range(count)]
     kept = store.items("comparisons")
     assert [i["id"] for i in kept] == ids[2:]  # the two oldest went
     assert json.loads(store.read("comparisons", ids[-1])) == {"n": LIMITS["comparisons"] + 1}
@@ -164,7 +165,8 @@ def test_templates_comparison_and_deletion_survive_a_new_session(folders):
     out = restore(second, key)
     assert second.names() == ["mine", "demo"] and second.get("demo").source == "preset"
     assert second.get("mine").template.to_dict() == small_template(0).to_dict()
-    assert out["compare.prompt"] == "What is the capital of France? & more" and out["compare.components"]["value"] == [7, 8]
+    assert out["compare.prompt"] == "What is the capital of France? & more"
+    assert out["compare.components"]["value"] == [7, 8]  # with the selected template's choices
     assert "Paris is the capital." in out["compare.output"]
     assert "2 templates, 1 comparison" in out["summary"]
 
@@ -191,3 +193,28 @@ def links_key_ok(key) -> bool:
     from fnweb.ui.finetune_runs import valid_key
 
     return valid_key(key)
+
+
+# ---- the preset template built at start-up -------------------------------------------------
+
+
+def test_warmup_builds_once_in_the_background_and_a_visitor_follows_it(tiny_model_dir, tmp_path, one_thread):
+    from fnweb.build import BuildConfig
+    from fnweb.models import ModelRequest
+    from fnweb.prompts import PromptSource
+    from fnweb.ui.presets import follow_warmup
+    from fnweb.ui.warmup import WARMUP, Warmup
+
+    request = ModelRequest(model_id=str(tiny_model_dir))
+    config = BuildConfig([PromptSource("builtin:factual")], 6, 24, k=2, stability_runs=0, card_contexts=0)
+    path = tmp_path / "preset.json"
+    build = WARMUP.start(request, config, "test-warmup-key", path)
+    assert WARMUP.start(request, config, "test-warmup-key", path) is build  # asked twice: built once
+    session = Session()
+    shown = [out["status"] for out in follow_warmup(session, "test-warmup-key")]  # a visitor waits for it
+    assert build.finished.is_set() and build.error is None, build.error
+    assert session.job is None  # the wait is over: nothing left for Stop
+    assert shown and all("Building the preset template (once, at start-up)" in html for html in shown)
+    assert Template.load(path).component_ids == [0, 1]
+    assert Warmup().start(request, config, "test-warmup-key", path) is None  # cached on disk: nothing to build
+    assert list(follow_warmup(Session(), "no-such-build")) == []
