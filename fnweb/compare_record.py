@@ -97,7 +97,8 @@ def _setup_lines(setup: dict) -> list[str]:
             ("Components", ", ".join(str(c) for c in setup.get("components") or []) or "none"),
             ("Columns", ", ".join(setup.get("columns") or [])),
             ("Decoding", f"{decoding}, at most {settings.get('max_new_tokens')} new tokens, "
-                         f"{settings.get('random_draws')} random draws")]
+                         f"{settings.get('random_draws')} random draws"),
+            ("Preserve scope", settings.get("preserve_scope"))]
     return [f"- **{name}**: {_cell(value)}" for name, value in rows if value not in (None, "")]
 
 

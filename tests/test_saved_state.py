@@ -99,7 +99,7 @@ def test_link_round_trip():
     assert link.model == EMBEDDED and link.template == "preset"
     assert link.form == {"prompt": "What is the capital of France? & more", "components": [7, 8],
                          "columns": ["baseline", "lesion", "random"], "max_new_tokens": 40, "decoding": "greedy",
-                         "temperature": 0.8, "seed": 0, "draws": 3}
+                         "temperature": 0.8, "seed": 0, "draws": 3, "preserve_scope": "all_layers"}
     hub = links.parse(dict(parse_qsl(links.query(a_setup("hub:someone/smol-template@v1")))))
     assert hub.hub == ("someone/smol-template", "v1") and hub.saved_id is None
     saved = links.parse(dict(parse_qsl(links.query(a_setup("saved:0123456789abcdef")))))
@@ -120,6 +120,8 @@ def test_bad_link_values_make_one_message_naming_each():
     assert text.startswith("This link cannot be restored:") and text.count("\n") == 0
     with pytest.raises(FnwebError, match="its max new tokens must lie between 1 and 1024"):
         links.parse({**dict(parse_qsl(links.query(a_setup()))), "n": "5000"})
+    with pytest.raises(FnwebError, match="its unknown preserve scope 'bogus'"):
+        links.parse({**dict(parse_qsl(links.query(a_setup()))), "scope": "bogus"})
     assert not links.is_link({"__theme": "dark"}) and links.is_link({"m": EMBEDDED})
 
 

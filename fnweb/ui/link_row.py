@@ -23,7 +23,8 @@ from ..compare_record import markdown, to_json
 from ..errors import FnwebError
 from ..hub import load_template_from_hub
 from ..io import write_atomic
-from ..models import EMBEDDED_ID, ModelRequest, load_model
+from ..ids import EMBEDDED_ID
+from ..models import ModelRequest, load_model
 from ..templates import Template
 from . import in_view, links, render
 from .compare_tab import settings_from_form
@@ -123,7 +124,7 @@ def open_link(session: Session, request: gr.Request):
     setup = {"prompt": link.form["prompt"], "components": link.form["components"], "columns": link.form["columns"],
              "settings": {"max_new_tokens": link.form["max_new_tokens"], "greedy": link.form["decoding"] == "greedy",
                           "temperature": link.form["temperature"], "seed": link.form["seed"],
-                          "random_draws": link.form["draws"]}}
+                          "random_draws": link.form["draws"], "preserve_scope": link.form["preserve_scope"]}}
     where = f" with the template '{entry.name}'" if entry else ""
     note = render.message_html("ok", f"Restored from a link: {link.model}{where}. Press Generate.")
     return {**form_outputs(setup, session), "note": note, "page": gr.Tabs(selected="compare"),

@@ -27,7 +27,8 @@ from urllib.parse import urlencode
 from ..compare import BASELINE, COLUMNS, GenerationSettings
 from ..compare_record import record, to_json
 from ..errors import FnwebError
-from ..models import EMBEDDED_ID
+from ..masks import DEFAULT_PRESERVE_SCOPE
+from ..ids import EMBEDDED_ID
 from ..templates import MAX_COMPONENTS
 from .visitor_store import valid_id
 
@@ -36,7 +37,7 @@ MAX_PROMPT = 2000  # characters: a link is for a prompt one reads aloud, not a d
 MAX_LISTED = 64  # components in a link
 # URL parameter -> Compare form field (the template and the model are separate).
 PARAMS = {"p": "prompt", "c": "components", "cols": "columns", "n": "max_new_tokens", "dec": "decoding",
-          "temp": "temperature", "seed": "seed", "draws": "draws"}
+          "temp": "temperature", "seed": "seed", "draws": "draws", "scope": "preserve_scope"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 _HUB_REF = re.compile(r"^hub:([A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96})(?:@([\w./-]{1,80}))?$")
 
@@ -101,7 +102,7 @@ def query(setup: dict) -> str:
     values = {"v": VERSION, "m": setup["model"], **({"t": ref} if ref else {}), "p": setup["prompt"],
               "c": ",".join(str(c) for c in setup["components"]), "cols": ",".join(setup["columns"]),
               "n": s["max_new_tokens"], "dec": "greedy" if s["greedy"] else "sampled", "temp": f"{s['temperature']:g}",
-              "seed": s["seed"], "draws": s["random_draws"]}
+              "seed": s["seed"], "draws": s["random_draws"], "scope": s.get("preserve_scope", DEFAULT_PRESERVE_SCOPE)}
     return urlencode(values)
 
 
@@ -176,16 +177,16 @@ def _settings(params: Mapping[str, str], problems: list[str]) -> dict:
     values = {"max_new_tokens": _number(params.get("n", "48"), "max new tokens", int, problems),
               "decoding": decoding, "temperature": _number(params.get("temp", "0.8"), "temperature", float, problems),
               "seed": _number(params.get("seed", "0"), "seed", int, problems),
-              "draws": _number(params.get("draws", "3"), "random draws", int, problems)}
+              "draws": _number(params.get("draws", "3"), "random draws", int, problems),
+              "preserve_scope": params.get("scope", DEFAULT_PRESERVE_SCOPE)}
     if decoding not in ("greedy", "sampled"):
         problems.append(f"its decoding {decoding[:20]!r} is neither greedy nor sampled")
     elif None not in values.values():
         try:
             GenerationSettings(values["max_new_tokens"], decoding == "greedy", values["temperature"], values["seed"],
-                               values["draws"]).validate()
+                               values["draws"], values["preserve_scope"]).validate()
         except FnwebError as exc:
-            problems.append(str(exc).rstrip(".").replace("Max new tokens", "its max new tokens")
-                            .replace("Temperature", "its temperature").replace("Random draws", "its random draws"))
+            problems.append("its " + str(exc).rstrip(".")[0].lower() + str(exc).rstrip(".")[1:])
     return values
 
 

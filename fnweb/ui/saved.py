@@ -29,6 +29,7 @@ from ..compare_record import from_record
 from ..errors import FnwebError
 from ..experiment_results import ExperimentResult
 from ..io import write_atomic
+from ..masks import DEFAULT_PRESERVE_SCOPE
 from ..models import cache_dir
 from ..templates import Template
 from . import render
@@ -172,7 +173,8 @@ def form_outputs(setup: dict, session: Optional[Session] = None) -> dict:
             "compare.columns": list(setup.get("columns") or []), "compare.max_new_tokens": s.get("max_new_tokens"),
             "compare.decoding": "greedy" if s.get("greedy", True) else "sampled",
             "compare.temperature": s.get("temperature"), "compare.seed": s.get("seed"),
-            "compare.draws": s.get("random_draws")}
+            "compare.draws": s.get("random_draws"),
+            "compare.preserve_scope": s.get("preserve_scope") or DEFAULT_PRESERVE_SCOPE}
 
 
 def summary_text(session: Session) -> str:
