@@ -41,6 +41,15 @@ def a_comparison() -> Comparison:
     return Comparison("What is the capital of France?", [base, lesion, random], done=True, step=3)
 
 
+def an_experiment():
+    from fnweb.experiment_results import ExperimentResult, LesionRow
+
+    row = LesionRow(component="1", ids=[1], neurons=2, share=0.25, prompts=8, network={"ce": 2.3, "dce": 0.3, "kl": 0.2},
+                    random={"dce": Stat(0.01, 0.005), "kl": Stat(0.01, 0.002)}, ratio={"dce": 30.0, "kl": 20.0})
+    return ExperimentResult(baseline_ce=2.0, rows=[row], union=None, curve=[], settings={"draws": 5}, prompts=8,
+                            tokens=100)
+
+
 def a_setup(ref="preset", columns=("baseline", "lesion", "random")) -> dict:
     form = {"prompt": "What is the capital of France? & more", "components": [7, 8], "columns": list(columns)}
     return links.setup_of(EMBEDDED, "auto", "preset template", ref, form, GenerationSettings(40, True, 0.8, 0, 3))
@@ -158,7 +167,8 @@ def test_templates_comparison_and_deletion_survive_a_new_session(folders):
     first = Session()
     out = restore(first, key)
     assert "visitor" not in out  # the browser sent a valid key: nothing to store
-    first.add(small_template(0), "built", "mine")
+    mine = first.add(small_template(0), "built", "mine")
+    first.keep("experiments", an_experiment().to_json(), {"template": mine.saved_id})
     first.add(small_template(1), "preset", "demo", key="preset-key")
     first.last_comparison = record(a_setup(), a_comparison())
     first.keep("comparisons", to_json(first.last_comparison))
@@ -170,7 +180,9 @@ def test_templates_comparison_and_deletion_survive_a_new_session(folders):
     assert out["compare.prompt"] == "What is the capital of France? & more"
     assert out["compare.components"]["value"] == [7, 8]  # with the selected template's choices
     assert "Paris is the capital." in out["compare.output"]
-    assert "2 templates, 1 comparison" in out["summary"]
+    assert "2 templates, 1 comparison, 1 experiment" in out["summary"]
+    assert second.get("mine").experiment == an_experiment()  # back on its template, for the cards
+    assert list(out["experiments.lesion_table"]["component"]) == ["1"] and "Done" in out["experiments.status"]
 
     stranger = Session()
     restore(stranger, "s" * 32)

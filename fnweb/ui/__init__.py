@@ -1,8 +1,10 @@
 """The fnweb web app (Gradio): a model bar above one tab per task, over the engine in ``fnweb``.
 
 ``build_app()`` assembles the page: the model bar (model, dtype, Load, status, and
-the visitor's template picker), then the tabs listed in ``TABS``, in order, then the
-demo presets (``fnweb.ui.presets``, which fill two tabs' forms). The engine never
+the visitor's template picker), the Demo strip (``fnweb.ui.presets``, whose buttons
+fill two tabs' forms), the tabs listed in ``TABS``, in order, Compare's sharing row
+(``fnweb.ui.link_row``), and the "Saved in this browser" panel (``fnweb.ui.saved``,
+which restores the visitor's items after the page's load). The engine never
 imports this package; handlers here only parse inputs, call the engine and format its
 results. Tabs never import each other: what two tabs share lives in ``forms``,
 ``runner``, ``feedback``, ``render`` or ``state``.
