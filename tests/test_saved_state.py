@@ -214,21 +214,28 @@ def links_key_ok(key) -> bool:
 
 def test_warmup_builds_once_in_the_background_and_a_visitor_follows_it(tiny_model_dir, tmp_path, one_thread):
     from fnweb.build import BuildConfig
-    from fnweb.models import ModelRequest
+    from fnweb.models import ModelRequest, load_model
+    from fnweb.progress import StopFlag
     from fnweb.prompts import PromptSource
+    from fnweb.ui.jobs import TURNS
     from fnweb.ui.presets import follow_warmup
     from fnweb.ui.warmup import WARMUP, Warmup
 
     request = ModelRequest(model_id=str(tiny_model_dir))
     config = BuildConfig([PromptSource("builtin:factual")], 6, 24, k=2, stability_runs=0, card_contexts=0)
     path = tmp_path / "preset.json"
-    build = WARMUP.start(request, config, "test-warmup-key", path)
-    assert WARMUP.start(request, config, "test-warmup-key", path) is build  # asked twice: built once
+    model = load_model(request).model
     session = Session()
-    shown = [out["status"] for out in follow_warmup(session, "test-warmup-key")]  # a visitor waits for it
+    with TURNS.turn(model, StopFlag(), lambda place: None):  # another job holds the model: the build waits its turn
+        build = WARMUP.start(request, config, "test-warmup-key", path)
+        assert WARMUP.start(request, config, "test-warmup-key", path) is build  # asked twice: built once
+        following = follow_warmup(session, "test-warmup-key")  # a visitor waits for it, and sees it
+        shown = [next(following)["status"]]
+        assert not build.finished.is_set() and session.job is not None  # Stop would end the visitor's wait
+    shown += [out["status"] for out in following]
     assert build.finished.is_set() and build.error is None, build.error
     assert session.job is None  # the wait is over: nothing left for Stop
-    assert shown and all("Building the preset template (once, at start-up)" in html for html in shown)
+    assert all("Building the preset template (once, at start-up)" in html for html in shown)
     assert Template.load(path).component_ids == [0, 1]
     assert Warmup().start(request, config, "test-warmup-key", path) is None  # cached on disk: nothing to build
     assert list(follow_warmup(Session(), "no-such-build")) == []
