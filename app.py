@@ -4,7 +4,10 @@ Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT as usual (a Space sets them
 FNWEB_MODEL_JOBS: model jobs at once (default 2; jobs on one model take turns);
 FNWEB_MODEL_WAITING: how many more model jobs may wait their turn, saying their place (default 8);
 FNWEB_CONCURRENCY / FNWEB_QUEUE_SIZE: Gradio's default concurrency and queue bound;
-FNWEB_PRELOAD=0: do not load the default model at start;
+FNWEB_PRELOAD=0: do not load the default model at start (nor build the presets' template);
+FNWEB_PRESET_WARMUP=0: do not build the demo presets' template at start (default: built once, then cached);
+FNWEB_STATE_DIR / FNWEB_VISITOR_MB: where each browser's saved templates and results are kept, and how much
+(default: the temp folder, 64 MB per browser);
 FNWEB_TORCH_THREADS: torch's CPU threads (on a machine shared with other work, 1 can be
 much faster than the default).
 """
@@ -20,13 +23,16 @@ from fnweb.ui import build_app, launch_options
 
 def _preload() -> None:
     from fnweb.errors import FnwebError
-    from fnweb.models import load_model
+    from fnweb.models import ModelRequest, load_model
     from fnweb.ui.model_bar import default_model_id
+    from fnweb.ui.presets import warm_up
 
     try:
         load_model(default_model_id())
     except FnwebError as exc:  # the page says so too, when a visitor arrives
         logging.getLogger("fnweb").warning("The default model did not load: %s", exc)
+        return
+    warm_up(ModelRequest(model_id=default_model_id()))  # the demo presets' template, built once in the background
 
 
 def make_demo():

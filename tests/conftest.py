@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("FNWEB_PRESET_WARMUP", "0")  # no background build competing with the tests for the CPU
 
 import tiny  # noqa: E402
 from live_app import new_client, running_app  # noqa: E402

@@ -1,8 +1,10 @@
 """The fnweb web app (Gradio): a model bar above one tab per task, over the engine in ``fnweb``.
 
 ``build_app()`` assembles the page: the model bar (model, dtype, Load, status, and
-the visitor's template picker), then the tabs listed in ``TABS``, in order, then the
-demo presets (``fnweb.ui.presets``, which fill two tabs' forms). The engine never
+the visitor's template picker), the Demo strip (``fnweb.ui.presets``, whose buttons
+fill two tabs' forms), the tabs listed in ``TABS``, in order, Compare's sharing row
+(``fnweb.ui.link_row``), and the "Saved in this browser" panel (``fnweb.ui.saved``,
+which restores the visitor's items after the page's load). The engine never
 imports this package; handlers here only parse inputs, call the engine and format its
 results. Tabs never import each other: what two tabs share lives in ``forms``,
 ``runner``, ``feedback``, ``render`` or ``state``.
@@ -32,6 +34,9 @@ field or part by name). What ``ctx`` gives:
 - ``ctx.page``: the ``gr.Tabs``; return ``gr.Tabs(selected="compare")`` to it to switch tab.
   A tab whose ``connect`` is set has it called with ``ctx`` once every tab is built
   (to wire events into later tabs).
+- ``ctx.visitor``: the browser's key (``gr.BrowserState``) that finds the visitor's runs
+  and saved items (``fnweb.ui.saved``); ``ctx.demo``: the Demo strip under the model bar;
+  ``ctx.blocks[title]``: a tab's ``gr.Tab`` (``with ctx.blocks["Compare"]:`` adds parts at its foot).
 - ``ctx.model_work``: pass it (``**ctx.model_work``) to every event that runs the
   model, so that model work shares one bounded queue.
 
@@ -57,11 +62,14 @@ from ..access import forbid_implicit_token, multi_user
 from .compare_tab import build_compare_tab
 from .experiments_tab import build_experiments_tab
 from .finetune_tab import build_finetune_tab
+from . import in_view
 from .forms import on
 from .jobs import model_jobs
+from .link_row import build_link_row
 from .model_bar import ModelBar, build_model_bar, cache_status, load_default, load_selected
 from .networks_tab import build_networks_tab
 from .presets import wire_presets
+from .saved import visitor_state, wire_saved
 from .share_tab import build_share_tab
 from .state import Session, delete_session
 from .templates_tab import build_templates_tab
@@ -99,6 +107,9 @@ class UiContext:
     model_events: int = field(default_factory=model_events)
     tabs: dict[str, Any] = field(default_factory=dict)
     page: Any = None  # the gr.Tabs holding every tab (an output that switches tab: gr.Tabs(selected="compare"))
+    visitor: Any = None  # the browser's key (gr.BrowserState): the visitor's runs and saved items
+    demo: Any = None  # the Demo strip under the model bar (a gr.Column the presets fill)
+    blocks: dict[str, Any] = field(default_factory=dict)  # each tab's gr.Tab, to add parts at its foot later
 
     @property
     def template(self) -> gr.Dropdown:
@@ -135,23 +146,29 @@ def build_app(tabs: list[tuple[str, Callable]] | None = None) -> gr.Blocks:
         # that the model bar's own load event fills. Session.__deepcopy__ gives each visitor a fresh one.
         session = gr.State(Session(), delete_callback=delete_session)
         gr.Markdown(f"# fnweb · functional networks\n{INTRO}", elem_id="fn-header")
-        ctx = UiContext(session=session, model=build_model_bar())
+        ctx = UiContext(session=session, model=build_model_bar(), visitor=visitor_state())
+        ctx.demo = gr.Column(elem_classes="fn-presets", elem_id="fn-demo")  # on the first screen of every tab
         with gr.Tabs(elem_id="fn-tabs") as ctx.page:
             for title, builder in tabs or TABS:
-                with gr.Tab(title, id=title.lower(), elem_id=f"fn-tab-{title.lower()}"):
+                with gr.Tab(title, id=title.lower(), elem_id=f"fn-tab-{title.lower()}") as ctx.blocks[title]:
                     ctx.tabs[title] = builder(ctx)
         for tab in ctx.tabs.values():  # events between tabs, wired once every tab exists
             if callable(getattr(tab, "connect", None)):
                 tab.connect(ctx)
         if "Templates" in ctx.tabs and "Compare" in ctx.tabs:
             wire_presets(ctx)  # presets fill the Templates and Compare forms by name
-        gr.Markdown(f"fnweb {__version__} · models are shared read-only; your templates stay in your session.",
-                    elem_classes="fn-note")
+        in_view.wire(ctx)
         bar = ctx.model
         status = {"status": bar.status}
         on(bar.load.click, load_selected, [session, bar.model_id, bar.dtype], status, api_name="load_model",
            concurrency_id="load", concurrency_limit=1)
         on(bar.timer.tick, cache_status, [session, bar.status], status, queue=False, api_visibility="private")
-        on(demo.load, load_default, [session], status, api_visibility="private", concurrency_id="load",
-           concurrency_limit=1)
+        loaded = on(demo.load, load_default, [session], status, api_visibility="private", concurrency_id="load",
+                    concurrency_limit=1)
+        restored = wire_saved(ctx, loaded)["restored"]  # then the visitor's saved items, then a link
+        if "Compare" in ctx.tabs:
+            with ctx.blocks["Compare"]:
+                build_link_row(ctx, restored)
+        gr.Markdown(f"fnweb {__version__} · models are shared read-only; what you make is kept for your browser "
+                    "only.", elem_classes="fn-note")
     return demo

@@ -4,7 +4,7 @@ The handler reads the form's record (``plan_from_form`` owns the field names) in
 ``ComparePlan``, runs ``fnweb.compare.compare_stream`` through the app's job runner
 (``fnweb.ui.runner``: the status line beside Generate says whether it waits or how many
 tokens are done) and re-renders the columns as tokens arrive; when the run is done it
-shows the metrics table. The demo presets above the form are wired by ``build_app``. A
+shows the metrics table. The demo presets (in the Demo strip) are wired by ``build_app``. A
 fine-tuned run of the visitor's (Fine-tune tab) can be added as one more column: after
 the batched columns, it is loaded with its adapter and mask and generates from the
 same prompt with the same seed, scored against the baseline's continuation. The work
@@ -30,7 +30,7 @@ from ..masks import DEFAULT_PRESERVE_SCOPE
 from ..models import ModelRequest, load_model
 from ..progress import Progress
 from ..templates import Template
-from . import finetune_runs, render, runner
+from . import finetune_runs, links, render, runner
 from .feedback import action
 from .forms import Form, Tab, on, real, scope_dropdown, whole
 from .jobs import Job, gpu, stream
@@ -47,7 +47,6 @@ EXAMPLE_PROMPTS = [
 
 
 def build_compare_tab(ctx) -> Tab:
-    presets = gr.Column(elem_classes="fn-presets")  # the demo presets go here (wired by build_app)
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=320):
             prompt = gr.Textbox(label="Prompt", lines=2, value=EXAMPLE_PROMPTS[0], elem_id="fn-prompt")
@@ -77,8 +76,7 @@ def build_compare_tab(ctx) -> Tab:
     form = Form(template=ctx.template, prompt=prompt, components=components, columns=columns,
                 max_new_tokens=max_new_tokens, decoding=decoding, temperature=temperature, seed=seed, draws=draws,
                 run=run, preserve_scope=scope)
-    tab = Tab(form, "status", generate=generate, stop=stop, status=status, output=output, metrics=metrics,
-              presets=presets)
+    tab = Tab(form, "status", generate=generate, stop=stop, status=status, output=output, metrics=metrics)
     results = tab.outputs("output", "metrics", "status")
     on(generate.click, compare, [ctx.session, form], results, api_name="compare", **ctx.model_work)
     on(prompt.submit, compare, [ctx.session, form], results, api_visibility="private", **ctx.model_work)
@@ -221,6 +219,7 @@ def compare(session: Session, form: dict):
             yield {"status": view.status_html(), **({"output": render.columns_html(last, plan.note)} if view.fresh
                                                     else {})}
     last = view.result
+    links.remember(session, form, plan.settings, last)  # for the export, a link and a reload
     yield {"status": render.message_html("ok", f"Done in {render.seconds(view.elapsed)}: {last.step} tokens."),
            "output": render.columns_html(last, plan.note), "metrics": render.metrics_frame(last)}
 

@@ -147,13 +147,14 @@ def run_experiment_form(session: Session, form: dict):
                                                             "start again.")}
             return
         if not view.done:
-            shown = _views(view.value, labels) if view.fresh else {}
+            shown = result_views(view.value, labels) if view.fresh else {}
             yield {"status": view.status_html() + _warnings_html(view.value), **shown}
     final = view.result
     if final is None:
         raise FnwebError("The experiment measured nothing before it ended: press Run to try again.")
     entry.experiment = final  # the component cards show its lesion effects
-    yield {"status": _final_html(final), **_views(final, labels), "downloads": _save(session, final)}
+    session.keep("experiments", final.to_json(), {"template": entry.saved_id, "name": entry.name})  # for a reload
+    yield {"status": final_html(final), **result_views(final, labels), "downloads": _save(session, final)}
 
 
 def stop_experiment(session: Session) -> None:
@@ -180,7 +181,7 @@ def _warnings_html(result: Optional[ExperimentResult]) -> str:
     return "".join(render.message_html("info", f"Note: {w}") for w in result.warnings)
 
 
-def _final_html(result: ExperimentResult) -> str:
+def final_html(result: ExperimentResult) -> str:
     if result.partial:
         head = render.message_html("stopped", f"PARTIAL RESULT: {result.partial_note} "
                                               "The charts, tables and files cover only what was measured.")
@@ -190,7 +191,7 @@ def _final_html(result: ExperimentResult) -> str:
     return head + _warnings_html(result)
 
 
-def _views(result: ExperimentResult, labels: Optional[dict] = None) -> dict:
+def result_views(result: ExperimentResult, labels: Optional[dict] = None) -> dict:
     """The reading, both figures and both tables of a result (partial or final); components named by label."""
     reading = result.reading()
     if result.partial and result.partial_note.startswith(STOPPED):

@@ -123,6 +123,7 @@ class RunPool:
         return self.manager(folder).runs()
 
 
+_ATTACHING = threading.Lock()
 POOL = RunPool()  # server-wide: it holds training threads, not visitor data (folders are keyed by hashes)
 
 
@@ -133,15 +134,20 @@ def attach(session: Session, key, seen: Optional[dict]) -> tuple[str, bool]:
     """Give the session its visitor's run folder; (the key, whether the browser must store it).
 
     The key comes from the browser; a page without one (a first visit, or an API client
-    that does not pass it) gets a new one, kept in the page's state until the browser has it.
+    that does not pass it) gets a new one, kept in the page's state and the session until
+    the browser has it (the same key keeps the visitor's saved items: ``fnweb.ui.saved``).
     """
     store = False
     if not valid_key(key):
-        key, store = (seen or {}).get("key"), True
-        if not valid_key(key):
-            key = new_key()
+        store = True
+        with _ATTACHING:  # the page's first events may all ask at once: they must agree on one key
+            key = (seen or {}).get("key") or session.visitor_key
+            if not valid_key(key):
+                key = new_key()
+            session.visitor_key = key
     if seen is not None:
         seen["key"] = key
+    session.visitor_key = key
     session.runs_folder = visitor_folder(key)
     return key, store
 

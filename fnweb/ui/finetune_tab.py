@@ -62,7 +62,7 @@ def build_finetune_tab(ctx) -> Tab:
     table = gr.Dataframe(view.runs_frame([]), label="Results: task loss on held-out examples of the training set "
                          "(before → after); KL from the base model and perplexity on general prompts",
                          interactive=False, wrap=True, elem_id="fn-ft-results")
-    visitor = gr.BrowserState(None, storage_key="fnweb-visitor")
+    visitor = getattr(ctx, "visitor", None) or gr.BrowserState(None, storage_key="fnweb-visitor")  # one per page
     state = gr.State({})
     timer = gr.Timer(POLL_SECONDS, active=True)  # the first tick re-attaches; it stays on while a run trains
     tab = Tab(Form(**fields), "progress", start=start_button, stop=stop_button, **shown, table=table,

@@ -1,33 +1,49 @@
 """One-click demos: each fills every field, makes sure its template exists, and runs the comparison.
 
+The preset buttons sit in the "Demo" strip under the model bar (``ctx.demo``, on the
+first screen of every tab), with their progress line beside them; a click switches to
+the Compare tab and, once the first tokens arrive, scrolls the columns into view
+(``fnweb.ui.in_view``).
+
 All presets share one template recipe (100 built-in prompts, k 10), so after the first
 one the others start at once. A preset template is also kept in the fnweb cache
 folder, keyed by everything that decides it (model, prompts, settings, fnweb
 version): a build with the same settings gives the same template, so a later visitor
 reuses it instead of waiting, exactly like the converted model in that folder. The
-component numbers below were read off that template on the embedded model (CPU);
-components are ordered strongest first, deterministically.
+server builds it once at start-up in the background (``warm_up``, through
+``fnweb.ui.warmup``; FNWEB_PRESET_WARMUP=0 turns that off); a visitor who clicks a
+preset meanwhile follows that build's progress rather than starting a second one. The
+template holds built-in prompts only, so one cached copy serves every visitor, on an
+app for one user or for many (``fnweb.access``). The component numbers below were read
+off that template on the embedded model (CPU); components are ordered strongest
+first, deterministically.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
+from typing import Optional
 
 import gradio as gr
 
 from .. import __version__
 from ..errors import FnwebError, Stopped
 from ..ids import is_embedded
-from ..models import cache_dir
+from ..models import ModelRequest, cache_dir
 from ..templates import Template
-from . import render
+from . import in_view, render
 from .compare_tab import compare
 from .feedback import action
 from .forms import on
+from .jobs import TICK, Job
 from .model_bar import template_choices
 from .state import Session
 from .templates_tab import build_job, config_from_form, config_key, config_label
+from .warmup import WARMUP, WarmBuild
+
+WARMING = "Building the preset template (once, at start-up)"
 
 
 @dataclass(frozen=True)
@@ -77,28 +93,31 @@ PRESETS = [
 
 
 def wire_presets(ctx) -> list[gr.Button]:
-    """Preset buttons in the Compare tab's preset strip, each filling both tabs' forms by name and running."""
+    """Preset buttons in the Demo strip (``ctx.demo``), each filling both tabs' forms by name, switching to
+    Compare and running; the strip's status line beside the buttons follows the template and the generation."""
     templates, compare_tab = ctx.tabs["Templates"], ctx.tabs["Compare"]
-    buttons = []
-    with compare_tab.presets:
-        gr.Markdown("**Demo presets** on the embedded model: one click fills every field, builds the shared "
-                    "template once (about a minute on a CPU; then cached) and runs the comparison.",
+    with ctx.demo:
+        gr.Markdown("**Demo** on the embedded model: one click fills every field, makes sure the shared preset "
+                    "template exists (built once, then cached) and runs the comparison in the Compare tab.",
                     elem_classes="fn-preset-note")
         with gr.Row(equal_height=True):
             buttons = [gr.Button(p.title, size="sm", variant="secondary", elem_id=f"fn-preset-{i}")
                        for i, p in enumerate(PRESETS)]
+        status = gr.HTML("", elem_id="fn-preset-status")
         note = gr.Markdown("", elem_classes="fn-preset-note", elem_id="fn-preset-note")
     sample = PRESETS[0]  # every preset fills the same fields
-    filled = [*templates.form.fill(sample.template_form()), *compare_tab.form.fill(sample.compare_form()), note]
-    shown = compare_tab.outputs("output", "metrics", "status")
+    filled = [*templates.form.fill(sample.template_form()), *compare_tab.form.fill(sample.compare_form()), note,
+              ctx.page]
+    shown = {**compare_tab.outputs("output", "metrics"), "status": status}
     for index, (preset, button) in enumerate(zip(PRESETS, buttons, strict=True)):
         def fill(p=preset):  # outputs keyed by component, as Gradio takes them
             return {**templates.form.fill(p.template_form()), **compare_tab.form.fill(p.compare_form()),
-                    note: f"**{p.title}.** {p.blurb}"}
+                    note: f"**{p.title}.** {p.blurb}", ctx.page: gr.Tabs(selected="compare")}
 
+        in_view.follow(button.click, "fn-compare-output", ".fn-card")
         filling = button.click(fill, None, filled, queue=False, api_visibility="private", show_progress="hidden")
         ensured = on(filling.then, _ensurer(preset), [ctx.session],
-                     compare_tab.outputs("status", "components", template=ctx.template),
+                     {"status": status, "components": compare_tab.components, "template": ctx.template},
                      api_name=f"preset_{index}_template", **ctx.model_work)
         on(ensured.success, compare, [ctx.session, compare_tab.form], shown, api_visibility="private",
            **ctx.model_work)
@@ -112,9 +131,23 @@ def _ensurer(preset: Preset):
     return ensure
 
 
-def _cache_path(key: str):
+def cache_path(key: str):
     digest = hashlib.sha256(f"{__version__}|{key}".encode()).hexdigest()[:24]
     return cache_dir() / "preset-templates" / f"{digest}.json"
+
+
+def preset_key(request: ModelRequest) -> str:
+    """The cache key of the presets' template on a model (every preset shares one recipe)."""
+    return config_key(request, config_from_form(PRESETS[0].template_form()))
+
+
+def warm_up(request: ModelRequest) -> Optional[WarmBuild]:
+    """Build the presets' template on ``request``'s model in the background, unless cached or switched off
+    (FNWEB_PRESET_WARMUP=0); the build, or None."""
+    if os.environ.get("FNWEB_PRESET_WARMUP", "1") == "0":
+        return None
+    key = preset_key(request)
+    return WARMUP.start(request, config_from_form(PRESETS[0].template_form()), key, cache_path(key))
 
 
 def ensure_template(session: Session, preset: Preset):
@@ -127,7 +160,9 @@ def ensure_template(session: Session, preset: Preset):
     config = config_from_form(preset.template_form())
     key = config_key(session.model, config)
     entry = session.find_key(key)
-    if entry is None and _cache_path(key).exists():
+    if entry is None:
+        yield from follow_warmup(session, key)
+    if entry is None and cache_path(key).exists():
         entry = _from_cache(session, key, config)
     if entry is None:
         for view in build_job(session, config, "Building the preset template (once)", "preset"):
@@ -136,15 +171,29 @@ def ensure_template(session: Session, preset: Preset):
             if not view.done:
                 yield {"status": view.status_html()}
         entry = view.result[0]
-        entry.template.save(_cache_path(key))
+        entry.template.save(cache_path(key))
     session.select(entry.name)
     yield {"status": render.message_html("info", f"Template '{entry.name}' ready; generating…"),
            "template": template_choices(session), "components": gr.update(value=list(preset.components))}
 
 
+def follow_warmup(session: Session, key: str):
+    """While the start-up build of this template runs, show its progress (Stop ends the wait, not the build)."""
+    build = WARMUP.get(key)
+    if build is None or build.finished.is_set():
+        return
+    job = session.job = Job()
+    try:
+        while not build.finished.wait(TICK):
+            job.flag().check()
+            yield {"status": render.progress_html(build.progress, build.elapsed, WARMING, phases=render.BUILD_PHASES)}
+    finally:
+        session.finish(job)
+
+
 def _from_cache(session: Session, key: str, config):
     try:
-        template = Template.load(_cache_path(key))
+        template = Template.load(cache_path(key))
     except FnwebError:
         return None  # unreadable: build afresh (and overwrite it)
     return session.add(template, "preset", config_label(config), key)

@@ -317,7 +317,8 @@ def load_from_hub(session: Session, loaded: Optional[list], form: dict, oauth: g
     if kind == "template":
         template = hub.load_template_from_hub(repo_id, revision=revision, token=token)
         note = _fit_note(session, template)
-        entry = session.add(template, "from the Hub", _label(repo_id, revision))
+        entry = session.add(template, "from the Hub", _label(repo_id, revision),
+                            source=f"hub:{repo_id}" + (f"@{revision}" if revision else ""))  # a link names it so
         text = f"Loaded the template '{entry.name}': {len(template.components)} components; it is now in " \
                "your Template list." + (f" {note}" if note else "")
         yield {"load_result": _note("ok", text), "template": template_choices(session)}

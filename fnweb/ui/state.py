@@ -9,11 +9,17 @@ per-session temporary folder, each under a name of its own (``unique_name``: a s
 readable slug plus a random id), so that two templates never share a file whatever
 their labels; labels are for display only.
 
+When the page has given the session its browser's store (``store``: a
+``fnweb.ui.visitor_store.VisitorStore``, set by ``fnweb.ui.saved``), every template
+added is also kept there (``saved_id``), so that it comes back after a reload or a
+server restart; ``restore`` adds a kept one without keeping it twice.
+
 It knows nothing about Gradio components.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import tempfile
@@ -21,7 +27,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from ..errors import FnwebError
 from ..models import LoadedModel, ModelRequest, load_model
@@ -29,6 +35,7 @@ from ..templates import Template
 from .jobs import Job
 
 MAX_TEMPLATES = 20
+log = logging.getLogger("fnweb.ui")
 
 
 @dataclass
@@ -41,6 +48,8 @@ class SessionTemplate:
     path: Path  # its JSON file, for download
     key: Optional[str] = None  # settings signature of a build (lets a preset reuse it)
     experiment: Optional[object] = None  # the visitor's last experiment on it (an ExperimentResult), for its cards
+    source: Optional[str] = None  # how a link finds it again: "hub:<repo>[@<revision>]" or "preset"
+    saved_id: Optional[str] = None  # its id in the browser's store, when kept there
 
 
 @dataclass
@@ -51,6 +60,9 @@ class Session:
     job: Optional[Job] = None  # the running (or last) job: Stop acts on it
     runs: dict[str, Path] = field(default_factory=dict)  # fine-tuning runs of this visitor: run id -> folder
     runs_folder: Optional[Path] = None  # where this visitor's runs live (set by the Fine-tune tab)
+    visitor_key: Optional[str] = None  # the browser's key (runs and saved items), once the page has sent it
+    store: Optional[Any] = None  # the browser's saved items (a VisitorStore), once the page has sent its key
+    last_comparison: Optional[dict] = None  # the last finished comparison (``fnweb.compare_record.record``)
     _folder: Optional[Path] = None
 
     def __deepcopy__(self, memo) -> "Session":
@@ -80,11 +92,26 @@ class Session:
             self._folder = Path(tempfile.mkdtemp(prefix="fnweb-session-"))
         return self._folder
 
-    def add(self, template: Template, origin: str, label: str, key: Optional[str] = None) -> SessionTemplate:
-        """Keep a template under a new unique name and select it."""
+    def add(self, template: Template, origin: str, label: str, key: Optional[str] = None,
+            source: Optional[str] = None) -> SessionTemplate:
+        """Keep a template under a new unique name (and in the browser's store) and select it."""
+        entry = self.restore(template, origin, label, key, source)
+        if self.store is not None:
+            meta = {"name": entry.name, "origin": origin, "key": key, "source": source}
+            try:
+                entry.saved_id = self.store.add("templates", template.to_json(), meta)
+            except FnwebError as exc:  # too large to keep: it stays in this page only
+                log.warning("Template not kept for the browser: %s", exc)
+        return entry
+
+    def restore(self, template: Template, origin: str, label: str, key: Optional[str] = None,
+                source: Optional[str] = None, saved_id: Optional[str] = None) -> SessionTemplate:
+        """Add a template (one already kept in the store: ``saved_id``) under a new unique name and select it."""
         name = self._unique(label)
         path = template.save(self.folder / unique_name(name, ".json"))
-        entry = SessionTemplate(name=name, template=template, origin=origin, path=path, key=key)
+        source = source or ("preset" if origin == "preset" else None)  # a preset's is rebuilt from its recipe
+        entry = SessionTemplate(name=name, template=template, origin=origin, path=path, key=key, source=source,
+                                saved_id=saved_id)
         self.templates[name] = entry
         self.selected = name
         while len(self.templates) > MAX_TEMPLATES:  # drop the oldest (never the one just added)
@@ -125,6 +152,27 @@ class Session:
 
     def names(self) -> list[str]:
         return list(self.templates)
+
+    def find_saved(self, saved_id: str) -> Optional[SessionTemplate]:
+        return next((t for t in self.templates.values() if t.saved_id == saved_id), None)
+
+    def keep(self, kind: str, text: str, meta: Optional[dict] = None) -> Optional[str]:
+        """Keep an item (JSON) in the browser's store, when the page has given one; its id, or None."""
+        if self.store is None:
+            return None
+        try:
+            return self.store.add(kind, text, meta)
+        except FnwebError as exc:
+            log.warning("Not kept for the browser: %s", exc)
+            return None
+
+    def forget(self) -> None:
+        """Drop every template and the last comparison (the browser's store is cleared by its owner)."""
+        for entry in self.templates.values():
+            entry.path.unlink(missing_ok=True)
+        self.templates.clear()
+        self.selected = None
+        self.last_comparison = None
 
     def close(self) -> None:
         """Delete this session's files (called when Gradio drops the state)."""
