@@ -61,6 +61,7 @@ from .forms import on
 from .jobs import model_jobs
 from .model_bar import ModelBar, build_model_bar, cache_status, load_default, load_selected
 from .networks_tab import build_networks_tab
+from .present import build_presentation_toggle
 from .presets import wire_presets
 from .share_tab import build_share_tab
 from .state import Session, delete_session
@@ -134,7 +135,9 @@ def build_app(tabs: list[tuple[str, Callable]] | None = None) -> gr.Blocks:
         # A value, not a factory: Gradio re-runs a factory at page load, which would replace the session
         # that the model bar's own load event fills. Session.__deepcopy__ gives each visitor a fresh one.
         session = gr.State(Session(), delete_callback=delete_session)
-        gr.Markdown(f"# fnweb · functional networks\n{INTRO}", elem_id="fn-header")
+        with gr.Row(equal_height=False, elem_classes="fn-header-row"):
+            gr.Markdown(f"# fnweb · functional networks\n{INTRO}", elem_id="fn-header")
+            build_presentation_toggle(demo)
         ctx = UiContext(session=session, model=build_model_bar())
         with gr.Tabs(elem_id="fn-tabs") as ctx.page:
             for title, builder in tabs or TABS:
