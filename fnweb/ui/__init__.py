@@ -59,7 +59,7 @@ from .experiments_tab import build_experiments_tab
 from .finetune_tab import build_finetune_tab
 from .forms import on
 from .jobs import model_jobs
-from .model_bar import ModelBar, build_model_bar, cache_status, load_default, load_selected
+from .model_bar import ModelBar, build_model_bar, cache_status, load_default, load_selected, shown_model
 from .networks_tab import build_networks_tab
 from .present import build_presentation_toggle
 from .presets import wire_presets
@@ -152,8 +152,11 @@ def build_app(tabs: list[tuple[str, Callable]] | None = None) -> gr.Blocks:
                     elem_classes="fn-note")
         bar = ctx.model
         status = {"status": bar.status}
-        on(bar.load.click, load_selected, [session, bar.model_id, bar.dtype], status, api_name="load_model",
-           concurrency_id="load", concurrency_limit=1)
+        loading = on(bar.load.click, load_selected, [session, bar.model_id, bar.dtype], status, api_name="load_model",
+                     concurrency_id="load", concurrency_limit=1)
+        # Success or not, the Model box then shows the model in use (a failed id stays named in the status line).
+        loading.then(shown_model, [session], [bar.model_id, bar.dtype], queue=False, api_visibility="private",
+                     show_progress="hidden")
         on(bar.timer.tick, cache_status, [session, bar.status], status, queue=False, api_visibility="private")
         on(demo.load, load_default, [session], status, api_visibility="private", concurrency_id="load",
            concurrency_limit=1)
