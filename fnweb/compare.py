@@ -24,9 +24,12 @@ from typing import Callable, ContextManager, Iterator, Optional, Sequence
 import torch
 
 from .archs import DEFAULT_SITE, layout_of
+from .checks import check_seed
 from .errors import FnwebError
 from .interventions import DEFAULT_INTERVENTION, INTERVENTIONS
-from .masks import MaskSpec, apply_masks, layer_masks, masked_share, stacked_masks
+from .masks import (
+    DEFAULT_PRESERVE_SCOPE, MaskSpec, apply_masks, check_preserve_scope, layer_masks, masked_share, stacked_masks,
+)
 from .metrics import TOKEN_METRICS, Stat, next_token_stats, stat_of
 from .models import LoadedModel
 from .progress import StopFlag
@@ -45,8 +48,11 @@ class GenerationSettings:
     temperature: float = 0.8  # used when not greedy
     seed: int = 0  # re-applied for every column
     random_draws: int = 3  # seeded draws of the random control
+    preserve_scope: str = DEFAULT_PRESERVE_SCOPE  # fnweb.masks.PRESERVE_SCOPES: the preserve column's layers
 
     def validate(self) -> None:
+        check_preserve_scope(self.preserve_scope)
+        check_seed(self.seed)
         if not 1 <= self.max_new_tokens <= 1024:
             raise FnwebError(f"Max new tokens must lie between 1 and 1024 (got {self.max_new_tokens}).")
         if not self.greedy and not 0.05 <= self.temperature <= 5.0:
@@ -106,7 +112,7 @@ def plan_rows(template: Optional[Template], components: Sequence[int], columns: 
             rows += [Row(RANDOM, MaskSpec(components, CONTROL_OF, random_seed=settings.seed + draw))
                      for draw in range(settings.random_draws)]
         else:
-            rows.append(Row(column, MaskSpec(components, column)))
+            rows.append(Row(column, MaskSpec(components, column, preserve_scope=settings.preserve_scope)))
     return rows
 
 

@@ -290,3 +290,19 @@ def test_cli_writes_the_files(tiny_model_dir, tmp_path, capsys):
     assert ExperimentResult.load(out / "experiment.json").settings["draws"] == 2
     code = main([str(tiny_model_dir), str(tmp_path / "missing.json"), "builtin:arithmetic"])
     assert code == 2 and "Template file not found" in capsys.readouterr().err
+
+
+def test_preserve_scope_reaches_the_curve_and_is_recorded(planted_lm, tmp_path):
+    template = make_template()
+    template.components = {0: {0: PLANTED, 2: PLANTED}, 1: {l: ORDINARY for l in LAYERS}}  # 0: none in layer 1
+    config = make_config(draws=1, samples_per_dataset=2, preserve_scope="network_layers")
+    result = run_experiment(planted_lm, template, config)
+    assert result.settings["preserve_scope"] == "network_layers"
+    first = result.curve[0]
+    kept = MaskSpec(tuple(first.ids), "preserve", preserve_scope="network_layers")
+    assert first.network["ce"] == pytest.approx(direct_ce(planted_lm, template, config, kept), abs=1e-4)
+    assert first.ids == [0]  # the planted group, strongest lesion effect
+    assert first.share_kept == pytest.approx((64 + 12) / 192)  # layer 1 is left whole: its 64 channels are kept
+    assert ExperimentResult.load(result.save(tmp_path)["json"]).settings["preserve_scope"] == "network_layers"
+    with pytest.raises(FnwebError, match="Unknown preserve scope"):
+        make_config(preserve_scope="layers").validate()

@@ -178,14 +178,15 @@ def test_the_marker_is_written_when_the_user_does_pass_the_flag(tmp_path):
 
 
 def test_run_cards_say_a_run_never_switches_custom_code_on():
-    from fnweb.finetune.card import model_card
+    from fnweb.finetune.card import run_card
     from fnweb.finetune.config import TrainConfig
-    from fnweb.hubcard import run_card
+    from fnweb.finetune.runs import MaskFile
 
     config = TrainConfig(dataset="builtin:arithmetic", output_dir="x", mask_mode="lesion")
-    assert "trust_remote_code=False" in model_card(config, {"general_sets": []}, "org/base")
-    card = run_card("alice/run", {"peft_type": "LORA", "r": 4}, {"model_id": "org/base"},
-                    {"components": [0], "mode": "lesion"}, None, {})
+    mask = MaskFile.from_dict({"components": [0], "mode": "lesion"})
+    assert "trust_remote_code=False" in run_card(config.to_dict(), {"general_sets": []}, mask, None,
+                                                 {"base_model_name_or_path": "org/base"})
+    card = run_card({"model_id": "org/base"}, {}, mask, None, {"peft_type": "LORA", "r": 4}, repo_id="alice/run")
     assert "trust_remote_code=False" in card and "whatever the run's files say" in card
 
 

@@ -18,10 +18,11 @@ from dataclasses import replace
 from ..cards import component_labels
 from ..experiment_plots import write_figures
 from ..experiment_tables import table_text
-from ..experiments import IN_PROGRESS, STOPPED, ExperimentConfig, experiment_stream
+from ..experiments import IN_PROGRESS, STOPPED, ExperimentConfig, check_readable, experiment_stream
 from ..io import check_writable_folder
-from ..masks import component_ids_from_text
-from ..models import DTYPES, EMBEDDED_ID, ModelRequest, load_model
+from ..masks import DEFAULT_PRESERVE_SCOPE, PRESERVE_SCOPES, component_ids_from_text, preserve_scopes_help
+from ..ids import model_alias
+from ..models import DTYPES, ModelRequest, load_model
 from ..prompts import FORMATS, PromptSource, builtin_sets
 from ..templates import Template
 from . import run_cli
@@ -42,13 +43,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--draws", type=int, default=5, help="random-control draws per condition (5)")
     p.add_argument("--seed", type=int, default=0, help="held-out sampling and random draws (0)")
     p.add_argument("--output", default="./experiment/", help="output folder (./experiment/)")
-    p.add_argument("--components", default=None, help="components to test, e.g. '0,3,5' (all)")
+    p.add_argument("--components", nargs="+", default=None, help="components to test: '0 3 5', '0,3,5' or "
+                   "'[0, 3, 5]' (all)")
     p.add_argument("--max_tokens", type=int, default=128, help="tokens per prompt + response (128)")
     p.add_argument("--score", choices=["response", "all"], default="response",
                    help="score the response's tokens (default) or every next token")
     p.add_argument("--keep_overlap", action="store_true",
                    help="keep held-out prompts the template was built from (warns how many)")
     p.add_argument("--no_curve", action="store_true", help="skip the preservation curve")
+    p.add_argument("--preserve_scope", choices=list(PRESERVE_SCOPES), default=DEFAULT_PRESERVE_SCOPE,
+                   help=f"which layers the preservation curve edits ({preserve_scopes_help()}; "
+                        f"{DEFAULT_PRESERVE_SCOPE})")
     p.add_argument("--mcq", nargs="?", const="builtin:mcq", default=None,
                    help="also measure multiple-choice accuracy (builtin:mcq, or a file with question/choices/answer)")
     p.add_argument("--mcq_items", type=int, default=0, help="multiple-choice items, 0 = all (0)")
@@ -73,7 +78,7 @@ def config_from(args) -> ExperimentConfig:
         components=component_ids_from_text(args.components) if args.components else None,
         exclude_template_prompts=not args.keep_overlap, curve=not args.no_curve,
         mcq=PromptSource(args.mcq) if args.mcq else None, mcq_items=args.mcq_items,
-        prompt_format=args.template_format, batch_tokens=args.batch_tokens,
+        prompt_format=args.template_format, batch_tokens=args.batch_tokens, preserve_scope=args.preserve_scope,
     )
 
 
@@ -99,9 +104,13 @@ def main(argv=None) -> int:
         config.validate()
         check_writable_folder(args.output)  # now, not after the run
         template = Template.load(args.template)
-        model_id = EMBEDDED_ID if args.model in ("embedded", EMBEDDED_ID) else args.model
-        lm = load_model(ModelRequest(model_id, args.torch_dtype, args.device, "none", args.revision,
-                                     args.trust_remote_code))
+        if config.components:
+            template.check_components(config.components)
+        model_id = model_alias(args.model)
+        request = ModelRequest(model_id, args.torch_dtype, args.device, "none", args.revision, args.trust_remote_code)
+        request.validate()  # the device, before the prompts are read
+        check_readable(config)  # the held-out sets, before the model loads
+        lm = load_model(request)
         result = _run(lm, template, config, _printer(args.quiet))
         paths = result.save(args.output)
         if not args.no_figures:

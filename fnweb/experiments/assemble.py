@@ -67,7 +67,7 @@ def _stability(template: Template, ids: Sequence[int]) -> Optional[float]:
 
 
 def _curve_point(run: Run, m: int, n_units: int) -> CurvePoint:
-    specs = with_controls(run.order[:m], PRESERVE, run.config.draws, run.config.seed)
+    specs = run.keeps(run.order[:m])
     network, random_, _ = _compared(run, specs, n_units, 0.0, CURVE_METRICS)
     return CurvePoint(m=m, ids=list(run.order[:m]), share_kept=run.shares[specs[0]],
                       prompts=min(n_units, run.n_text), network=network, random=random_)
@@ -82,7 +82,8 @@ def _settings(run: Run) -> dict:
         "heldout": [s.label() for s in config.sources], "samples_per_dataset": config.samples_per_dataset,
         "draws": config.draws, "seed": config.seed, "max_tokens": config.max_tokens, "score": config.score,
         "exclude_template_prompts": config.exclude_template_prompts,
-        "mcq": config.mcq.label() if config.mcq else None, "fnweb_version": __version__,
+        "mcq": config.mcq.label() if config.mcq else None, "preserve_scope": config.preserve_scope,
+        "fnweb_version": __version__,
     }
 
 

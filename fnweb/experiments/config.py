@@ -8,12 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..checks import check_seed
 from ..errors import FnwebError
+from ..masks import DEFAULT_PRESERVE_SCOPE, check_preserve_scope
 from ..prompts import PromptSource
 
 SCORES = ("response", "all")
 MIN_PROMPTS = 4  # below this a mean over prompts is one text's quirks
 MAX_DRAWS = 50
+MAX_ITEMS = 1_000_000  # prompts per set and multiple-choice items: far more than a run can score
+MAX_BATCH_TOKENS = 2**24  # rows x tokens per pass: 16 M tokens is beyond any accelerator's memory
 
 
 @dataclass
@@ -33,19 +37,25 @@ class ExperimentConfig:
     mcq_items: int = 0  # items of it (0: all)
     prompt_format: str = "auto"  # auto | chat | alpaca | chatml | basic
     batch_tokens: int = 4096  # rows x length per forward pass (lower it to save memory)
+    preserve_scope: str = DEFAULT_PRESERVE_SCOPE  # fnweb.masks.PRESERVE_SCOPES: the preservation curve's layers
 
     def validate(self) -> None:
         if not self.sources:
             raise FnwebError("No held-out prompt set chosen: pick a built-in set, a file or a Hub dataset.")
         if not 1 <= self.draws <= MAX_DRAWS:
             raise FnwebError(f"Random draws must lie between 1 and {MAX_DRAWS} (got {self.draws}).")
-        if self.samples_per_dataset < 0:
-            raise FnwebError(f"Prompts per set must be 0 (all) or more (got {self.samples_per_dataset}).")
+        if not 0 <= self.samples_per_dataset <= MAX_ITEMS:
+            raise FnwebError(f"Prompts per set must lie between 0 (all) and {MAX_ITEMS} "
+                             f"(got {self.samples_per_dataset}).")
+        check_seed(self.seed)
+        check_preserve_scope(self.preserve_scope)
         if not 2 <= self.max_tokens <= 8192:
             raise FnwebError(f"Max tokens per prompt must lie between 2 and 8192 (got {self.max_tokens}).")
         if self.score not in SCORES:
             raise FnwebError(f"Unknown scoring '{self.score}'; choose response or all.")
-        if self.batch_tokens < 1:
-            raise FnwebError(f"Batch tokens must be at least 1 (got {self.batch_tokens}).")
-        if self.mcq_items < 0:
-            raise FnwebError(f"Multiple-choice items must be 0 (all) or more (got {self.mcq_items}).")
+        if not 1 <= self.batch_tokens <= MAX_BATCH_TOKENS:
+            raise FnwebError(f"Batch tokens must lie between 1 and {MAX_BATCH_TOKENS} (got {self.batch_tokens}).")
+        if not 0 <= self.mcq_items <= MAX_ITEMS:
+            raise FnwebError(f"Multiple-choice items must lie between 0 (all) and {MAX_ITEMS} (got {self.mcq_items}).")
+        if self.components is not None and not self.components:
+            raise FnwebError("No components chosen: name at least one, or leave the choice out for all.")

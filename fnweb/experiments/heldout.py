@@ -76,6 +76,14 @@ def heldout_pairs(config: ExperimentConfig, used: Optional[set[str]]) -> tuple[l
     return pairs, notes
 
 
+def check_readable(config: ExperimentConfig) -> None:
+    """Read every held-out set and the multiple-choice set once, so that a bad one fails before a model loads."""
+    for source in config.sources:
+        load_pairs(source)
+    if config.mcq is not None:
+        read_rows(config.mcq)
+
+
 def _text_unit(tokenizer, pair: Pair, config: ExperimentConfig) -> Optional[Unit]:
     """The pair's tokens (cut to max_tokens) and where scoring starts; None if nothing is left to score."""
     if pair.response:

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 from ..archs import layout_of, unwrap
 from ..errors import FnwebError
 from ..interventions import INTERVENTIONS
-from ..masks import MaskSpec, layer_masks, masked_share, stacked_masks
+from ..masks import DEFAULT_PRESERVE_SCOPE, MaskSpec, layer_masks, masked_share, stacked_masks
 from ..models import LoadedModel
 from ..progress import Progress, ProgressFn
 from ..templates import Template
@@ -29,10 +29,12 @@ LOGIT_BYTES = 512 * 2**20  # float32 logits held per forward pass
 LESION, PRESERVE = INTERVENTIONS["lesion"].name, INTERVENTIONS["preserve"].name  # the two phases' interventions
 
 
-def with_controls(ids: Sequence[int], mode: str, draws: int, seed: int) -> list[MaskSpec]:
+def with_controls(ids: Sequence[int], mode: str, draws: int, seed: int,
+                  scope: str = DEFAULT_PRESERVE_SCOPE) -> list[MaskSpec]:
     """The components' mask, then ``draws`` random masks of the same per-layer sizes."""
     ids = tuple(ids)
-    return [MaskSpec(ids, mode)] + [MaskSpec(ids, mode, random_seed=seed + d) for d in range(draws)]
+    return [MaskSpec(ids, mode, preserve_scope=scope)] + [
+        MaskSpec(ids, mode, random_seed=seed + d, preserve_scope=scope) for d in range(draws)]
 
 
 @dataclass
@@ -81,8 +83,11 @@ class Run:
         return specs + (with_controls(self.ids, LESION, draws, seed) if self.union else [])
 
     def preserve_specs(self) -> list[MaskSpec]:
-        draws, seed = self.config.draws, self.config.seed
-        return [s for m in range(1, self.curve_len + 1) for s in with_controls(self.order[:m], PRESERVE, draws, seed)]
+        return [s for m in range(1, self.curve_len + 1) for s in self.keeps(self.order[:m])]
+
+    def keeps(self, ids: Sequence[int]) -> list[MaskSpec]:
+        """The preserve condition of ``ids`` and its random keeps (in the config's preserve scope)."""
+        return with_controls(ids, PRESERVE, self.config.draws, self.config.seed, self.config.preserve_scope)
 
     @property
     def total_channels(self) -> int:

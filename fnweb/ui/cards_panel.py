@@ -17,6 +17,7 @@ from typing import Optional
 import gradio as gr
 
 from ..cards import Cards, tokenizer_mismatch
+from ..checks import whole_number
 from ..errors import FnwebError
 from ..explain import ON_DEMAND_SAMPLES, cards_on_demand, search_text
 from ..models import ModelRequest, load_model
@@ -82,7 +83,7 @@ def session_cards(session: Session, name: Optional[str]) -> tuple[Optional[Cards
 
 
 def _chosen(component) -> Optional[int]:
-    return None if component in (None, "", "all") else int(component)
+    return None if component in (None, "", "all") else whole_number(component, "A component")
 
 
 @action()

@@ -22,15 +22,17 @@ import gradio as gr
 from ..archs import layout_of
 from ..cards import component_labels
 from ..compare import COLUMNS, GenerationSettings, compare_stream, model_column_stream
+from ..checks import whole_numbers
 from ..errors import FnwebError
 from ..finetune import load_run
 from ..finetune.runs import read_json
+from ..masks import DEFAULT_PRESERVE_SCOPE
 from ..models import ModelRequest, load_model
 from ..progress import Progress
 from ..templates import Template
 from . import finetune_runs, render, runner
 from .feedback import action
-from .forms import Form, Tab, on, real, whole
+from .forms import Form, Tab, on, real, scope_dropdown, whole
 from .jobs import Job, gpu, stream
 from .state import Session
 
@@ -57,6 +59,7 @@ def build_compare_tab(ctx) -> Tab:
             columns = gr.CheckboxGroup(list(COLUMNS), value=list(COLUMNS), label="Columns")
             run = gr.Dropdown([], value=None, label="Fine-tuned run (extra column)", allow_custom_value=True,
                               info="One of your runs (Fine-tune tab), with its mask", elem_id="fn-compare-run")
+            scope = scope_dropdown("fn-compare-scope")
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="fn-generate")
                 stop = gr.Button("Stop", variant="stop", elem_id="fn-compare-stop")
@@ -73,7 +76,7 @@ def build_compare_tab(ctx) -> Tab:
                            interactive=False, elem_id="fn-metrics", wrap=True)
     form = Form(template=ctx.template, prompt=prompt, components=components, columns=columns,
                 max_new_tokens=max_new_tokens, decoding=decoding, temperature=temperature, seed=seed, draws=draws,
-                run=run)
+                run=run, preserve_scope=scope)
     tab = Tab(form, "status", generate=generate, stop=stop, status=status, output=output, metrics=metrics,
               presets=presets)
     results = tab.outputs("output", "metrics", "status")
@@ -124,6 +127,7 @@ def settings_from_form(form: dict) -> GenerationSettings:
         max_new_tokens=whole(form["max_new_tokens"], "Max new tokens"), greedy=decoding == "greedy",
         temperature=real(form["temperature"], "Temperature"), seed=whole(form["seed"], "Seed"),
         random_draws=whole(form["draws"], "Random control draws"),
+        preserve_scope=form.get("preserve_scope") or DEFAULT_PRESERVE_SCOPE,
     )
     settings.validate()
     return settings
@@ -223,10 +227,7 @@ def compare(session: Session, form: dict):
 
 def _component_ids(components) -> list[int]:
     values = components if isinstance(components, (list, tuple)) else ([] if components in (None, "") else [components])
-    try:
-        return [int(c) for c in values]
-    except (TypeError, ValueError) as exc:
-        raise FnwebError(f"Component ids must be whole numbers (got {list(values)}).") from exc
+    return whole_numbers(values, "A component id")  # 1.5 is refused, not made 1
 
 
 def _stop(session: Session) -> None:

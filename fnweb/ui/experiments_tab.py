@@ -24,12 +24,13 @@ from ..errors import FnwebError
 from ..experiment_plots import lesion_figure, preservation_figure
 from ..experiment_results import ExperimentResult
 from ..experiments import STOPPED, ExperimentConfig, experiment_stream
+from ..masks import DEFAULT_PRESERVE_SCOPE
 from ..models import ModelRequest, load_model
 from ..prompts import PromptSource, builtin_sets
 from ..templates import Template
 from . import render, runner
 from .feedback import action
-from .forms import Form, Tab, on, upload_paths, whole
+from .forms import Form, Tab, on, scope_dropdown, upload_paths, whole
 from .jobs import Job, gpu, stream
 from .state import Session, stamp, unique_name
 
@@ -60,6 +61,7 @@ def build_experiments_tab(ctx) -> Tab:
                 seed = gr.Number(0, label="Seed", precision=0, elem_id="fn-exp-seed")
                 max_tokens = gr.Number(128, label="Max tokens per prompt", precision=0, elem_id="fn-exp-tokens")
             leave_out = gr.Checkbox(True, label="Leave out the template's own prompts")
+            scope = scope_dropdown("fn-exp-scope")
             with gr.Row():
                 run = gr.Button("Run experiment", variant="primary", elem_id="fn-exp-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="fn-exp-stop")
@@ -75,7 +77,7 @@ def build_experiments_tab(ctx) -> Tab:
     downloads = gr.File(label="Download (JSON and CSV)", file_count="multiple", interactive=False,
                         elem_id="fn-exp-files-out")
     form = Form(template=ctx.template, builtin=builtin, files=files, samples=samples, draws=draws, seed=seed,
-                max_tokens=max_tokens, leave_out=leave_out)
+                max_tokens=max_tokens, leave_out=leave_out, preserve_scope=scope)
     tab = Tab(form, "status", run=run, stop=stop, status=status, reading=reading, lesion=lesion, curve=curve,
               lesion_table=lesions, curve_table=curve_points, downloads=downloads)
     on(run.click, run_experiment_form, [ctx.session, form], tab.outputs(*OUTPUTS), api_name="experiment",
@@ -101,6 +103,7 @@ def config_from_form(form: dict) -> ExperimentConfig:
         draws=whole(form["draws"], "Random draws"), seed=whole(form["seed"], "Seed"),
         max_tokens=whole(form["max_tokens"], "Max tokens per prompt"),
         exclude_template_prompts=bool(form["leave_out"]),
+        preserve_scope=form.get("preserve_scope") or DEFAULT_PRESERVE_SCOPE,
     )
     config.validate()
     return config

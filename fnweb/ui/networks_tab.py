@@ -13,10 +13,11 @@ from typing import Optional
 import gradio as gr
 
 from .. import plots
+from ..checks import whole_number
 from ..errors import FnwebError
 from .cards_panel import build_card_panel, clicked, show_card
 from .feedback import action
-from .forms import Form, Tab, on
+from .forms import Form, Tab, on, whole
 from .state import Session
 
 ALL = "all"
@@ -71,7 +72,7 @@ def draw(session: Session, name: Optional[str], component, bins):
     template = session.get(name).template
     choices = [("all components", ALL)] + [(f"component {c}", str(c)) for c in template.component_ids]
     chosen = _component(component, template.component_ids)
-    bins = int(bins or plots.MAX_BINS)
+    bins = plots.MAX_BINS if bins in (None, "", 0) else whole(bins, "Bins per layer")
     if not 1 <= bins <= 4096:
         raise FnwebError(f"Bins per layer must lie between 1 and 4096 (got {bins}).")
     ids = template.component_ids if chosen is None else [chosen]
@@ -88,8 +89,5 @@ def _component(value, ids: list[int]) -> Optional[int]:
     """None for all; a component id kept only if this template has it."""
     if value in (None, "", ALL):
         return None
-    try:
-        chosen = int(value)
-    except (TypeError, ValueError) as exc:
-        raise FnwebError(f"Component '{value}' is not a number; choose one from the list.") from exc
+    chosen = whole_number(value, "A component")  # '1.5' is refused, not made 1
     return chosen if chosen in ids else None

@@ -18,7 +18,8 @@ import gradio as gr
 
 from .. import __version__
 from ..errors import FnwebError, Stopped
-from ..models import EMBEDDED_ID, cache_dir
+from ..ids import is_embedded
+from ..models import cache_dir
 from ..templates import Template
 from . import render
 from .compare_tab import compare
@@ -121,7 +122,7 @@ def ensure_template(session: Session, preset: Preset):
 
     A Stop or a failure raises, which keeps the chained comparison from running."""
     lm = session.require_model()
-    if lm.model_id != EMBEDDED_ID:
+    if not is_embedded(lm.model_id):
         gr.Warning(f"Presets were made on the embedded model; on {lm.model_id} other components may matter.")
     config = config_from_form(preset.template_form())
     key = config_key(session.model, config)

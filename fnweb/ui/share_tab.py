@@ -22,123 +22,118 @@ records (``session.runs``, when the Fine-tune tab keeps one) and those loaded he
 off a Space a run folder's path may also be typed. Faults become messages in the
 page; a failed push changes nothing local and can simply be retried.
 
-This module formats and wires; the Hub work is ``fnweb.hub``'s.
+This module builds and wires; what it says about accounts is ``share_account``'s, the
+visitor's run list ``share_runs``'s, and the Hub work ``fnweb.hub``'s.
 """
 
 from __future__ import annotations
 
-import html
-import os
-from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Optional
 
 import gradio as gr
 
 from .. import hub
-from ..access import mode_reason, multi_user
+from ..access import multi_user
 from ..archs import layout_of
 from ..errors import FnwebError
 from ..finetune.merge import check_mergeable
-from ..finetune.runs import read_json, run_info
+from ..finetune.runs import read_run
 from ..hubcard import HEATMAP_FILENAME, coverage_png
+from ..io import write_atomic
 from ..templates import Template
-from . import render
 from .feedback import action, explain
 from .forms import Form, Tab, on
 from .model_bar import template_choices
+from .share_account import CHECK_HINT, sign_in_available, sign_in_help
+from .share_account import note as _note  # the handlers' own names for these helpers
+from .share_account import push_target_note as _target
+from .share_account import safe_target_note as _safe_target
+from .share_runs import chosen_run_folder as _run_folder
+from .share_runs import describe_run, visitor_runs
 from .state import Session, SessionTemplate
 
 HUB_QUEUE = "hub"
 HUB_JOBS = 4  # Hub calls wait on the network, not the CPU: a few at once
 KINDS = ("template", "run")
-CHECK_HINT = "Press Check account (or leave the repo field) to see where the push will go."
-
-
-def on_space() -> bool:
-    from gradio.utils import get_space
-
-    return get_space() is not None
-
-
-def sign_in_available() -> bool:
-    """Whether the Hugging Face button can work here (a Space, or asked for locally)."""
-    return on_space() or os.environ.get("FNWEB_HF_SIGN_IN", "") == "1"
-
-
-def sign_in_help(signed: bool) -> str:
-    """What the Account step says, by who this app serves and whether it has a sign-in button."""
-    if not multi_user():
-        return ("Running for one user: the token comes from **HF_TOKEN** or the saved login (`hf auth login`). "
-                "It is used for the Hub calls only: never shown, logged or stored.")
-    if signed:
-        return ("Sign in with your Hugging Face account: pushes, account checks and loads of private repos use "
-                "your sign-in and nothing else (the server's own token is never used for a visitor); pushes go to "
-                "your account or an organisation of yours. Without signing in, public repos still load. The token "
-                "is never shown, logged or stored.")
-    return (f"This app is shared ({mode_reason()}) and has no sign-in here, so it only loads public repos; to "
-            "push, use fnweb on a Space with sign-in, or run it locally for yourself.")
 
 
 def build_share_tab(ctx) -> Tab:
-    signed = sign_in_available()
     loaded_runs = gr.State([])
     with gr.Row(equal_height=False):
         with gr.Column(scale=6, min_width=380):
-            gr.Markdown("#### 1 · Account", elem_classes="fn-step")
-            gr.Markdown(sign_in_help(signed), elem_classes="fn-note")
-            with gr.Row():
-                sign_in = gr.LoginButton(size="md", scale=2, min_width=220) if signed else None
-                check = gr.Button("Check account", size="md", scale=1, min_width=140, elem_id="fn-share-check")
-
-            gr.Markdown("#### 2 · Push a template", elem_classes="fn-step")
-            template_line = gr.Markdown(_template_line(None), elem_id="fn-share-template")
-            repo = gr.Textbox(label="Repo", placeholder="name, or namespace/name", elem_id="fn-share-repo",
-                              info="Prefilled from the model and prompt sets; a bare name goes to your account")
-            with gr.Row():
-                private = gr.Checkbox(False, label="Private", min_width=100, elem_id="fn-share-private")
-                heatmap = gr.Checkbox(True, label=f"Include the coverage image ({HEATMAP_FILENAME})", min_width=200)
-                overwrite = gr.Checkbox(False, label="Overwrite a repo holding other files", min_width=200,
-                                        elem_id="fn-share-overwrite")
-            message = gr.Textbox(label="Commit message", placeholder="blank: 'Upload fnweb template (…)'",
-                                 elem_id="fn-share-message")
-            target = gr.HTML(_note("info", CHECK_HINT), elem_id="fn-share-target")
-            push = gr.Button("Push template", variant="primary", elem_id="fn-share-push")
-
-            gr.Markdown("#### 3 · Push a fine-tuning run", elem_classes="fn-step")
-            with gr.Row(equal_height=False, elem_classes="fn-bar-row"):
-                run = gr.Dropdown([], value=None, label="Run", allow_custom_value=not multi_user(), scale=5,
-                                  elem_id="fn-share-run",
-                                  info="Your runs (Fine-tune tab, or loaded below)"
-                                  + ("" if multi_user() else "; or type a run folder's path"))
-                refresh_runs = gr.Button("↻ Refresh", size="md", scale=1, min_width=100, elem_id="fn-share-refresh")
-            run_line = gr.Markdown("", elem_id="fn-share-run-line")
-            run_repo = gr.Textbox(label="Repo", placeholder="name, or namespace/name", elem_id="fn-share-run-repo")
-            with gr.Row():
-                run_private = gr.Checkbox(False, label="Private", min_width=100)
-                run_overwrite = gr.Checkbox(False, label="Overwrite a repo holding other files", min_width=200)
-            run_merged = gr.Checkbox(False, label="Also push a merged model", elem_id="fn-share-run-merged",
-                                     info="merged/: the adapter folded into the base weights, the mask baked in; "
-                                          "loads with plain transformers (not for 4/8-bit runs)")
-            run_message = gr.Textbox(label="Commit message", placeholder="blank: 'Upload fnweb LoRA run (…)'")
-            run_target = gr.HTML("", elem_id="fn-share-run-target")
-            push_run = gr.Button("Push run", variant="primary", elem_id="fn-share-push-run")
-
+            parts = {**_account_section(), **_template_section(ctx), **_run_section()}
         with gr.Column(scale=5, min_width=360):
-            gr.Markdown("#### Result", elem_classes="fn-step")
-            result = gr.HTML(_note("info", "The pushed repo's address appears here."), elem_id="fn-share-result")
-            preview = gr.Image(None, type="filepath", label=f"{HEATMAP_FILENAME}: components (rows) x layers",
-                               interactive=False, height=180,
-                               buttons=["download"], elem_id="fn-share-heatmap")
-            loading = _load_section()
-
-    run_form = Form(run=run, repo=run_repo, private=run_private, overwrite=run_overwrite, message=run_message,
-                    merged=run_merged)
-    tab = Tab(Form(template=ctx.template, repo=repo, private=private, overwrite=overwrite, heatmap=heatmap,
-                   message=message), "result", run_form=run_form, **loading, sign_in=sign_in, check=check,
-              template_line=template_line, target=target, push=push, refresh_runs=refresh_runs, run_line=run_line,
-              run_target=run_target, push_run=push_run, result=result, preview=preview, loaded_runs=loaded_runs)
+            parts.update(**_result_section(), **_load_section())
+    tab = Tab(parts.pop("form"), "result", **parts, loaded_runs=loaded_runs)
     _wire(ctx, tab)
     return tab
+
+
+# Each section builds its components in page order and returns its form and parts by name.
+
+def _account_section() -> dict:
+    signed = sign_in_available()
+    gr.Markdown("#### 1 · Account", elem_classes="fn-step")
+    gr.Markdown(sign_in_help(signed), elem_classes="fn-note")
+    with gr.Row():
+        sign_in = gr.LoginButton(size="md", scale=2, min_width=220) if signed else None
+        check = gr.Button("Check account", size="md", scale=1, min_width=140, elem_id="fn-share-check")
+    return {"sign_in": sign_in, "check": check}
+
+
+def _template_section(ctx) -> dict:
+    """Section 2: the template push's form (the tab's own), the line naming the template, the button."""
+    gr.Markdown("#### 2 · Push a template", elem_classes="fn-step")
+    template_line = gr.Markdown(_template_line(None), elem_id="fn-share-template")
+    repo = gr.Textbox(label="Repo", placeholder="name, or namespace/name", elem_id="fn-share-repo",
+                      info="Prefilled from the model and prompt sets; a bare name goes to your account")
+    with gr.Row():
+        private = gr.Checkbox(False, label="Private", min_width=100, elem_id="fn-share-private")
+        heatmap = gr.Checkbox(True, label=f"Include the coverage image ({HEATMAP_FILENAME})", min_width=200)
+        overwrite = gr.Checkbox(False, label="Overwrite a repo holding other files", min_width=200,
+                                elem_id="fn-share-overwrite")
+    message = gr.Textbox(label="Commit message", placeholder="blank: 'Upload fnweb template (…)'",
+                         elem_id="fn-share-message")
+    target = gr.HTML(_note("info", CHECK_HINT), elem_id="fn-share-target")
+    push = gr.Button("Push template", variant="primary", elem_id="fn-share-push")
+    form = Form(template=ctx.template, repo=repo, private=private, overwrite=overwrite, heatmap=heatmap,
+                message=message)
+    return {"form": form, "template_line": template_line, "target": target, "push": push}
+
+
+def _run_section() -> dict:
+    """Section 3: the run push's form, the run list's refresh, the line describing the run, the button."""
+    gr.Markdown("#### 3 · Push a fine-tuning run", elem_classes="fn-step")
+    with gr.Row(equal_height=False, elem_classes="fn-bar-row"):
+        run = gr.Dropdown([], value=None, label="Run", allow_custom_value=not multi_user(), scale=5,
+                          elem_id="fn-share-run",
+                          info="Your runs (Fine-tune tab, or loaded below)"
+                          + ("" if multi_user() else "; or type a run folder's path"))
+        refresh_runs = gr.Button("↻ Refresh", size="md", scale=1, min_width=100, elem_id="fn-share-refresh")
+    run_line = gr.Markdown("", elem_id="fn-share-run-line")
+    run_repo = gr.Textbox(label="Repo", placeholder="name, or namespace/name", elem_id="fn-share-run-repo")
+    with gr.Row():
+        run_private = gr.Checkbox(False, label="Private", min_width=100)
+        run_overwrite = gr.Checkbox(False, label="Overwrite a repo holding other files", min_width=200)
+    run_merged = gr.Checkbox(False, label="Also push a merged model", elem_id="fn-share-run-merged",
+                             info="merged/: the adapter folded into the base weights, the mask baked in; "
+                                  "loads with plain transformers (not for 4/8-bit runs)")
+    run_message = gr.Textbox(label="Commit message", placeholder="blank: 'Upload fnweb LoRA run (…)'")
+    run_target = gr.HTML("", elem_id="fn-share-run-target")
+    push_run = gr.Button("Push run", variant="primary", elem_id="fn-share-push-run")
+    run_form = Form(run=run, repo=run_repo, private=run_private, overwrite=run_overwrite, message=run_message,
+                    merged=run_merged)
+    return {"run_form": run_form, "refresh_runs": refresh_runs, "run_line": run_line, "run_target": run_target,
+            "push_run": push_run}
+
+
+def _result_section() -> dict:
+    gr.Markdown("#### Result", elem_classes="fn-step")
+    result = gr.HTML(_note("info", "The pushed repo's address appears here."), elem_id="fn-share-result")
+    preview = gr.Image(None, type="filepath", label=f"{HEATMAP_FILENAME}: components (rows) x layers",
+                       interactive=False, height=180,
+                       buttons=["download"], elem_id="fn-share-heatmap")
+    return {"result": result, "preview": preview}
 
 
 def _load_section() -> dict:
@@ -181,15 +176,6 @@ def _wire(ctx, tab: Tab) -> None:
 # ---- showing --------------------------------------------------------------------------
 
 
-def _note(kind: str, text: str, link: Optional[str] = None) -> str:
-    """A coloured note (``render.message_html``), with the repo's address as a link when given."""
-    note = render.message_html(kind, text)
-    if link is None:
-        return note
-    anchor = f' <a href="{html.escape(link, quote=True)}" target="_blank" rel="noopener">{html.escape(link)}</a>'
-    return note[: -len("</div>")] + anchor + "</div>"
-
-
 def _template_line(entry: Optional[SessionTemplate]) -> str:
     if entry is None:
         return ("No template yet: build one in the Templates tab, upload one there, or load one from the Hub "
@@ -207,7 +193,7 @@ def template_defaults(session: Session, name: Optional[str]):
     entry = session.get(name)
     image = entry.path.with_suffix(".coverage.png")
     if not image.exists():
-        image.write_bytes(coverage_png(entry.template))
+        write_atomic(image, coverage_png(entry.template))
     return _template_line(entry), hub.default_template_repo_name(entry.template), str(image)
 
 
@@ -219,23 +205,6 @@ def _token(oauth: Optional[gr.OAuthToken]) -> Optional[str]:
     return oauth.token if oauth is not None else None
 
 
-def _target(repo: Optional[str], who: hub.Account) -> str:
-    """Where a push of ``repo`` would go, said before it happens (no network call)."""
-    if not (repo or "").strip():
-        return _note("info", f"Pushes go to {who.name}'s account ({who.describe()}); enter a repo name.")
-    name = hub.check_repo_id(repo)
-    full = name if "/" in name else f"{who.name}/{name}"
-    line = f"Pushes to {full} as {who.describe()}."  # the words of hub.describe_target
-    namespace = full.split("/")[0]
-    if who.role == "read":
-        return _note("error", f"{line} This token is read-only: the push would be refused. Use a token with "
-                              "write permission.")
-    if namespace not in who.namespaces:
-        return _note("error", f"{line} {who.name} cannot write to '{namespace}' (may write to "
-                              f"{', '.join(who.namespaces)}): the push would be refused.")
-    return _note("ok", line)
-
-
 def check_account(repo: str, run_repo: str, oauth: gr.OAuthToken | None):
     """Ask the Hub whose account the token acts for; say where each push would go."""
     try:
@@ -244,13 +213,6 @@ def check_account(repo: str, run_repo: str, oauth: gr.OAuthToken | None):
         note = _note("error", explain(exc))
         return note, note
     return _safe_target(repo, who), _safe_target(run_repo, who) if (run_repo or "").strip() else ""
-
-
-def _safe_target(repo: str, who: hub.Account) -> str:
-    try:
-        return _target(repo, who)
-    except FnwebError as exc:
-        return _note("error", str(exc))
 
 
 def target_line(repo: str, oauth: gr.OAuthToken | None):
@@ -287,52 +249,6 @@ def push_template(session: Session, form: dict, oauth: gr.OAuthToken | None):
     yield _note("ok", f"Pushed the template '{entry.name}' {what}to {full} as {who.name}:", link=url)
 
 
-def visitor_runs(session: Session, loaded: Optional[list]) -> list[tuple[str, str]]:
-    """(label, folder) of this visitor's runs: the session's (Fine-tune tab), then those loaded from the Hub."""
-    choices: list[tuple[str, str]] = []
-    for folder in _session_run_folders(session):
-        if folder.is_dir():
-            info = run_info(folder)
-            mask = (info.summary or {}).get("mask") or info.config.get("mask_mode", "")
-            choices.append((f"{info.run_id} · {info.state}" + (f" · {mask}" if mask else ""), str(folder)))
-    for item in loaded or []:
-        choices.append((item["label"], item["folder"]))
-    seen: set[str] = set()
-    return [c for c in choices if not (c[1] in seen or seen.add(c[1]))]
-
-
-def _session_run_folders(session: Session) -> list[Path]:
-    """The run folders the session records, if the Fine-tune tab keeps them (``session.runs``).
-
-    Accepts what such a record is likely to hold: folders, or objects with a ``folder``
-    (``RunInfo``), as a list or as the values of a dict.
-    """
-    runs: Any = getattr(session, "runs", None)
-    if not runs:
-        return []
-    items: Iterable = runs.values() if isinstance(runs, dict) else runs
-    folders = []
-    for item in items:
-        folder = getattr(item, "folder", item)
-        if isinstance(folder, (str, os.PathLike)):
-            folders.append(Path(folder))
-    return folders
-
-
-def _run_folder(session: Session, loaded: Optional[list], choice: Optional[str]) -> Path:
-    """The chosen run's folder: one of the visitor's runs, or (off a Space) a typed path."""
-    text = (choice or "").strip() if isinstance(choice, str) else ""
-    if not text:
-        raise FnwebError("No run chosen: pick one of your runs (from the Fine-tune tab, or loaded from the Hub in "
-                         "section 4)" + ("" if multi_user() else ", or type a run folder's path") + ".")
-    listed = {folder for _, folder in visitor_runs(session, loaded)}
-    if text in listed:
-        return Path(text)
-    if multi_user():  # on a shared server, a typed path could reach another visitor's run
-        raise FnwebError(f"'{text}' is not one of your runs: pick a run from the list.")
-    return Path(text).expanduser()
-
-
 def run_choices(session: Session, loaded: Optional[list], current: Optional[str]):
     """The run list, refreshed (keeps the current choice)."""
     choices = visitor_runs(session, loaded)
@@ -344,7 +260,7 @@ def run_defaults(session: Session, loaded: Optional[list], choice: Optional[str]
     if not (choice or "").strip():
         return "", gr.skip()
     try:
-        files = hub.read_run(_run_folder(session, loaded, choice))
+        files = read_run(_run_folder(session, loaded, choice))
     except FnwebError as exc:
         return f"⚠ {exc}", gr.skip()
     config = files.train_config
@@ -353,27 +269,11 @@ def run_defaults(session: Session, loaded: Optional[list], choice: Optional[str]
     return describe_run(files), name
 
 
-def describe_run(files: hub.RunFiles) -> str:
-    """One line of plain text: the run's base model, adapter, mask, state and figures."""
-    adapter, config = files.adapter_config, files.train_config
-    base = config.get("model_id") or adapter.get("base_model_name_or_path") or "?"
-    mask = files.mask.label() if files.mask else "no mask"
-    learning = (files.summary or {}).get("learning", {})
-    forgetting = (files.summary or {}).get("forgetting", {})
-    figures = []
-    if learning.get("task_loss_before") is not None and learning.get("task_loss_after") is not None:
-        figures.append(f"task loss {learning['task_loss_before']:.3g} → {learning['task_loss_after']:.3g}")
-    if forgetting.get("kl_after") is not None:
-        figures.append(f"KL from the base {forgetting['kl_after']:.3g}")
-    state = (read_json(files.folder / "state.json") or {}).get("state")
-    return " · ".join([f"LoRA r {adapter.get('r', '?')} on {base}", mask, *([state] if state else []), *figures])
-
-
 @action("result", render_message=lambda kind, text: _note(kind, text))
 def push_run(session: Session, loaded: Optional[list], form: dict, oauth: gr.OAuthToken | None):
     """Push the chosen run folder (adapter, template, mask, configs, metrics, card); show the address."""
     folder = _run_folder(session, loaded, form["run"])
-    hub.read_run(folder)  # a folder that is not a finished run is said before any Hub call
+    read_run(folder)  # a folder that is not a finished run is said before any Hub call
     merged, private = bool(form["merged"]), bool(form["private"])
     if merged:
         check_mergeable(folder)
