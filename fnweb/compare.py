@@ -9,8 +9,10 @@ numbers: every per-token metric of ``fnweb.metrics`` (mean next-token KL from th
 baseline, the continuation's cross-entropy, top-1 agreement), and where each column's
 text departs from the baseline's.
 
-The random control runs several seeded draws; its column shows the first draw's
-text and the mean and spread of the draws' numbers. ``model_column_stream`` adds a
+The random control runs several seeded draws for each intervention shown (lesion:
+the ``random`` column; preserve: ``random-preserve``, keeping as many random neurons):
+its column shows the first draw's text (the others' in ``draw_texts``) and the mean and
+spread of the draws' numbers. ``RANDOM_OF`` maps a control column to its intervention. ``model_column_stream`` adds a
 column from another model (a fine-tuned run with its mask) after the batched ones,
 generated and scored the same way. It knows nothing about the UI.
 
@@ -47,6 +49,9 @@ from .templates import Template
 BASELINE, RANDOM = "baseline", "random"
 COLUMNS = (BASELINE, *INTERVENTIONS, RANDOM)  # the unchanged model, one column per intervention, the random control
 CONTROL_OF = DEFAULT_INTERVENTION  # the intervention the random column applies to random neurons
+# Each intervention's random control column: "random" for the default one (lesion), "random-<name>" for the others.
+RANDOM_OF = {(RANDOM if name == CONTROL_OF else f"{RANDOM}-{name}"): name for name in INTERVENTIONS}
+CONTROL_COLUMN = {name: column for column, name in RANDOM_OF.items()}
 
 
 @dataclass
@@ -92,6 +97,7 @@ class ColumnResult:
     rest: str = ""  # text from the departure on
     scored: int = 0  # tokens of the baseline's continuation the metrics are over
     draws: int = 1  # rows behind the numbers (the random control's draws)
+    draw_texts: list[str] = field(default_factory=list)  # the texts of the other draws (a random control's 2nd, ...)
 
 
 @dataclass
@@ -130,10 +136,12 @@ def plan_rows(template: Optional[Template], components: Sequence[int], columns: 
         raise FnwebError(f"Choose at least one component to {' or '.join(INTERVENTIONS)}.")
     components = tuple(template.check_components(components)) if masked_columns else ()
     rows = [Row(BASELINE, None)]
+    controlled = [c for c in masked_columns if c in INTERVENTIONS] or [CONTROL_OF]  # random alone: lesion's control
     for column in masked_columns:
-        if column == RANDOM:
-            rows += [Row(RANDOM, MaskSpec(components, CONTROL_OF, random_seed=settings.seed + draw))
-                     for draw in range(settings.random_draws)]
+        if column == RANDOM:  # a matched control for every intervention shown, each with its own draws
+            rows += [Row(CONTROL_COLUMN[name], MaskSpec(components, name, random_seed=settings.seed + draw,
+                                                        preserve_scope=settings.preserve_scope))
+                     for name in controlled for draw in range(settings.random_draws)]
         else:
             rows.append(Row(column, MaskSpec(components, column, preserve_scope=settings.preserve_scope)))
     return rows
@@ -157,9 +165,12 @@ def _columns(lm: LoadedModel, rows: list[Row], shares: dict[str, float]) -> list
     """Column results from rows (metrics filled in later)."""
     results = []
     for name in dict.fromkeys(r.column for r in rows):
-        row = next(r for r in rows if r.column == name)
+        row, *others = [r for r in rows if r.column == name]
         label = row.spec.label() if row.spec else "unchanged model"
-        results.append(_result(lm.tokenizer, name, label, row, shares[name], rows[0]))
+        result = _result(lm.tokenizer, name, label, row, shares[name], rows[0])
+        result.draws = 1 + len(others)
+        result.draw_texts = [lm.tokenizer.decode(other.tokens, skip_special_tokens=True) for other in others]
+        results.append(result)
     return results
 
 

@@ -66,9 +66,14 @@ def test_load_build_networks_compare(client):
     assert np.nansum(np.asarray(one["z"], dtype=float)) == sum(len(v) for v in saved["templates"]["3"].values())
 
     html, metrics = compare(client, name, components=[0, 1], tokens=8)
-    assert html.count('class="fn-card ') == 4
+    assert html.count('class="fn-card ') == 5
+    assert html.count('<details class="fn-draw">') == 4  # every other draw of both controls can be opened
     rows = {row[0]: row for row in metrics["data"]}
-    assert list(rows) == ["Baseline", "Lesion", "Preserve", "Random control (3 draws)"]
+    assert list(rows) == ["Baseline", "Lesion", "Preserve", "Random control (3 draws)",
+                          "Random control (preserve) (3 draws)"]
+    verdicts = metrics["headers"].index("vs random")
+    assert "× random" in rows["Lesion"][verdicts] and "× random" in rows["Preserve"][verdicts]
+    assert rows["Baseline"][verdicts] == "" and html.count('class="fn-verdict ') == 2
     header = metrics["headers"]
     kl, top1 = header.index("KL from baseline"), header.index("top-1 agreement")
     assert float(rows["Baseline"][kl]) == 0.0 and rows["Baseline"][top1] == "100.0 %"

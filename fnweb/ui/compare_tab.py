@@ -75,6 +75,8 @@ def build_compare_tab(ctx) -> Tab:
     output = gr.HTML(render.columns_html(None), elem_id="fn-compare-output")
     metrics = gr.Dataframe(render.metrics_frame(None), label="Metrics (teacher-forced on the baseline's text)",
                            interactive=False, elem_id="fn-metrics", wrap=True)
+    with gr.Accordion("What the numbers mean", open=False, elem_id="fn-metrics-legend"):
+        gr.Markdown(render.metrics_legend(), elem_classes="fn-note")
     form = Form(template=ctx.template, prompt=prompt, components=components, columns=columns,
                 max_new_tokens=max_new_tokens, decoding=decoding, temperature=temperature, seed=seed, draws=draws,
                 run=run, preserve_scope=scope)

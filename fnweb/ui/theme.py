@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..compare import RANDOM_OF
 from ..interventions import INTERVENTIONS
 from .present import CSS as PRESENT_CSS
 
-COLUMN_COLOURS = {"baseline": "#475569", **{i.name: i.colour for i in INTERVENTIONS.values()}, "random": "#d97706",
-                  "run": "#7c3aed"}
+COLUMN_COLOURS = {"baseline": "#475569", **{i.name: i.colour for i in INTERVENTIONS.values()},
+                  **{column: "#b45309" for column in RANDOM_OF}, "random": "#d97706", "run": "#7c3aed"}
 
 CSS = """
 .gradio-container { max-width: 1500px !important; margin: 0 auto; }
@@ -69,6 +70,13 @@ CSS = """
 mark.fn-depart { background: color-mix(in srgb, var(--fn-col) 16%, white); color: inherit; border-radius: 3px;
                  padding: 0 .1rem; box-shadow: inset 2px 0 0 var(--fn-col); }
 .fn-none { color: #64748b; font-style: italic; }
+.fn-draws { padding: 0 .7rem .3rem; }
+.fn-draw summary { cursor: pointer; font-size: .85rem; color: #92400e; }
+.fn-draw .fn-text { padding: .2rem 0 .3rem; max-height: 200px; }
+.fn-verdict { margin: 0 .7rem .4rem; padding: .3rem .5rem; border-radius: 6px; font-size: .85rem; }
+.fn-verdict-larger { background: #ecfdf5; color: #065f46; }
+.fn-verdict-smaller { background: #eff6ff; color: #1e40af; }
+.fn-verdict-indistinguishable { background: #fffbeb; color: #92400e; }
 .fn-cursor { display: inline-block; width: .5em; height: 1em; background: #94a3b8; vertical-align: text-bottom;
              animation: fn-blink 1s step-end infinite; margin-left: 1px; }
 @keyframes fn-blink { 50% { opacity: 0; } }
