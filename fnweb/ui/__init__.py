@@ -54,6 +54,7 @@ import gradio as gr
 
 from .. import __version__
 from ..access import forbid_implicit_token, multi_user
+from .api import add_api, mcp_available
 from .compare_tab import build_compare_tab
 from .experiments_tab import build_experiments_tab
 from .finetune_tab import build_finetune_tab
@@ -119,8 +120,10 @@ INTRO = (
 
 
 def launch_options() -> dict:
-    """Keyword arguments for ``demo.launch``: the page's look, and the largest upload Gradio accepts."""
-    return {**look_options(), "max_file_size": max_upload_bytes()}
+    """Keyword arguments for ``demo.launch``: the page's look, the largest upload Gradio accepts, and the MCP server
+    (where the ``mcp`` package is installed, unless FNWEB_MCP=0)."""
+    mcp = mcp_available() and os.environ.get("FNWEB_MCP", "1") != "0"
+    return {**look_options(), "max_file_size": max_upload_bytes(), "mcp_server": mcp}
 
 
 def build_app(tabs: list[tuple[str, Callable]] | None = None) -> gr.Blocks:
@@ -150,6 +153,7 @@ def build_app(tabs: list[tuple[str, Callable]] | None = None) -> gr.Blocks:
             wire_presets(ctx)  # presets fill the Templates and Compare forms by name
         gr.Markdown(f"fnweb {__version__} · models are shared read-only; your templates stay in your session.",
                     elem_classes="fn-note")
+        add_api(ctx.model_work)  # the typed endpoints (and MCP tools): standalone calls, no session
         bar = ctx.model
         status = {"status": bar.status}
         loading = on(bar.load.click, load_selected, [session, bar.model_id, bar.dtype], status, api_name="load_model",
