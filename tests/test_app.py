@@ -176,7 +176,7 @@ def test_bad_compare_inputs(client):
     expect_error("No template called 'nope'", compare, client, "nope")
     expect_error("No columns chosen", compare, client, name, columns=[])
     html, _ = compare(client, name, tokens=2)  # still works afterwards
-    assert html.count('class="fn-card ') == 4
+    assert html.count('class="fn-card ') == 5  # baseline, lesion, preserve and a random control for each
 
 
 def test_stop_mid_build_leaves_nothing(client):
