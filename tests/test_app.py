@@ -228,7 +228,7 @@ def test_two_clients_at_once_get_their_own_results(url, embedded_lm):
     assert name_a.startswith("factual") and name_b.startswith("arithmetic")
     assert "Name a red fruit." in html_a and "7 + 5" not in html_a
     assert "What is 7 + 5?" in html_b and "red fruit" not in html_b
-    assert len(met_a["data"]) == len(met_b["data"]) == 4
+    assert len(met_a["data"]) == len(met_b["data"]) == 5  # a random control for lesion and for preserve
     # Correct, not only distinct: each equals the template the engine builds alone from the same settings
     # (had the two jobs' hooks met on the shared model, the captures would differ).
     for template, sets, k in ((t_a, "factual", 4), (t_b, "arithmetic", 3)):
