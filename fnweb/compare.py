@@ -9,16 +9,26 @@ numbers: every per-token metric of ``fnweb.metrics`` (mean next-token KL from th
 baseline, the continuation's cross-entropy, top-1 agreement), and where each column's
 text departs from the baseline's.
 
-The random control runs several seeded draws; its column shows the first draw's
-text and the mean and spread of the draws' numbers. ``model_column_stream`` adds a
+The random control runs several seeded draws for each intervention shown (lesion:
+the ``random`` column; preserve: ``random-preserve``, keeping as many random neurons):
+its column shows the first draw's text (the others' in ``draw_texts``) and the mean and
+spread of the draws' numbers. ``RANDOM_OF`` maps a control column to its intervention. ``model_column_stream`` adds a
 column from another model (a fine-tuned run with its mask) after the batched ones,
 generated and scored the same way. It knows nothing about the UI.
+
+Streaming scales to long generations: the comparison yielded after each token holds a
+copy of the rows' tokens and decodes its texts only when its columns are first read
+(``StreamedComparison``), so a reader that looks a few times a second (the app) pays for
+a few decodes a second, not one per token and row; the masked shares are computed once.
+A Stop ends generation at the next token: the comparison so far is yielded at once
+(``stopped`` set, not yet scored), then scored over the tokens generated (metrics after a
+Stop), the last one ``done`` and ``stopped``.
 """
 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, ContextManager, Iterator, Optional, Sequence
 
 import torch
@@ -39,6 +49,9 @@ from .templates import Template
 BASELINE, RANDOM = "baseline", "random"
 COLUMNS = (BASELINE, *INTERVENTIONS, RANDOM)  # the unchanged model, one column per intervention, the random control
 CONTROL_OF = DEFAULT_INTERVENTION  # the intervention the random column applies to random neurons
+# Each intervention's random control column: "random" for the default one (lesion), "random-<name>" for the others.
+RANDOM_OF = {(RANDOM if name == CONTROL_OF else f"{RANDOM}-{name}"): name for name in INTERVENTIONS}
+CONTROL_COLUMN = {name: column for column, name in RANDOM_OF.items()}
 
 
 @dataclass
@@ -84,6 +97,7 @@ class ColumnResult:
     rest: str = ""  # text from the departure on
     scored: int = 0  # tokens of the baseline's continuation the metrics are over
     draws: int = 1  # rows behind the numbers (the random control's draws)
+    draw_texts: list[str] = field(default_factory=list)  # the texts of the other draws (a random control's 2nd, ...)
 
 
 @dataclass
@@ -92,6 +106,21 @@ class Comparison:
     columns: list[ColumnResult]
     done: bool = False
     step: int = 0
+    stopped: bool = False  # a Stop ended generation early: the columns (and numbers) cover the tokens made so far
+
+
+class StreamedComparison(Comparison):
+    """A comparison during generation, whose texts are decoded when its columns are first read."""
+
+    def __init__(self, prompt: str, make: Callable[[], list[ColumnResult]], step: int) -> None:
+        self.prompt, self.done, self.step, self.stopped = prompt, False, step, False
+        self._make, self._made = make, None
+
+    @property
+    def columns(self) -> list[ColumnResult]:
+        if self._made is None:
+            self._made = self._make()
+        return self._made
 
 
 def plan_rows(template: Optional[Template], components: Sequence[int], columns: Sequence[str],
@@ -107,10 +136,12 @@ def plan_rows(template: Optional[Template], components: Sequence[int], columns: 
         raise FnwebError(f"Choose at least one component to {' or '.join(INTERVENTIONS)}.")
     components = tuple(template.check_components(components)) if masked_columns else ()
     rows = [Row(BASELINE, None)]
+    controlled = [c for c in masked_columns if c in INTERVENTIONS] or [CONTROL_OF]  # random alone: lesion's control
     for column in masked_columns:
-        if column == RANDOM:
-            rows += [Row(RANDOM, MaskSpec(components, CONTROL_OF, random_seed=settings.seed + draw))
-                     for draw in range(settings.random_draws)]
+        if column == RANDOM:  # a matched control for every intervention shown, each with its own draws
+            rows += [Row(CONTROL_COLUMN[name], MaskSpec(components, name, random_seed=settings.seed + draw,
+                                                        preserve_scope=settings.preserve_scope))
+                     for name in controlled for draw in range(settings.random_draws)]
         else:
             rows.append(Row(column, MaskSpec(components, column, preserve_scope=settings.preserve_scope)))
     return rows
@@ -123,15 +154,29 @@ def _pick(logits: torch.Tensor, settings: GenerationSettings, generators: list) 
     return torch.stack([torch.multinomial(probs[r], 1, generator=g)[0] for r, g in enumerate(generators)])
 
 
-def _columns(lm: LoadedModel, template, rows: list[Row], prompt: str, site_width: int, n_layers: int):
+def _shares(template, rows: list[Row], site_width: int, n_layers: int) -> dict[str, float]:
+    """Per column: the share of the site's channels its (first) row's mask changes."""
+    firsts = {r.column: r for r in reversed(rows)}
+    return {name: masked_share(layer_masks(template, row.spec), n_layers, site_width) if row.spec else 0.0
+            for name, row in firsts.items()}
+
+
+def _columns(lm: LoadedModel, rows: list[Row], shares: dict[str, float]) -> list[ColumnResult]:
     """Column results from rows (metrics filled in later)."""
     results = []
     for name in dict.fromkeys(r.column for r in rows):
-        row = next(r for r in rows if r.column == name)
-        share = masked_share(layer_masks(template, row.spec), n_layers, site_width) if row.spec else 0.0
+        row, *others = [r for r in rows if r.column == name]
         label = row.spec.label() if row.spec else "unchanged model"
-        results.append(_result(lm.tokenizer, name, label, row, share, rows[0]))
+        result = _result(lm.tokenizer, name, label, row, shares[name], rows[0])
+        result.draws = 1 + len(others)
+        result.draw_texts = [lm.tokenizer.decode(other.tokens, skip_special_tokens=True) for other in others]
+        results.append(result)
     return results
+
+
+def _snapshot(rows: list[Row]) -> list[Row]:
+    """The rows as they are now (tokens copied): what a streamed comparison decodes later."""
+    return [Row(r.column, r.spec, list(r.tokens), r.finished) for r in rows]
 
 
 def _result(tokenizer, name: str, label: str, row: Row, share: float, base: Row) -> ColumnResult:
@@ -174,11 +219,13 @@ def compare_stream(
     eos = lm.tokenizer.eos_token_id
     device = lm.device
     generators = [torch.Generator().manual_seed(settings.seed) for _ in rows]
+    shares = _shares(template, rows, width, layout.n_layers)
     with torch.inference_mode(), apply_masks(lm.model, masks, site):
         current = torch.tensor([prompt_ids] * len(rows), device=device)
         past = None
         for step in range(settings.max_new_tokens):
-            stop.check()
+            if stop.is_set:
+                break  # what was generated is still scored below
             out = lm.model(input_ids=current, past_key_values=past, use_cache=True)
             past = out.past_key_values
             chosen = _pick(out.logits[:, -1, :].to("cpu"), settings, generators)
@@ -186,18 +233,25 @@ def compare_stream(
                 if not row.finished:
                     row.tokens.append(token)
                     row.finished = token == eos
-            yield Comparison(prompt, _columns(lm, template, rows, prompt, width, layout.n_layers), step=step + 1)
+            rows_now = _snapshot(rows)
+            yield StreamedComparison(prompt, lambda rows_now=rows_now: _columns(lm, rows_now, shares), step + 1)
             if all(r.finished for r in rows):
                 break
             current = chosen.unsqueeze(1).to(device)
-        final = _columns(lm, template, rows, prompt, width, layout.n_layers)
+        stopped = stop.is_set
+        final = _columns(lm, rows, shares)
+        if stopped:  # shown at once; the scoring pass takes a moment
+            yield Comparison(prompt, [replace(c) for c in final], step=len(rows[0].tokens), stopped=True)
         _score(lm, rows, final, prompt_ids)
-    yield Comparison(prompt, final, done=True, step=len(rows[0].tokens))
+    yield Comparison(prompt, final, done=True, step=len(rows[0].tokens), stopped=stopped)
 
 
 def _score(lm: LoadedModel, rows: list[Row], results: list[ColumnResult], prompt_ids: list[int]) -> None:
-    """Teacher-force the baseline's continuation through every row (masks are active)."""
+    """Teacher-force the baseline's continuation through every row (masks are active); nothing to score: no
+    numbers."""
     continuation = rows[0].tokens
+    if not continuation:
+        return
     ids = torch.tensor([prompt_ids + continuation] * len(rows), device=lm.device)
     logits = lm.model(input_ids=ids, use_cache=False).logits[:, len(prompt_ids) - 1 : -1].float().cpu()
     targets = torch.tensor(continuation).expand(len(rows), -1)
@@ -240,14 +294,17 @@ def model_column_stream(
     with torch.inference_mode(), context():
         current, past = torch.tensor([prompt_ids], device=other.device), None
         for _ in range(settings.max_new_tokens):
-            stop.check()
+            if stop.is_set:
+                break  # scored over what it generated, as the batched columns are
             out = other.model(input_ids=current, past_key_values=past, use_cache=True)
             past = out.past_key_values
             token = int(_pick(out.logits[:, -1, :].to("cpu"), settings, [generator])[0])
             row.tokens.append(token)
             row.finished = token == eos
-            yield Comparison(comparison.prompt, columns + [_result(lm.tokenizer, name, label, row, share, base_row)],
-                             step=len(row.tokens))
+            now = _snapshot([row])[0]
+            yield StreamedComparison(
+                comparison.prompt, lambda now=now: columns + [_result(lm.tokenizer, name, label, now, share, base_row)],
+                len(row.tokens))
             if row.finished:
                 break
             current = torch.tensor([[token]], device=other.device)
@@ -260,7 +317,8 @@ def model_column_stream(
     stats = next_token_stats(base_logits[0, span].float().cpu(), logits[0, span].float().cpu(),
                              torch.tensor(base.tokens))
     result.metrics, result.scored = {key: Stat(stats[key]) for key in TOKEN_METRICS}, stats["tokens"]
-    yield Comparison(comparison.prompt, columns + [result], done=True, step=comparison.step)
+    yield Comparison(comparison.prompt, columns + [result], done=True, step=comparison.step,
+                     stopped=comparison.stopped or stop.is_set)
 
 
 def compare(lm, prompt, template, components, columns=COLUMNS, settings=None, stop=None) -> Comparison:

@@ -32,13 +32,23 @@ MAX_BINS = 256
 MAX_CELLS = 2**16  # cells in a heatmap (256 bins x 256 layers): the figure stays a few MB
 MAX_COUNTED = 2**22  # component x layer x bin counts (16 MB of int32)
 HOVER_TOP = 5  # components named in a cell's hover; the rest are counted
-# Distinct colours; past 24 components they repeat (the hover still names the component).
-PALETTE = list(qualitative.Plotly) + list(qualitative.Dark24[:14])
+# Distinct, saturated categorical colours (D3's ten, then Dark24's strongest): every one stands out on white, on a
+# projector too; past 24 components they repeat (the hover still names the component).
+PALETTE = list(qualitative.D3) + [c for c in qualitative.Dark24 if c not in qualitative.D3][:14]
+# One component: a cell with any member neuron starts at this share of the component's colour (mixed with white),
+# so that a bin with a single member is still plainly coloured; a full bin is the colour itself.
+SINGLE_FLOOR = 0.35
 _FONT = dict(family="Inter, system-ui, sans-serif", size=13)
 
 
 def colour(component: int) -> str:
     return PALETTE[component % len(PALETTE)]
+
+
+def _tint(hex_colour: str, share: float) -> str:
+    """``hex_colour`` mixed with white: ``share`` of the colour (1: the colour itself)."""
+    rgb = [int(hex_colour.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4)]
+    return "#" + "".join(f"{round(255 - share * (255 - v)):02x}" for v in rgb)
 
 
 def _bins(width: int, max_bins: int) -> tuple[int, int]:
@@ -92,8 +102,8 @@ def membership_heatmap(template: Template, component: Optional[int] = None, max_
         z = counts[0].astype(float)
         z[z == 0] = np.nan  # empty bins stay white
         fig = go.Figure(go.Heatmap(
-            z=z, x=centres, y=layers, zmin=0, zmax=size,
-            colorscale=[[0, "#e8eefc"], [1, colour(component)]],
+            z=z, x=centres, y=layers, zmin=0, zmax=max(1, int(counts.max())),  # the fullest bin is the full colour
+            colorscale=[[0, _tint(colour(component), SINGLE_FLOOR)], [1, colour(component)]],
             customdata=ranges,
             hovertemplate=f"layer %{{y}}<br>neurons %{{customdata}}<br>%{{z:.0f}} in component {component}<extra></extra>",
             colorbar=dict(title=dict(text="neurons", side="right"), thickness=12),

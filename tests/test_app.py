@@ -66,9 +66,14 @@ def test_load_build_networks_compare(client):
     assert np.nansum(np.asarray(one["z"], dtype=float)) == sum(len(v) for v in saved["templates"]["3"].values())
 
     html, metrics = compare(client, name, components=[0, 1], tokens=8)
-    assert html.count('class="fn-card ') == 4
+    assert html.count('class="fn-card ') == 5
+    assert html.count('<details class="fn-draw">') == 4  # every other draw of both controls can be opened
     rows = {row[0]: row for row in metrics["data"]}
-    assert list(rows) == ["Baseline", "Lesion", "Preserve", "Random control (3 draws)"]
+    assert list(rows) == ["Baseline", "Lesion", "Preserve", "Random control (3 draws)",
+                          "Random control (preserve) (3 draws)"]
+    verdicts = metrics["headers"].index("vs random")
+    assert "× random" in rows["Lesion"][verdicts] and "× random" in rows["Preserve"][verdicts]
+    assert rows["Baseline"][verdicts] == "" and html.count('class="fn-verdict ') == 2
     header = metrics["headers"]
     kl, top1 = header.index("KL from baseline"), header.index("top-1 agreement")
     assert float(rows["Baseline"][kl]) == 0.0 and rows["Baseline"][top1] == "100.0 %"
@@ -171,7 +176,7 @@ def test_bad_compare_inputs(client):
     expect_error("No template called 'nope'", compare, client, "nope")
     expect_error("No columns chosen", compare, client, name, columns=[])
     html, _ = compare(client, name, tokens=2)  # still works afterwards
-    assert html.count('class="fn-card ') == 4
+    assert html.count('class="fn-card ') == 5  # baseline, lesion, preserve and a random control for each
 
 
 def test_stop_mid_build_leaves_nothing(client):
@@ -223,7 +228,7 @@ def test_two_clients_at_once_get_their_own_results(url, embedded_lm):
     assert name_a.startswith("factual") and name_b.startswith("arithmetic")
     assert "Name a red fruit." in html_a and "7 + 5" not in html_a
     assert "What is 7 + 5?" in html_b and "red fruit" not in html_b
-    assert len(met_a["data"]) == len(met_b["data"]) == 4
+    assert len(met_a["data"]) == len(met_b["data"]) == 5  # a random control for lesion and for preserve
     # Correct, not only distinct: each equals the template the engine builds alone from the same settings
     # (had the two jobs' hooks met on the shared model, the captures would differ).
     for template, sets, k in ((t_a, "factual", 4), (t_b, "arithmetic", 3)):

@@ -60,10 +60,10 @@ def test_stop_build_see_heatmap_and_compare_four_columns(browser):
         page.wait_for_selector("#fn-compare-output .fn-card", timeout=60_000)
         page.wait_for_selector("#fn-compare-output .fn-prompt em:has-text('done')", timeout=180_000)
         cards = page.locator("#fn-compare-output .fn-card")
-        assert cards.count() == 4
-        titles = [cards.nth(i).locator(".fn-card-head b").inner_text() for i in range(4)]
-        assert titles == ["Baseline", "Lesion", "Preserve", "Random control"]
-        page.wait_for_selector("#fn-metrics [role=grid][aria-rowcount='5']", timeout=30_000)
+        assert cards.count() == 5
+        titles = [cards.nth(i).locator(".fn-card-head b").inner_text() for i in range(5)]
+        assert titles == ["Baseline", "Lesion", "Preserve", "Random control", "Random control (preserve)"]
+        page.wait_for_selector("#fn-metrics [role=grid][aria-rowcount='6']", timeout=30_000)
         metrics = page.inner_text("#fn-metrics")
         assert "Random control (3 draws)" in metrics and "±" in metrics
         shot(page, "compare", readme=True)

@@ -24,8 +24,10 @@ def test_four_columns_with_numbers(tiny_lm, template):
     result = compare(tiny_lm, "Name a colour.", template, [0], settings=settings)
     assert result.done
     names = [c.name for c in result.columns]
-    assert names == ["baseline", "lesion", "preserve", "random"]
-    base, lesion, preserve, random = result.columns
+    assert names == ["baseline", "lesion", "preserve", "random", "random-preserve"]
+    base, lesion, preserve, random, random_preserve = result.columns
+    assert random_preserve.masked_share == preserve.masked_share and random_preserve.draws == 3
+    assert len(random.draw_texts) == len(random_preserve.draw_texts) == 2  # every draw's text can be shown
     assert base.metrics["kl"].mean == pytest.approx(0.0, abs=1e-6) and base.metrics["top1"].mean == 1.0
     assert base.masked_share == 0.0 and base.departs_at is None
     assert lesion.masked_share == pytest.approx(40 / (3 * 64))

@@ -31,7 +31,7 @@ def test_ten_component_template_from_a_builtin_set(embedded_lm, tmp_path):
         assert row["channels"] == pytest.approx(0.02 * 30 * 1536, abs=30)  # the 98th percentile
     comparison = compare(embedded_lm, "What is the capital of France?", template, [0, 1],
                          settings=GenerationSettings(max_new_tokens=12))
-    base, lesion, preserve, random = comparison.columns
+    base, lesion, preserve, random, random_preserve = comparison.columns
     assert "Paris" in base.text
     assert preserve.metrics["kl"].mean > lesion.metrics["kl"].mean >= 0.0  # keeping 4 % breaks more than losing 4 %
     with torch.no_grad():  # the shared model is left unmasked

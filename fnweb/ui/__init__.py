@@ -59,6 +59,7 @@ import gradio as gr
 
 from .. import __version__
 from ..access import forbid_implicit_token, multi_user
+from .api import add_api, mcp_available
 from .compare_tab import build_compare_tab
 from .experiments_tab import build_experiments_tab
 from .finetune_tab import build_finetune_tab
@@ -66,8 +67,9 @@ from . import in_view
 from .forms import on
 from .jobs import model_jobs
 from .link_row import build_link_row
-from .model_bar import ModelBar, build_model_bar, cache_status, load_default, load_selected
+from .model_bar import ModelBar, build_model_bar, cache_status, load_default, load_selected, shown_model
 from .networks_tab import build_networks_tab
+from .present import build_presentation_toggle
 from .presets import wire_presets
 from .saved import visitor_state, wire_saved
 from .share_tab import build_share_tab
@@ -129,8 +131,10 @@ INTRO = (
 
 
 def launch_options() -> dict:
-    """Keyword arguments for ``demo.launch``: the page's look, and the largest upload Gradio accepts."""
-    return {**look_options(), "max_file_size": max_upload_bytes()}
+    """Keyword arguments for ``demo.launch``: the page's look, the largest upload Gradio accepts, and the MCP server
+    (where the ``mcp`` package is installed, unless FNWEB_MCP=0)."""
+    mcp = mcp_available() and os.environ.get("FNWEB_MCP", "1") != "0"
+    return {**look_options(), "max_file_size": max_upload_bytes(), "mcp_server": mcp}
 
 
 def build_app(tabs: list[tuple[str, Callable]] | None = None) -> gr.Blocks:
@@ -145,7 +149,9 @@ def build_app(tabs: list[tuple[str, Callable]] | None = None) -> gr.Blocks:
         # A value, not a factory: Gradio re-runs a factory at page load, which would replace the session
         # that the model bar's own load event fills. Session.__deepcopy__ gives each visitor a fresh one.
         session = gr.State(Session(), delete_callback=delete_session)
-        gr.Markdown(f"# fnweb · functional networks\n{INTRO}", elem_id="fn-header")
+        with gr.Row(equal_height=False, elem_classes="fn-header-row"):
+            gr.Markdown(f"# fnweb · functional networks\n{INTRO}", elem_id="fn-header")
+            build_presentation_toggle(demo)
         ctx = UiContext(session=session, model=build_model_bar(), visitor=visitor_state())
         ctx.demo = gr.Column(elem_classes="fn-presets", elem_id="fn-demo")  # on the first screen of every tab
         with gr.Tabs(elem_id="fn-tabs") as ctx.page:
@@ -158,10 +164,14 @@ def build_app(tabs: list[tuple[str, Callable]] | None = None) -> gr.Blocks:
         if "Templates" in ctx.tabs and "Compare" in ctx.tabs:
             wire_presets(ctx)  # presets fill the Templates and Compare forms by name
         in_view.wire(ctx)
+        add_api(ctx.model_work)  # the typed endpoints (and MCP tools): standalone calls, no session
         bar = ctx.model
         status = {"status": bar.status}
-        on(bar.load.click, load_selected, [session, bar.model_id, bar.dtype], status, api_name="load_model",
-           concurrency_id="load", concurrency_limit=1)
+        loading = on(bar.load.click, load_selected, [session, bar.model_id, bar.dtype], status, api_name="load_model",
+                     concurrency_id="load", concurrency_limit=1)
+        # Success or not, the Model box then shows the model in use (a failed id stays named in the status line).
+        loading.then(shown_model, [session], [bar.model_id, bar.dtype], queue=False, api_visibility="private",
+                     show_progress="hidden")
         on(bar.timer.tick, cache_status, [session, bar.status], status, queue=False, api_visibility="private")
         loaded = on(demo.load, load_default, [session], status, api_visibility="private", concurrency_id="load",
                     concurrency_limit=1)

@@ -34,6 +34,7 @@ from . import finetune_runs, links, render, runner
 from .feedback import action
 from .forms import Form, Tab, on, real, scope_dropdown, whole
 from .jobs import Job, gpu, stream
+from .redraw import Redraws
 from .state import Session
 
 EXAMPLE_PROMPTS = [
@@ -73,6 +74,8 @@ def build_compare_tab(ctx) -> Tab:
     output = gr.HTML(render.columns_html(None), elem_id="fn-compare-output")
     metrics = gr.Dataframe(render.metrics_frame(None), label="Metrics (teacher-forced on the baseline's text)",
                            interactive=False, elem_id="fn-metrics", wrap=True)
+    with gr.Accordion("What the numbers mean", open=False, elem_id="fn-metrics-legend"):
+        gr.Markdown(render.metrics_legend(), elem_classes="fn-note")
     form = Form(template=ctx.template, prompt=prompt, components=components, columns=columns,
                 max_new_tokens=max_new_tokens, decoding=decoding, temperature=temperature, seed=seed, draws=draws,
                 run=run, preserve_scope=scope)
@@ -168,7 +171,7 @@ def compare_on_device(request: ModelRequest, plan: ComparePlan, job: Job):
             report.done = last.step
             emit(report)
             emit(last)
-        if plan.run_folder is not None:
+        if plan.run_folder is not None and not last.stopped:
             report = Progress("generating", 0, plan.settings.max_new_tokens, "tokens", "Generating the run's column")
             batched = last
             for last in run_column(lm, batched, plan.run_folder, plan.settings, stop):
@@ -201,27 +204,40 @@ def offer_runs(session: Session, current):
 
 @action("status")
 def compare(session: Session, form: dict):
-    """Generate handler: streams the columns (and a fine-tuned run's, when chosen), then the metrics table."""
+    """Generate handler: streams the columns (and a fine-tuned run's, when chosen), then the metrics table.
+
+    The columns are redrawn as often as their size allows (``fnweb.ui.redraw``), the status line at every tick.
+    After a Stop the columns so far are shown at once, then scored: the metrics cover the tokens generated.
+    """
     plan = plan_from_form(session, form)
-    last = None
+    last, redraws, pending = None, Redraws(), False
     yield {"metrics": render.metrics_frame(None)}  # the last comparison's metrics do not describe the new one
     for view in runner.run(session, compare_on_device, plan, title="Generating"):
         if view.fresh:
-            last = view.value
-        if view.stopped:
-            if last is None:
-                yield {"status": render.message_html("stopped", "Stopped. Press Generate to run again.")}
-            else:
-                yield {"status": render.message_html("stopped", "Stopped: the columns show what was generated."),
-                       "output": render.columns_html(last, "stopped")}
+            last, pending = view.value, True
+        if view.stopped:  # stopped before generating (while waiting for its turn)
+            yield {"status": render.message_html("stopped", "Stopped. Press Generate to run again.")}
             return
-        if not view.done:
-            yield {"status": view.status_html(), **({"output": render.columns_html(last, plan.note)} if view.fresh
-                                                    else {})}
+        if view.done:
+            break
+        out = {"status": _scoring_html(last) if last is not None and last.stopped else view.status_html()}
+        if pending and (redraws.due() or last.stopped):
+            out["output"] = redraws.sent(render.columns_html(last, "stopped" if last.stopped else plan.note))
+            pending = False
+        yield out
     last = view.result
     links.remember(session, form, plan.settings, last)  # for the export, a link and a reload
-    yield {"status": render.message_html("ok", f"Done in {render.seconds(view.elapsed)}: {last.step} tokens."),
-           "output": render.columns_html(last, plan.note), "metrics": render.metrics_frame(last)}
+    if last.stopped:
+        status = render.message_html("stopped", f"Stopped at token {last.step}: the columns and the numbers cover "
+                                                f"the {last.step} tokens generated.")
+    else:
+        status = render.message_html("ok", f"Done in {render.seconds(view.elapsed)}: {last.step} tokens.")
+    yield {"status": status, "output": render.columns_html(last, "stopped" if last.stopped else plan.note),
+           "metrics": render.metrics_frame(last)}
+
+
+def _scoring_html(comparison) -> str:
+    return render.message_html("stopped", f"Stopped at token {comparison.step}: scoring the tokens generated…")
 
 
 def _component_ids(components) -> list[int]:

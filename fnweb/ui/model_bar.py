@@ -7,11 +7,19 @@ status line says so (a timer looks every ``STATUS_EVERY`` seconds), and again wh
 model's next use has loaded it back. On an app serving many visitors the model is a Hub
 id (public: nothing loads with the server's token) or the embedded model, never a path
 on the server. The bar also holds the template picker that every tab reads.
+
+The bar tells the truth about which model is in use: while a new one loads, the old one
+stays in use and the status says so; a failed load says why, once, and names the model
+still in use (``failed_load_text``), and the Model box goes back to that model
+(``shown_model``, chained after every load). A Hub id that cannot be fetched fails within
+seconds (``fnweb.models.check_hub_model``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Optional
 
 import gradio as gr
 
@@ -72,8 +80,13 @@ def status_html(summary: str | None, kind: str = "ok") -> str:
 
 @action("status", render_message=lambda kind, text: status_html(text, kind))
 def load_selected(session: Session, model_id: str, dtype: str):
-    """Load the chosen model for this visitor (streams 'Loading…' first); a failure shows in the status line."""
-    yield from _load(session, model_id, dtype)
+    """Load the chosen model for this visitor (streams 'Loading…' first); a failure shows in the status line and
+    names the model still in use."""
+    previous = session.model
+    try:
+        yield from _load(session, model_id, dtype)
+    except FnwebError as exc:
+        raise FnwebError(failed_load_text(explain(exc), previous)) from exc
 
 
 def _load(session: Session, model_id: str, dtype: str):
@@ -82,10 +95,38 @@ def _load(session: Session, model_id: str, dtype: str):
         check_hub_id(model_id, "the model")
     request = ModelRequest(model_id=model_id, dtype=dtype or "auto")
     request.validate()
-    yield status_html(f"Loading {request.model_id} …", "busy")
+    keeps = f" ({session.model.model_id} stays in use until it has loaded)" if session.model is not None else ""
+    yield status_html(f"Loading {request.model_id} …{keeps}", "busy")
     lm = load_model(request)
     session.model = request
     yield status_html("Loaded " + lm.summary_line())
+
+
+def failed_load_text(reason: str, previous: Optional[ModelRequest]) -> str:
+    """Why a load failed (each sentence once), and which model is still in use, if any."""
+    still = (f"Still using {previous.model_id}" + (f" ({previous.dtype})" if previous.dtype != "auto" else "") + "."
+             if previous is not None else "No model is in use: choose another one and press Load.")
+    return f"{said_once(reason)} {still}"
+
+
+def said_once(text: str) -> str:
+    """The text with any sentence (or a repeated 'Could not load …:' lead) said a second time left out."""
+    text = re.sub(r"^(Could not load model '[^']*': )(?:\1)+", r"\1", text.strip())
+    kept, seen = [], set()
+    for sentence in re.split(r"(?<=[.!?])\s+", text):
+        key = sentence.strip().rstrip(".").lower()
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(sentence.strip())
+    text = " ".join(kept)
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def shown_model(session: Session):
+    """The Model and dtype boxes set to the model in use (after a failed load they showed the one that failed)."""
+    if session.model is None:
+        return gr.skip(), gr.skip()
+    return session.model.model_id, session.model.dtype
 
 
 @action("status", render_message=lambda kind, text: status_html(text, kind))
@@ -97,7 +138,7 @@ def load_default(session: Session):
     try:
         yield from _load(session, default_model_id(), "auto")
     except FnwebError as exc:
-        yield status_html(f"The default model could not be loaded ({explain(exc)}); choose another model and "
+        yield status_html(f"{said_once(explain(exc))} The default model did not load: choose another model and "
                           "press Load.", "error")
 
 

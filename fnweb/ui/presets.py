@@ -33,6 +33,7 @@ from ..errors import FnwebError, Stopped
 from ..ids import is_embedded
 from ..models import ModelRequest, cache_dir
 from ..templates import Template
+from ..verdicts import LARGER, SAME, Claim
 from . import in_view, render
 from .compare_tab import compare
 from .feedback import action
@@ -63,6 +64,9 @@ class Preset:
     threshold: str = "percentile"
     threshold_value: float = 98.0
     seed: int = 0
+    # What the blurb asserts of the preset's own numbers (tests/test_preset_claims.py checks it on the embedded
+    # model): the column whose number must be larger than (or indistinguishable from) its random control's.
+    claim: Optional[Claim] = None
 
     def template_form(self) -> dict:
         """The Templates tab's fields, by name."""
@@ -79,13 +83,14 @@ class Preset:
 PRESETS = [
     Preset("Silence it with 2 % of its neurons",
            "Lesion one network (component 7): the model says nothing. As many random neurons: it still "
-           "answers.", "What is the capital of Japan?", (7,)),
+           "answers.", "What is the capital of Japan?", (7,), claim=Claim("lesion", LARGER)),
     Preset("Lose the thread in French",
            "Lesion the two late-layer networks (8 and 9): the answer drifts into broken French; random neurons "
-           "leave it on track.", "What is the capital of France?", (8, 9)),
+           "leave it on track.", "What is the capital of France?", (8, 9), claim=Claim("lesion", LARGER)),
     Preset("Strongest five vs random",
            "Lesion the five strongest networks (10 % of neurons) against as many random neurons: "
-           "a fair control, where random damage is also large.", "Write a haiku about the sea.", (0, 1, 2, 3, 4)),
+           "a fair control, where random damage is also large.", "Write a haiku about the sea.", (0, 1, 2, 3, 4),
+           claim=Claim("lesion", SAME)),  # "a fair control, where random damage is also large"
     Preset("Keep only one network",
            "Preserve one network and zero the other 98 % of neurons: the model babbles one word.",
            "Tell me a short story about a dragon.", (7,), ("baseline", "preserve")),

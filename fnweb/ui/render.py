@@ -12,13 +12,14 @@ from typing import Optional
 
 import pandas as pd
 
-from ..compare import BASELINE, RANDOM, Comparison
+from ..compare import BASELINE, RANDOM, RANDOM_OF, Comparison
 from ..experiment_results import ExperimentResult
 from ..experiment_tables import curve_table, lesion_table
 from ..interventions import INTERVENTIONS
 from ..metrics import METRICS, TOKEN_METRICS
 from ..progress import Progress
 from ..templates import Template
+from ..verdicts import CLOSE, HEADLINE, SIGMAS, verdicts
 
 # A build's phases: where each sits on the overall bar (start, end), for a bar that never runs backwards, and
 # its step of four. Other jobs have no table: their bar is the current phase's own fraction.
@@ -28,11 +29,14 @@ PHASE_STEP = {"loading": 1, "capturing": 2, "decomposing": 3, "thresholding": 4,
 BUILD_PHASES = (PHASE_SPAN, PHASE_STEP)
 NO_PHASES: tuple[dict, dict] = ({}, {})
 COLUMN_TITLES = {BASELINE: "Baseline", **{i.name: i.title for i in INTERVENTIONS.values()},
-                 RANDOM: "Random control", "run": "Fine-tuned run"}
+                 **{c: "Random control" + ("" if c == RANDOM else f" ({n})") for c, n in RANDOM_OF.items()},
+                 "run": "Fine-tuned run"}
 COLUMN_HELP = {
     BASELINE: "the unchanged model",
     **{i.name: i.help for i in INTERVENTIONS.values()},
     RANDOM: "as many random neurons zeroed, per layer",
+    **{c: "as many random neurons kept, per layer; the rest zeroed" for c, n in RANDOM_OF.items()
+       if not INTERVENTIONS[n].acts_on_network},
     "run": "a fine-tuned run (LoRA adapter), with the mask it was trained with",
 }
 COMPARE_DIGITS = 3  # a side-by-side of short texts: more decimals would be noise
@@ -153,7 +157,8 @@ def columns_html(comparison: Optional[Comparison], settings_note: str = "") -> s
     """The columns side by side; the text from where a column departs from the baseline is marked."""
     if comparison is None:
         return '<div class="fn-empty">Choose a prompt and components, then press <b>Generate</b>.</div>'
-    cards = "".join(_card(col, comparison.done) for col in comparison.columns)
+    found = verdicts(comparison, RANDOM_OF) if comparison.done else {}
+    cards = "".join(_card(col, comparison.done, found.get(col.name)) for col in comparison.columns)
     state = "done" if comparison.done else f"generating · token {comparison.step}"
     note = f" · {esc(settings_note)}" if settings_note else ""
     return (
@@ -162,7 +167,7 @@ def columns_html(comparison: Optional[Comparison], settings_note: str = "") -> s
     )
 
 
-def _card(col, done: bool) -> str:
+def _card(col, done: bool, verdict=None) -> str:
     title = COLUMN_TITLES.get(col.name, col.name)
     share = f"{100 * col.masked_share:.2f} % of neurons masked" if col.name != BASELINE else "no mask"
     if col.name == BASELINE:
@@ -178,16 +183,35 @@ def _card(col, done: bool) -> str:
     return (
         f'<div class="fn-card fn-col-{esc(col.name)}"><div class="fn-card-head"><b>{esc(title)}</b>'
         f'<span>{esc(label)}</span><span>{share}</span></div>'
-        f'<div class="fn-text">{body}{cursor}</div><div class="fn-card-foot">{esc(foot)}</div></div>'
+        f'<div class="fn-text">{body}{cursor}</div>{_other_draws(col)}{_verdict_html(verdict)}'
+        f'<div class="fn-card-foot">{esc(foot)}</div></div>'
     )
+
+
+def _other_draws(col) -> str:
+    """Every other draw of a random control, each behind its own summary (the first is the card's text)."""
+    if not col.draw_texts:
+        return ""
+    items = "".join(f'<details class="fn-draw"><summary>Draw {i}</summary><div class="fn-text">'
+                    f'{esc(text) or "<span class=fn-none>(no text)</span>"}</div></details>'
+                    for i, text in enumerate(col.draw_texts, start=2))
+    return f'<div class="fn-draws">{items}</div>'
+
+
+def _verdict_html(verdict) -> str:
+    """The column's 'x times random' line and its plain verdict."""
+    if verdict is None:
+        return ""
+    return f'<div class="fn-verdict fn-verdict-{verdict.word.split()[0]}">{esc(verdict.line())}</div>'
 
 
 def metrics_frame(comparison: Optional[Comparison]) -> pd.DataFrame:
     """One row per column, one column per per-token metric; the random control shows mean ± spread over its draws."""
-    headers = ["column", "masked", "share masked", *(METRICS[key].label for key in TOKEN_METRICS), "departs at token"]
+    headers = ["column", "masked", "share masked", *(METRICS[key].label for key in TOKEN_METRICS), "departs at token",
+               "vs random"]
     if comparison is None or not comparison.done:
         return pd.DataFrame(columns=headers)
-    rows = []
+    rows, found = [], verdicts(comparison, RANDOM_OF)
     for col in comparison.columns:
         draws = f" ({col.draws} draws)" if col.draws > 1 else ""
         numbers = [_shown(METRICS[key], col.metrics.get(key)) for key in TOKEN_METRICS]
@@ -197,8 +221,24 @@ def metrics_frame(comparison: Optional[Comparison]) -> pd.DataFrame:
             f"{100 * col.masked_share:.2f} %",
             *numbers,
             "—" if col.name == BASELINE else ("never" if col.departs_at is None else str(col.departs_at)),
+            found[col.name].line() if col.name in found else "",
         ])
     return pd.DataFrame(rows, columns=headers)
+
+
+def metrics_legend() -> str:
+    """Markdown: what every header of the metrics table means (from the metric table), and the verdict's rule."""
+    items = [f"**{METRICS[key].label}** ({METRICS[key].unit or 'share'}; {METRICS[key].better} is better): "
+             f"{METRICS[key].help}." for key in TOKEN_METRICS]
+    items += [
+        "**column**: what was generated (a random control's numbers are the mean ± spread of its draws); "
+        "**masked**: which neurons; **share masked**: of all the model's neurons at the site.",
+        "**departs at token**: the first token where the column's text differs from the baseline's.",
+        f"**vs random**: the column's {METRICS[HEADLINE].label} as a multiple of its random control's, and whether "
+        f"it is larger, smaller or indistinguishable (within {SIGMAS:g} standard deviations of the draws, or within "
+        f"a factor {CLOSE:g}).",
+    ]
+    return "\n".join(f"- {item}" for item in items)
 
 
 def _shown(metric, stat) -> str:
