@@ -49,10 +49,11 @@ def test_streamed_steps_decode_only_when_read(tiny_lm, template):
     lm = no_eos(tiny_lm)
     states = list(compare_stream(lm, "Hello", template, [0], settings=GenerationSettings(max_new_tokens=24)))
     assert len(states) == 25 and [s.step for s in states[:-1]] == list(range(1, 25))
-    final_decodes = lm.tokenizer.decodes  # the done comparison: 3 decodes (text, prefix, rest) per column
-    assert final_decodes == 3 * len(states[-1].columns)
+    final_decodes = lm.tokenizer.decodes  # the done comparison: 3 decodes (text, prefix, rest) per column,
+    draws = sum(len(c.draw_texts) for c in states[-1].columns)  # and one per random draw kept for viewing
+    assert final_decodes == 3 * len(states[-1].columns) + draws
     assert states[10].columns[1].tokens == states[-1].columns[1].tokens[:11]  # read later, it is still step 11's
-    assert lm.tokenizer.decodes == final_decodes + 3 * len(states[10].columns)
+    assert lm.tokenizer.decodes == final_decodes + 3 * len(states[10].columns) + draws
 
 
 def test_a_stop_shows_the_columns_at_once_then_scores_them(tiny_lm, template):
@@ -96,6 +97,7 @@ def drive(monkeypatch, views, clock) -> list[tuple[float, dict]]:
         "p", None, [], ["baseline"], GenerationSettings()))
     monkeypatch.setattr(compare_tab.runner, "run", lambda *args, **kwargs: iter(views))
     monkeypatch.setattr(compare_tab, "Redraws", lambda: redraw.Redraws(clock=clock))
+    monkeypatch.setattr(compare_tab.links, "remember", lambda *args: None)  # no visitor's store here
     sent = []
     for out in compare_tab.compare.__wrapped__(None, {}):
         sent.append((clock.now, out))
