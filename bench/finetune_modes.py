@@ -9,8 +9,9 @@ preserve and the matched random control (and, on request, "updates only" rows: r
 updates with the model unmasked),
 and prints a table: task loss on the validation split before and after (learning),
 KL from the base model and perplexity on general held-out prompts (forgetting), the
-mask's share of neurons (zeroed; for "updates only" rows, frozen) and seconds per step. Then times LoRA steps with and without a mask on
-the same model and batches, interleaved, and prints their ratio (target <= 1.05).
+mask's share of neurons (zeroed; for "updates only" rows, frozen) and seconds per step.
+Then times LoRA steps with and without a mask on the same model and batches,
+interleaved, and prints their ratio (target <= 1.05).
 Writes everything as JSON as well.
 """
 
@@ -70,7 +71,8 @@ def run_mode(lm, args, template_path: str, row: str, runs_dir: Path) -> dict:
     changes = ROWS[row]
     config = TrainConfig(
         dataset=args.dataset, output_dir=str(runs_dir / row), max_steps=args.steps, learning_rate=args.lr,
-        batch_size=args.batch, lora_r=args.lora_r, template_path=template_path if changes["mask_mode"] != "none" else None,
+        batch_size=args.batch, lora_r=args.lora_r,
+        template_path=template_path if changes["mask_mode"] != "none" else None,
         component_ids=args.components, general_per_set=args.general_per_set, eval_interval=0, seed=args.seed,
         max_seq_len=256, **changes,
     )
@@ -79,7 +81,8 @@ def run_mode(lm, args, template_path: str, row: str, runs_dir: Path) -> dict:
     s = result.summary
     return {
         "mode": row, "mask": s["mask"], "masked_share": s["masked_share"],
-        "trainable_parameters": s["trainable_parameters"], "steps": s["steps"], "run_seconds": time.perf_counter() - start,
+        "trainable_parameters": s["trainable_parameters"], "steps": s["steps"],
+        "run_seconds": time.perf_counter() - start,
         "seconds_per_step": s["seconds_per_step"], **s["learning"], **s["forgetting"],
         "final_train_loss": s["final_train_loss"],
     }

@@ -175,7 +175,8 @@ def _read_prompts(lm, config: BuildConfig, shards: Shards, progress: ProgressFn,
         )
     plan = shards.plan([len(s) for s in sequences])
     if shards.distributed:  # each process's share, in the log: the build is sharded, not repeated
-        shares = ", ".join(f"process {r} {sum(len(sequences[i]) for i in part):,} tokens" for r, part in enumerate(plan))
+        shares = ", ".join(f"process {r} {sum(len(sequences[i]) for i in part):,} tokens"
+                           for r, part in enumerate(plan))
         progress(Progress("sharding", 1, 1, "", f"{shards.world} processes share {len(sequences)} prompts: {shares}"))
     return pairs, sequences, plan
 

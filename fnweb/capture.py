@@ -26,6 +26,7 @@ from .progress import Progress, ProgressFn, StopFlag, no_progress
 from .rowstore import RowStore
 from .staging import DirectRows, StagedRows, rows_for
 
+CPU = torch.device("cpu")  # the default device: one shared instance, not a call in each signature
 STORAGE_DTYPES = {"auto": torch.float16, "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _FLOAT16_MAX = 65504.0
 
@@ -59,7 +60,7 @@ class _Moments:
     column reduction on CPUs, which dominated the capture's overhead.
     """
 
-    def __init__(self, channels: int, device: torch.device = torch.device("cpu")):
+    def __init__(self, channels: int, device: torch.device = CPU):
         self.count = 0
         self.mean = torch.zeros(channels, dtype=torch.float64, device=device)
         self.m2 = torch.zeros(channels, dtype=torch.float64, device=device)

@@ -61,10 +61,10 @@ class Cards:
     def card(self, component) -> ComponentCard:
         try:
             return self.components[int(component)]
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError) as exc:
             ids = sorted(self.components)
             raise FnwebError(f"There is no card for component {component!r}: this template's cards cover "
-                             f"components {ids[0]}..{ids[-1]}." if ids else "These cards cover no components.")
+                             f"components {ids[0]}..{ids[-1]}." if ids else "These cards cover no components.") from exc
 
     def labels(self) -> dict[int, str]:
         return {c: card.label for c, card in sorted(self.components.items())}

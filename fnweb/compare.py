@@ -324,6 +324,6 @@ def model_column_stream(
 def compare(lm, prompt, template, components, columns=COLUMNS, settings=None, stop=None) -> Comparison:
     """The finished comparison (``compare_stream`` without the intermediate states)."""
     last = None
-    for last in compare_stream(lm, prompt, template, components, columns, settings, stop):
-        pass
+    for state in compare_stream(lm, prompt, template, components, columns, settings, stop):
+        last = state
     return last

@@ -142,7 +142,8 @@ def _direct_effects(lm, template: Template, site: str, movement: dict) -> tuple[
 # ---- on demand ----
 
 def default_sources(template: Template) -> list[PromptSource]:
-    """The template's own prompt sets when they can be read here (built-in sets, local files), else the built-in ones."""
+    """The template's own prompt sets when they can be read here (built-in sets, local files),
+    else the built-in ones."""
     names = [d.get("name", "") for d in template.meta.datasets] if template.meta else []
     local = [n for n in names if n.startswith(BUILTIN_PREFIX) or Path(n).expanduser().is_file()]
     if names and len(local) == len(names):

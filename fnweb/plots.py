@@ -105,7 +105,8 @@ def membership_heatmap(template: Template, component: Optional[int] = None, max_
             z=z, x=centres, y=layers, zmin=0, zmax=max(1, int(counts.max())),  # the fullest bin is the full colour
             colorscale=[[0, _tint(colour(component), SINGLE_FLOOR)], [1, colour(component)]],
             customdata=ranges,
-            hovertemplate=f"layer %{{y}}<br>neurons %{{customdata}}<br>%{{z:.0f}} in component {component}<extra></extra>",
+            hovertemplate=(f"layer %{{y}}<br>neurons %{{customdata}}<br>%{{z:.0f}} in component {component}"
+                           "<extra></extra>"),
             colorbar=dict(title=dict(text="neurons", side="right"), thickness=12),
         ))
         title = f"Component {component}: {int(counts.sum()):,} neurons ({per_bin})"

@@ -114,7 +114,8 @@ def _read_hub(source: PromptSource) -> list[dict]:
         raise FnwebError(f"Dataset '{source.label()}': {str(exc).splitlines()[0]}") from exc
     except Exception as exc:  # network and Hub errors come in many types
         raise FnwebError(
-            f"Could not read dataset '{source.label()}' ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            f"Could not read dataset '{source.label()}' "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
             "Check the name, config and split, and that the Hub can be reached."
         ) from exc
     return [dict(row) for row in data]
@@ -186,17 +187,21 @@ def _messages(row: dict, key: str) -> tuple[str, str, str]:
 # Field layouts in the order the original detected them; the first whose fields are all
 # present wins. Each maps a row to (system, prompt, response).
 FIELD_LAYOUTS: list[tuple[str, tuple[str, ...], Callable[[dict], tuple[str, str, str]]]] = [
-    ("alpaca", ("instruction", "input", "output"), lambda r: ("", _join(r["instruction"], r["input"]), _text(r["output"]))),
+    ("alpaca", ("instruction", "input", "output"),
+     lambda r: ("", _join(r["instruction"], r["input"]), _text(r["output"]))),
     ("input/output", ("input", "output"), lambda r: ("", _text(r["input"]), _text(r["output"]))),
-    ("dolly", ("instruction", "context", "response"), lambda r: ("", _join(r["instruction"], r["context"]), _text(r["response"]))),
+    ("dolly", ("instruction", "context", "response"),
+     lambda r: ("", _join(r["instruction"], r["context"]), _text(r["response"]))),
     ("camel-ai", ("message_1", "message_2"), lambda r: ("", _text(r["message_1"]), _text(r["message_2"]))),
-    ("system/user/assistant", ("system", "user", "assistant"), lambda r: (_text(r["system"]), _text(r["user"]), _text(r["assistant"]))),
+    ("system/user/assistant", ("system", "user", "assistant"),
+     lambda r: (_text(r["system"]), _text(r["user"]), _text(r["assistant"]))),
     ("prompt/completion", ("prompt", "completion"), lambda r: ("", _text(r["prompt"]), _text(r["completion"]))),
     ("prompt/response", ("prompt", "response"), lambda r: ("", _text(r["prompt"]), _text(r["response"]))),
     ("multiple choice", ("question", "choices", "answer"), lambda r: ("", *_mcq(r))),
     ("question/answer", ("question", "answer"), lambda r: ("", _text(r["question"]), _text(r["answer"]))),
     ("context/response", ("context", "response"), lambda r: ("", _text(r["context"]), _text(r["response"]))),
-    ("instruction/response", ("instruction", "response"), lambda r: ("", _text(r["instruction"]), _text(r["response"]))),
+    ("instruction/response", ("instruction", "response"),
+     lambda r: ("", _text(r["instruction"]), _text(r["response"]))),
     ("instruction/output", ("instruction", "output"), lambda r: ("", _text(r["instruction"]), _text(r["output"]))),
     ("messages", ("messages",), lambda r: _messages(r, "messages")),
     ("conversations", ("conversations",), lambda r: _messages(r, "conversations")),

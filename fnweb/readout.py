@@ -6,8 +6,8 @@ weights + offset``. At a build, the weights are the component's map on those cha
 divided by each channel's standard deviation (the capture's own statistics), scaled
 and offset by a least-squares fit to the ICA source, whose correlation with the
 source is kept as ``fidelity`` (the unfitted guesses, ``read_signals``, take one pass
-over the rows; each process of a sharded build makes it over its own). On demand (a template without stored cards), there
-is no map: the weights are the leading principal direction of the mask's
+over the rows; each process of a sharded build makes it over its own). On demand (a
+template without stored cards), there is no map: the weights are the leading principal direction of the mask's
 standardised channels over a prompt set, standardised by that set's own per-channel
 mean and standard deviation, and the signal is scaled to mean 0, standard deviation
 1 over that set. Both are signed so the signal's heavier tail is positive.

@@ -349,8 +349,8 @@ def recurrence_stream(
 def run_recurrence(lm, template, config, progress: ProgressFn = no_progress, stop=None) -> RecurrenceResult:
     """The final result of ``recurrence_stream`` (partial if stopped)."""
     last = None
-    for last in recurrence_stream(lm, template, config, progress, stop):
-        pass
+    for state in recurrence_stream(lm, template, config, progress, stop):
+        last = state
     return last
 
 

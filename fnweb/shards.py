@@ -29,6 +29,7 @@ import torch
 
 from .errors import FnwebError
 
+CPU = torch.device("cpu")  # the default device: one shared instance, not a call in each signature
 _MESSAGE_BYTES = 1024  # an error message crosses as this many UTF-8 bytes
 
 
@@ -82,7 +83,7 @@ def _cpu_launch_processes() -> int:
 class Shards:
     """This process's place among the processes of a build, and the calls between them."""
 
-    def __init__(self, world: int = 1, rank: int = 0, device: torch.device = torch.device("cpu"),
+    def __init__(self, world: int = 1, rank: int = 0, device: torch.device = CPU,
                  own_device: Optional[torch.device] = None):
         self.world, self.rank, self.device = world, rank, device  # device: where collectives' tensors go
         self.own_device = own_device  # the device the launcher gave this process (None: not launched)

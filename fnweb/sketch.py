@@ -1,4 +1,5 @@
-"""The top principal directions of standardised activations: a randomized SVD read in row blocks, in one process or several.
+"""The top principal directions of standardised activations: a randomized SVD read in row
+blocks, in one process or several.
 
 ``Z = (X - mean) * scale`` is never materialised. Each pass reads this process's rows X
 (float16, in memory or a mapped file, ``fnweb.rowstore``) a row block at a time,

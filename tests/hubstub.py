@@ -2,8 +2,9 @@
 
 It implements only what the real ``huggingface_hub`` client calls when fnweb pushes
 and loads templates and runs: ``whoami-v2``, repo creation, repo info by revision,
-the tree listing, repo info with file sizes (``blobs``), ``preupload`` and the ndjson ``commit``, the LFS batch API with the
-"basic" transfer (a PUT of the bytes), and ``resolve`` (HEAD and GET) for downloads.
+the tree listing, repo info with file sizes (``blobs``), ``preupload`` and the ndjson
+``commit``, the LFS batch API with the "basic" transfer (a PUT of the bytes), and
+``resolve`` (HEAD and GET) for downloads.
 Answers copy the Hub's shapes and its error conventions (``X-Error-Code`` headers,
 ``{"error": ...}`` bodies, 401 "Invalid credentials in Authorization header").
 

@@ -216,7 +216,8 @@ def test_app_handler(case, inputs, tmp_path, monkeypatch):
     before = _listing(session.folder)
     form = dict(FORMS[case.tool])
     for key, value in case.given:
-        form[key] = ([_fill(v, inputs) for v in value] if isinstance(value, list) and value and isinstance(value[0], str)
+        form[key] = ([_fill(v, inputs) for v in value]
+                     if isinstance(value, list) and value and isinstance(value[0], str)
                      else _fill(value, inputs) if isinstance(value, str) else value)
     try:
         if case.expect is OK:

@@ -40,7 +40,8 @@ def test_every_architecture_builds_a_template_and_applies_a_mask(tokenizer, arch
     template = result.template
     layout = layout_of(lm.model)
     spec = ARCHITECTURES[arch]
-    assert (layout.model_type, layout.down_proj, layout.mlp) == (arch, spec.down_proj, spec.mlp)  # the table's, no fallback
+    # the table's, no fallback
+    assert (layout.model_type, layout.down_proj, layout.mlp) == (arch, spec.down_proj, spec.mlp)
     module_names = {name.rsplit(".", 1)[-1] for name, _ in lm.model.named_modules()}
     assert set(spec.lora_targets) <= module_names
     assert template.width == layout.width(site) and template.layers == list(range(layout.n_layers))
@@ -57,7 +58,8 @@ def test_every_architecture_builds_a_template_and_applies_a_mask(tokenizer, arch
 
 @pytest.mark.parametrize("arch", tiny.MIXTURES_OF_EXPERTS)
 def test_a_mixture_of_experts_is_refused_with_the_reason(arch):
-    with pytest.raises(FnwebError, match=f"'{arch}' is a mixture of experts \\(4 experts per block.*Choose a dense model"):
+    with pytest.raises(FnwebError,
+                       match=f"'{arch}' is a mixture of experts \\(4 experts per block.*Choose a dense model"):
         layout_of(tiny.make_model(arch))
 
 
@@ -181,6 +183,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tiny_model_dir, tmp_path, capsys, 
 def test_cli_runs_as_a_module_with_exit_code_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "fnweb.cli.buildtemplates", "/no/such/model", "builtin:code"],
                           capture_output=True, text=True, cwd=tmp_path,
-                          env={**__import__("os").environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])})
+                          env={**__import__("os").environ,
+                               "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])})
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: No model folder at '/no/such/model'."

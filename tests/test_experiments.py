@@ -52,11 +52,13 @@ def planted_lm(tokenizer) -> LoadedModel:
 def make_template(width: int = tiny.INTERMEDIATE, samples: int = 5) -> Template:
     meta = TemplateMeta(
         model_id="tiny-llama", site="neurons", n_layers=3, width=width, k=2, threshold="percentile",
-        threshold_value=98.0, datasets=[{"name": "builtin:factual", "config": None, "split": "train", "samples": samples}],
+        threshold_value=98.0,
+        datasets=[{"name": "builtin:factual", "config": None, "split": "train", "samples": samples}],
         samples_per_dataset=samples, seed=0,
         ica={"stability": {"runs": 5, "correlation": [0.97, 0.41], "mask_iou": [0.9, 0.2]}},
     )
-    return Template(LAYERS, width, {0: {l: PLANTED for l in LAYERS}, 1: {l: ORDINARY for l in LAYERS}}, meta=meta)
+    components = {0: {layer: PLANTED for layer in LAYERS}, 1: {layer: ORDINARY for layer in LAYERS}}
+    return Template(LAYERS, width, components, meta=meta)
 
 
 def make_config(**overrides) -> ExperimentConfig:
@@ -91,7 +93,8 @@ def test_planted_group_is_found_and_beats_its_random_control(result):
     assert planted.component == "0" and planted.neurons == 18 and planted.share == pytest.approx(18 / 192)
     assert planted.densest_layer == 0 and planted.densest_share == pytest.approx(6 / 64)
     assert planted.network["dce"] > 0.5  # the planted group matters...
-    assert planted.network["dce"] > planted.random["dce"].mean + 5 * planted.random["dce"].sd  # ...far beyond random neurons
+    # ...far beyond random neurons
+    assert planted.network["dce"] > planted.random["dce"].mean + 5 * planted.random["dce"].sd
     assert planted.ratio["dce"] is None or planted.ratio["dce"] > 20
     assert planted.ratio["kl"] > 20 and beats_random(planted)
     assert planted.network["dce"] > 10 * abs(ordinary.network["dce"])
@@ -236,7 +239,7 @@ def test_template_for_another_model(planted_lm):
 
 def test_components_too_big_for_a_random_control_are_left_out(planted_lm):
     template = make_template()
-    template.components[2] = {l: list(range(10, 40)) for l in LAYERS}  # 30 of 64: a control still fits
+    template.components[2] = {layer: list(range(10, 40)) for layer in LAYERS}  # 30 of 64: a control still fits
     template.components[3] = {0: list(range(0, 40))}  # 40 of 64: no room for a control
     result = run_experiment(planted_lm, template, make_config(draws=1))
     assert [r.component for r in result.rows] == ["0", "1", "2"]
@@ -294,7 +297,7 @@ def test_cli_writes_the_files(tiny_model_dir, tmp_path, capsys):
 
 def test_preserve_scope_reaches_the_curve_and_is_recorded(planted_lm, tmp_path):
     template = make_template()
-    template.components = {0: {0: PLANTED, 2: PLANTED}, 1: {l: ORDINARY for l in LAYERS}}  # 0: none in layer 1
+    template.components = {0: {0: PLANTED, 2: PLANTED}, 1: {layer: ORDINARY for layer in LAYERS}}  # 0: none in layer 1
     config = make_config(draws=1, samples_per_dataset=2, preserve_scope="network_layers")
     result = run_experiment(planted_lm, template, config)
     assert result.settings["preserve_scope"] == "network_layers"

@@ -92,7 +92,8 @@ def test_bad_inputs_are_explained(client, tmp_path):
     load(client)
     expect_error("made for another model", experiment, client, other)
     name = upload(client, tmp_path, make_template())
-    expect_error("has 3 usable prompts after leaving out the template.s prompts; 2 random draws need at least 4", experiment, client, name, samples=3)
+    expect_error("has 3 usable prompts after leaving out the template.s prompts; 2 random draws need at least 4",
+                 experiment, client, name, samples=3)
     everything = upload(client, tmp_path, make_template(built_on=94), stem="all_factual")  # built on every one
     expect_error("has 2 usable prompts after leaving out the template's prompts",
                  experiment, client, everything, sets=("factual", "creative"), samples=2, draws=1, max_tokens=128)

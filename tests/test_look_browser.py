@@ -38,7 +38,8 @@ BODY_TEXT = ["intro", "preset note", "label", "preset button", "tab name"]  # re
 CONTRAST_JS = """(selector) => {
   const el = document.querySelector(selector);
   if (!el) return null;
-  const parse = (c) => { const m = c.match(/[\\d.]+/g).map(Number); return [m[0], m[1], m[2], m.length > 3 ? m[3] : 1]; };
+  const parse = (c) => { const m = c.match(/[\\d.]+/g).map(Number);
+                         return [m[0], m[1], m[2], m.length > 3 ? m[3] : 1]; };
   const over = (top, under) => top.slice(0, 3).map((v, i) => v * top[3] + under[i] * (1 - top[3]));
   let background = [255, 255, 255], node = el;
   const layers = [];
@@ -49,7 +50,8 @@ CONTRAST_JS = """(selector) => {
   }
   for (const layer of layers.reverse()) background = over(layer, background);
   const text = over(parse(getComputedStyle(el).color), background);
-  const lum = (rgb) => { const [r, g, b] = rgb.map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+  const linear = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const lum = (rgb) => { const [r, g, b] = rgb.map(linear);
                          return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
   const [hi, lo] = [lum(text), lum(background)].sort((a, b) => b - a);
   return {ratio: (hi + 0.05) / (lo + 0.05), size: parseFloat(getComputedStyle(el).fontSize)};

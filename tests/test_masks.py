@@ -212,7 +212,8 @@ def test_preserve_scope_leaves_lesions_alone_and_random_controls_follow_it():
         assert sorted(lesion) == [0, 2]
     control = layer_masks(template, MaskSpec((0,), "preserve", random_seed=3, preserve_scope="network_layers"))
     assert sorted(control) == [0, 2] and [int(control[k].keep.sum()) for k in (0, 2)] == [3, 2]
-    assert MaskSpec((0,), "preserve", preserve_scope="network_layers").label() == "preserve components 0 (network_layers)"
+    scoped = MaskSpec((0,), "preserve", preserve_scope="network_layers")
+    assert scoped.label() == "preserve components 0 (network_layers)"
     assert MaskSpec((0,), "lesion", preserve_scope="network_layers").label() == "lesion components 0"
     with pytest.raises(FnwebError, match="Unknown preserve scope 'some'; choose all_layers or network_layers"):
         MaskSpec((0,), "preserve", preserve_scope="some")

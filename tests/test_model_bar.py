@@ -55,4 +55,5 @@ def test_with_no_model_before_a_failed_load_says_none_is_in_use():
 ])
 def test_a_message_never_repeats_itself(text, expected):
     assert model_bar.said_once(text) == expected
-    assert model_bar.failed_load_text(text, ModelRequest("m", dtype="float16")) == f"{expected} Still using m (float16)."
+    failed = model_bar.failed_load_text(text, ModelRequest("m", dtype="float16"))
+    assert failed == f"{expected} Still using m (float16)."

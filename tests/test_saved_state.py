@@ -44,7 +44,8 @@ def a_comparison() -> Comparison:
 def an_experiment():
     from fnweb.experiment_results import ExperimentResult, LesionRow
 
-    row = LesionRow(component="1", ids=[1], neurons=2, share=0.25, prompts=8, network={"ce": 2.3, "dce": 0.3, "kl": 0.2},
+    row = LesionRow(component="1", ids=[1], neurons=2, share=0.25, prompts=8,
+                    network={"ce": 2.3, "dce": 0.3, "kl": 0.2},
                     random={"dce": Stat(0.01, 0.005), "kl": Stat(0.01, 0.002)}, ratio={"dce": 30.0, "kl": 20.0})
     return ExperimentResult(baseline_ce=2.0, rows=[row], union=None, curve=[], settings={"draws": 5}, prompts=8,
                             tokens=100)

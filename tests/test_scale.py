@@ -1,4 +1,5 @@
-"""Scaling out: sharing prompts among processes, rows in a mapped file, staged capture, split models, memory estimates."""
+"""Scaling out: sharing prompts among processes, rows in a mapped file, staged capture, split
+models, memory estimates."""
 
 import copy
 import json

@@ -69,7 +69,8 @@ def test_serving_many_the_environment_token_never_stands_in_for_a_visitor(one_us
         fnhub.resolve_token(None)
     assert OWNER not in str(caught.value)
     assert fnhub.resolve_token(None, required=False) == (None, fnhub.ANONYMOUS)
-    assert fnhub.resolve_token("mock-oauth-token-for-local-dev", required=False)[0] is None  # a placeholder is no sign-in
+    # a placeholder is no sign-in
+    assert fnhub.resolve_token("mock-oauth-token-for-local-dev", required=False)[0] is None
     assert fnhub.resolve_token("hf_visitor") == ("hf_visitor", "your Hugging Face sign-in")
 
 
@@ -150,7 +151,8 @@ def test_a_run_asking_for_custom_code_runs_none(tmp_path, one_user):
     asking = run_on(tmp_path / "asks-for-code", base, trust_remote_code=True)
     for attempt in (lambda: load_run(asking), lambda: merged_run(asking),
                     lambda: fnhub.push_run(asking, "alice/x", token="hf_visitor", merged=True)):
-        with pytest.raises(FnwebError, match="never runs code because a run's own files ask for it.*trust_remote_code=True"):
+        with pytest.raises(FnwebError,
+                           match="never runs code because a run's own files ask for it.*trust_remote_code=True"):
             attempt()
         assert not marker.exists()
     quiet = run_on(tmp_path / "needs-code", base, trust_remote_code=False)  # does not ask, but its base needs code

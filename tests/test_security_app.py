@@ -54,7 +54,8 @@ def hub(tmp_path_factory):
                  lfs_suffixes=(".safetensors", ".png")) as stub, pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_ENDPOINT", stub.endpoint)
         patch.setattr(constants, "ENDPOINT", stub.endpoint)
-        patch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", stub.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        patch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                      stub.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
         patch.setattr(hf_api.api, "endpoint", stub.endpoint)
         patch.delenv("HF_HUB_OFFLINE", raising=False)
         patch.setattr(constants, "HF_HUB_OFFLINE", False)

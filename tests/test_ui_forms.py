@@ -46,7 +46,7 @@ def test_a_tab_reads_fields_and_parts_by_name():
     assert tab.prompt is prompt and tab.generate is button and tab.form["prompt"] is prompt
     assert tab.outputs("output", extra=prompt) == {"output": output, "extra": prompt}
     with pytest.raises(AttributeError, match="no field or part called 'nope'"):
-        tab.nope
+        _ = tab.nope  # reading an unknown part must raise, naming it
 
 
 # ---- wiring -----------------------------------------------------------------------------

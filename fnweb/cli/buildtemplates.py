@@ -74,7 +74,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=8, help="capture batch size (8)")
     p.add_argument("--no_standardise", action="store_true", help="skip z-scoring channels before PCA")
     p.add_argument("--stability_runs", type=int, default=DEFAULT_RUNS,
-                   help=f"ICA re-runs on resampled tokens to score each component's stability ({DEFAULT_RUNS}; 0: skip)")
+                   help=f"ICA re-runs on resampled tokens to score each component's stability "
+                        f"({DEFAULT_RUNS}; 0: skip)")
     p.add_argument("--torch_dtype", choices=list(DTYPES), default="auto", help="model dtype")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps, or multi (device_map=auto)")
     p.add_argument("--use_4bit", action=argparse.BooleanOptionalAction, default=False, help="load in 4-bit")

@@ -86,8 +86,8 @@ def _run(lm, template, config, progress):
     """The last result; Ctrl-C ends the run and keeps what was measured (marked partial)."""
     result = None
     try:
-        for result in experiment_stream(lm, template, config, progress):
-            pass
+        for state in experiment_stream(lm, template, config, progress):
+            result = state  # kept so that Ctrl-C can still write the latest state
     except KeyboardInterrupt:
         if result is None:
             raise

@@ -95,6 +95,6 @@ def experiment_stream(
 def run_experiment(lm, template, config, progress: ProgressFn = no_progress, stop=None) -> ExperimentResult:
     """The final result of ``experiment_stream`` (partial if stopped)."""
     last = None
-    for last in experiment_stream(lm, template, config, progress, stop):
-        pass
+    for state in experiment_stream(lm, template, config, progress, stop):
+        last = state
     return last

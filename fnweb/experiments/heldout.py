@@ -126,7 +126,8 @@ def mcq_units(tokenizer, config: ExperimentConfig, used: Optional[set[str]]) -> 
         answers.append(answer)
         if config.mcq_items and len(answers) >= config.mcq_items:
             break
-    notes = [f"{config.mcq.label()}: {dropped} items were used to build the template and were left out."] if dropped else []
+    notes = ([f"{config.mcq.label()}: {dropped} items were used to build the template and were left out."]
+             if dropped else [])
     if not answers:
         raise FnwebError(f"{config.mcq.label()} has no usable multiple-choice items (question, choices, answer).")
     return units, answers, notes

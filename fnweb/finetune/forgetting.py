@@ -158,7 +158,7 @@ def general_stats(model, examples: Sequence[Example], plan: MaskPlan, batch_size
             if stop is not None:
                 stop.check()
             batch = collate(chunk, pad_id)
-            base_logits = base.get(index, lambda: base_pass(batch))
+            base_logits = base.get(index, lambda batch=batch: base_pass(batch))
             targets = batch["labels"][:, 1:][batch["labels"][:, 1:] != IGNORE].to(base_logits.device)
             if same_as_base:
                 logits = base_logits

@@ -169,8 +169,8 @@ def train_loop(
     for step in range(1, total + 1):
         batches = [collate(next(stream), pad_id) for _ in range(config.grad_accum)]
         lr = scheduler.get_last_lr()[0]
-        loss = _optimizer_step(lambda: _step(model, inner, batches, plan, loss_fn, dist, device), optimizer, params,
-                               config, dist, step)
+        loss = _optimizer_step(lambda batches=batches: _step(model, inner, batches, plan, loss_fn, dist, device),
+                               optimizer, params, config, dist, step)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         tokens = int(dist.total(sum(int(b["attention_mask"].sum()) for b in batches)))

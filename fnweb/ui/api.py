@@ -137,8 +137,8 @@ def compare_texts(template: dict, prompt: str, components: list[int], columns: O
 
     def work(emit, stop):
         last = None
-        for last in compare_stream(lm, prompt, loaded, components, columns or list(COLUMNS), settings, stop):
-            pass
+        for state in compare_stream(lm, prompt, loaded, components, columns or list(COLUMNS), settings, stop):
+            last = state
         return last
 
     result = _job(lm, work)
@@ -182,8 +182,8 @@ def run_experiment(template: dict, sets: list[str], samples: int = 20, draws: in
 
     def work(emit, stop):
         last = None
-        for last in experiment_stream(lm, loaded, config, emit, stop):
-            pass
+        for state in experiment_stream(lm, loaded, config, emit, stop):
+            last = state
         return last
 
     return _job(lm, work).to_dict()

@@ -119,7 +119,8 @@ def _effects(cards: Cards, card: ComponentCard) -> str:
         why = cards.direct_effect_error or "not computed"
         return f'<div class="fnc-note">Not available: {esc(why)}</div>'
     chips = lambda effects, kind: "".join(  # noqa: E731
-        f'<span class="fnc-chip fnc-{kind}" title="{e.logit:+.3f}">{esc(shown(e.piece)) or "␣"}</span>' for e in effects)
+        f'<span class="fnc-chip fnc-{kind}" title="{e.logit:+.3f}">{esc(shown(e.piece)) or "␣"}</span>'
+        for e in effects)
     return (f"<div>promotes {chips(card.promotes, 'up')}</div><div>suppresses {chips(card.suppresses, 'down')}</div>"
             '<div class="fnc-note">What its neurons write, pushed straight through the final norm and the unembedding: '
             "it ignores every later layer, so it is a hint of what it favours, not what a lesion changes.</div>")

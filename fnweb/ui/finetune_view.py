@@ -176,7 +176,8 @@ def runs_frame(infos: Sequence[RunInfo]) -> pd.DataFrame:
     rows = []
     for info in infos:
         row = info.row()
-        perplexity = "—" if row["ppl_after"] is None else f"{ppl.format(row['ppl_after'])} ({ppl.format(row['ppl_base'])})"
+        perplexity = ("—" if row["ppl_after"] is None
+                      else f"{ppl.format(row['ppl_after'])} ({ppl.format(row['ppl_base'])})")
         steps = f"{info.step}/{info.total_steps}" if info.total_steps else str(info.step)
         drop = loss.format(learning(info)) + ("" if learning(info) is None else f" ({relative_learning(info):.0f} %)")
         rows.append([info.run_id, mask_text(info), info.state, steps, loss.format(row["task_loss_before"]),

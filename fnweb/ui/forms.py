@@ -19,8 +19,8 @@ progress line). Its API parameters are named after the form's fields.
 Also here, the readers of form values that several tabs share: numbers that may be
 empty or fractional (``real``, ``whole``), uploaded files (``upload_paths``), Hub
 dataset lines (``parse_hub``) and the built-in prompt sets on offer
-(``builtin_choices``); and the one field two tabs build alike (``scope_dropdown``). Each reader names the field in its error, so the message says
-which setting to fix. It knows nothing about any one tab.
+(``builtin_choices``); and the one field two tabs build alike (``scope_dropdown``). Each
+reader names the field in its error, so the message says which setting to fix. It knows nothing about any one tab.
 """
 
 from __future__ import annotations

@@ -72,7 +72,8 @@ def progress_html(event: Optional[Progress], elapsed: float, title: str = "Build
     step = steps.get(event.phase)
     label = (f"Step {step} of {max(steps.values())} · " if step else "") + (event.message or event.phase)
     detail = event.describe()
-    detail = detail[len(event.message or event.phase):].lstrip(": ,") if detail.startswith(event.message or event.phase) else detail
+    if detail.startswith(event.message or event.phase):
+        detail = detail[len(event.message or event.phase):].lstrip(": ,")
     # The phases without steady events (reading prompts, PCA, ICA) get a moving stripe to show life.
     return _bar_html(title, label, overall, elapsed, detail, busy=not event.unit or event.phase == "decomposing")
 
@@ -132,7 +133,7 @@ def _peak(template: Template, component: int) -> str:
     per_layer = template.components[component]
     if not per_layer:
         return "—"
-    layer = max(per_layer, key=lambda l: len(per_layer[l]))
+    layer = max(per_layer, key=lambda index: len(per_layer[index]))
     return f"{layer} ({len(per_layer[layer])})"
 
 
