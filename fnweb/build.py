@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 from . import __version__
 from .archs import DEFAULT_SITE, check_site, layout_of
 from .capture import capture
+from .channel_stats import ChannelStats
 from .decompose import decompose
 from .errors import FnwebError
 from .explain import DEFAULT_TOP, cards_from_build
@@ -133,6 +134,7 @@ def build_template(
              **result.info, **({"stability": stability} if stability else {})},
     )
     template = Template.from_masks(masks, acts.layers, acts.width, meta)
+    template.stats = ChannelStats.from_moments(acts.layers, acts.mean, acts.std, acts.n_tokens)  # for mean ablation
     seconds["threshold"] = time.perf_counter() - clock
     seconds.update(_add_cards(lm, template, config, (result, acts, sequences, pairs), progress, stop))
     stop.check()  # a stop during the last phase still leaves nothing behind
