@@ -1,4 +1,4 @@
-"""Side-by-side generation: baseline, each intervention (lesion, preserve) and matched random controls.
+"""Side-by-side generation: baseline, each intervention (lesion, preserve, mean, scale) and matched random controls.
 
 All columns run as rows of one batch, each row with its own mask (a ``(rows, 1,
 width)`` mask broadcasts over positions), so they fill together as tokens stream and
@@ -9,8 +9,10 @@ numbers: every per-token metric of ``fnweb.metrics`` (mean next-token KL from th
 baseline, the continuation's cross-entropy, top-1 agreement), and where each column's
 text departs from the baseline's.
 
-The random control runs several seeded draws; its column shows the first draw's
-text and the mean and spread of the draws' numbers. ``model_column_stream`` adds a
+The random control runs several seeded draws (drawn as ``settings.control`` says, with
+the intervention ``settings.control_of``); its column shows the first draw's text and the
+mean and spread of the draws' numbers. Columns follow ``fnweb.interventions.INTERVENTIONS``;
+one whose intervention takes a factor uses ``settings.alpha``. ``model_column_stream`` adds a
 column from another model (a fine-tuned run with its mask) after the batched ones,
 generated and scored the same way. It knows nothing about the UI.
 """
@@ -25,7 +27,8 @@ import torch
 
 from .archs import DEFAULT_SITE, layout_of
 from .errors import FnwebError
-from .interventions import DEFAULT_INTERVENTION, INTERVENTIONS
+from .controls import CONTROLS, DEFAULT_CONTROL, check_choice, draw_seed
+from .interventions import DEFAULT_INTERVENTION, INTERVENTIONS, check_alpha
 from .masks import MaskSpec, apply_masks, layer_masks, masked_share, stacked_masks
 from .metrics import TOKEN_METRICS, Stat, next_token_stats, stat_of
 from .models import LoadedModel
@@ -35,7 +38,10 @@ from .templates import Template
 
 BASELINE, RANDOM = "baseline", "random"
 COLUMNS = (BASELINE, *INTERVENTIONS, RANDOM)  # the unchanged model, one column per intervention, the random control
-CONTROL_OF = DEFAULT_INTERVENTION  # the intervention the random column applies to random neurons
+# Shown unless asked otherwise: the interventions that need neither a factor nor the template's statistics.
+DEFAULT_COLUMNS = (BASELINE, *(n for n, i in INTERVENTIONS.items() if not (i.takes_alpha or i.needs_stats)), RANDOM)
+CONTROL_OF = DEFAULT_INTERVENTION  # the intervention the random column applies to random neurons, by default
+DEFAULT_ALPHA = 2.0  # the scale column's factor unless chosen: amplified twice
 
 
 @dataclass
@@ -45,6 +51,9 @@ class GenerationSettings:
     temperature: float = 0.8  # used when not greedy
     seed: int = 0  # re-applied for every column
     random_draws: int = 3  # seeded draws of the random control
+    alpha: float = DEFAULT_ALPHA  # the factor of the columns whose intervention takes one (scale)
+    control_of: str = CONTROL_OF  # the intervention the random column applies (a name in INTERVENTIONS)
+    control: str = DEFAULT_CONTROL  # how its neurons are drawn (a name in fnweb.controls.CONTROLS)
 
     def validate(self) -> None:
         if not 1 <= self.max_new_tokens <= 1024:
@@ -53,6 +62,9 @@ class GenerationSettings:
             raise FnwebError(f"Temperature must lie between 0.05 and 5 (got {self.temperature}).")
         if not 1 <= self.random_draws <= 20:
             raise FnwebError(f"Random draws must lie between 1 and 20 (got {self.random_draws}).")
+        self.alpha = check_alpha(self.alpha)
+        check_choice(self.control_of, INTERVENTIONS, "intervention for the random column")
+        check_choice(self.control, CONTROLS, "control")
 
 
 @dataclass
@@ -103,10 +115,11 @@ def plan_rows(template: Optional[Template], components: Sequence[int], columns: 
     rows = [Row(BASELINE, None)]
     for column in masked_columns:
         if column == RANDOM:
-            rows += [Row(RANDOM, MaskSpec(components, CONTROL_OF, random_seed=settings.seed + draw))
+            rows += [Row(RANDOM, MaskSpec(components, settings.control_of, random_seed=draw_seed(settings.seed, draw),
+                                          control=settings.control, alpha=settings.alpha))
                      for draw in range(settings.random_draws)]
         else:
-            rows.append(Row(column, MaskSpec(components, column)))
+            rows.append(Row(column, MaskSpec(components, column, alpha=settings.alpha)))
     return rows
 
 
@@ -147,7 +160,7 @@ def compare_stream(
     prompt: str,
     template: Optional[Template],
     components: Sequence[int],
-    columns: Sequence[str] = COLUMNS,
+    columns: Sequence[str] = DEFAULT_COLUMNS,
     settings: Optional[GenerationSettings] = None,
     stop: Optional[StopFlag] = None,
 ) -> Iterator[Comparison]:
@@ -257,7 +270,7 @@ def model_column_stream(
     yield Comparison(comparison.prompt, columns + [result], done=True, step=comparison.step)
 
 
-def compare(lm, prompt, template, components, columns=COLUMNS, settings=None, stop=None) -> Comparison:
+def compare(lm, prompt, template, components, columns=DEFAULT_COLUMNS, settings=None, stop=None) -> Comparison:
     """The finished comparison (``compare_stream`` without the intermediate states)."""
     last = None
     for last in compare_stream(lm, prompt, template, components, columns, settings, stop):

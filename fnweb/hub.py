@@ -361,12 +361,7 @@ def mask_from_dict(data: Optional[dict], source: str = "mask.json") -> Optional[
             f"{source} must be null or an object with 'components' (and 'mode', 'random_seed', 'layers')."
         )
     try:
-        layers = data.get("layers")
-        return MaskSpec(
-            components=tuple(int(c) for c in data["components"]), mode=str(data.get("mode", "lesion")),
-            random_seed=None if data.get("random_seed") is None else int(data["random_seed"]),
-            layers=None if layers is None else tuple(int(x) for x in layers),
-        )
+        return MaskSpec.from_dict(data)  # its fields by name; those it lacks take their defaults
     except (TypeError, ValueError) as exc:
         raise FnwebError(f"{source} is malformed ({exc}).") from exc
 

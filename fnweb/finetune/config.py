@@ -16,8 +16,9 @@ from ..interventions import DEFAULT_INTERVENTION, INTERVENTIONS
 from ..models import DTYPES, EMBEDDED_ID, QUANTIZATIONS, check_device
 
 NO_MASK, RANDOM = "none", "random"
-MASK_MODES = (NO_MASK, *INTERVENTIONS, RANDOM)  # none, an intervention on the network, or a random control
-CONTROL_OF = tuple(INTERVENTIONS)  # what a random control mimics
+_FIXED = tuple(name for name, i in INTERVENTIONS.items() if not i.takes_alpha)  # a run has no alpha to give
+MASK_MODES = (NO_MASK, *_FIXED, RANDOM)  # none, an intervention on the network, or a random control
+CONTROL_OF = _FIXED  # what a random control mimics
 LOSS_ON = ("response", "all")
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
 

@@ -81,9 +81,7 @@ class MaskPlan:
         data = {"mask_mode": self.mask_mode, "site": self.site, "restrict_updates": self.restrict_updates,
                 "mask_activations": self.mask_activations}
         if self.spec is not None:
-            data.update(components=list(self.spec.components), mode=self.spec.mode,
-                        random_seed=self.spec.random_seed,
-                        layers=list(self.spec.layers) if self.spec.layers is not None else None)
+            data.update(self.spec.to_dict())
         if layout is not None:
             data["masked_share"] = round(self.share(layout), 6)
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
@@ -98,9 +96,7 @@ class MaskPlan:
             return cls(NO_MASK, data.get("site", DEFAULT_SITE))
         if template is None:
             raise FnwebError("This run was trained with a mask, but its template.json is missing.")
-        layers = data.get("layers")
-        spec = MaskSpec(tuple(data["components"]), data["mode"], data.get("random_seed"),
-                        tuple(layers) if layers is not None else None)
+        spec = MaskSpec.from_dict(data)
         return plan_for(template, spec, data["mask_mode"], data["site"], bool(data.get("restrict_updates")),
                         bool(data.get("mask_activations", True)))
 

@@ -1,6 +1,9 @@
-"""The Compare tab: baseline, lesion, preserve and random-control generations side by side.
+"""The Compare tab: baseline, each intervention (lesion, preserve, mean, scale by α) and random-control generations.
 
-The handler reads the form into ``GenerationSettings``, runs
+The columns follow the intervention table; α (the scale column's factor), the
+intervention the random column applies and how its neurons are drawn are inputs after the
+fine-tuned run, so older callers of the ``compare`` endpoint keep working. The handler
+reads the form into ``GenerationSettings``, runs
 ``fnweb.compare.compare_stream`` as a streamed, stoppable job and re-renders the
 columns as tokens arrive; when the run is done it shows the metrics table. A
 fine-tuned run of the visitor's (Fine-tune tab) can be added as one more column: after
@@ -19,7 +22,10 @@ import gradio as gr
 
 from ..archs import layout_of
 from ..cards import component_labels
-from ..compare import COLUMNS, GenerationSettings, compare_stream, model_column_stream
+from ..compare import (COLUMNS, CONTROL_OF, DEFAULT_ALPHA, DEFAULT_COLUMNS, GenerationSettings, compare_stream,
+                       model_column_stream)
+from ..controls import CONTROLS, DEFAULT_CONTROL, controls_help
+from ..interventions import ALPHA_RANGE, INTERVENTIONS, interventions_help
 from ..errors import FnwebError, Stopped
 from ..finetune import load_run
 from ..finetune.runs import read_json
@@ -59,6 +65,9 @@ class CompareTab:
     metrics: gr.Dataframe
     presets: gr.Column  # where the demo preset buttons go
     run: Optional[gr.Dropdown] = None  # a fine-tuned run as an extra column
+    alpha: Optional[gr.Slider] = None  # the scale column's factor
+    control_of: Optional[gr.Dropdown] = None  # the intervention the random column applies
+    control: Optional[gr.Radio] = None  # how the random column's neurons are drawn
 
     @property
     def settings(self) -> list:
@@ -77,7 +86,10 @@ def build_compare_tab(ctx) -> CompareTab:
         with gr.Column(scale=2, min_width=280):
             components = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True, label="Components",
                                      info="From the selected template; 0 is the strongest", elem_id="fn-components")
-            columns = gr.CheckboxGroup(list(COLUMNS), value=list(COLUMNS), label="Columns")
+            columns = gr.CheckboxGroup(list(COLUMNS), value=list(DEFAULT_COLUMNS), label="Columns",
+                                       info=interventions_help())
+            alpha = gr.Slider(*ALPHA_RANGE, value=DEFAULT_ALPHA, step=0.05, label="α (scale column)",
+                              info="0 zeroes the neurons, 1 leaves them, above 1 amplifies", elem_id="fn-alpha")
             run = gr.Dropdown([], value=None, label="Fine-tuned run (extra column)", allow_custom_value=True,
                               info="One of your runs (Fine-tune tab), with its mask", elem_id="fn-compare-run")
             with gr.Row():
@@ -90,12 +102,17 @@ def build_compare_tab(ctx) -> CompareTab:
             temperature = gr.Number(0.8, label="Temperature (sampled, 0.05-5)", step=0.05)
             seed = gr.Number(0, label="Seed (re-applied for every column)", precision=0)
             draws = gr.Number(3, label="Random control draws (1-20)", precision=0)
+        with gr.Row():
+            control_of = gr.Dropdown(list(INTERVENTIONS), value=CONTROL_OF, label="Random column applies",
+                                     elem_id="fn-control-of")
+            control = gr.Radio(list(CONTROLS), value=DEFAULT_CONTROL, label="Random neurons matched on",
+                               info=controls_help(), elem_id="fn-control")
     output = gr.HTML(render.columns_html(None), elem_id="fn-compare-output")
     metrics = gr.Dataframe(render.metrics_frame(None), label="Metrics (teacher-forced on the baseline's text)",
                            interactive=False, elem_id="fn-metrics", wrap=True)
     tab = CompareTab(prompt, components, columns, max_new_tokens, decoding, temperature, seed, draws,
-                     generate, stop, output, metrics, presets, run)
-    tab_inputs = [ctx.session, ctx.template, *tab.settings, run]
+                     generate, stop, output, metrics, presets, run, alpha, control_of, control)
+    tab_inputs = [ctx.session, ctx.template, *tab.settings, run, alpha, control_of, control]
     tab.generate.click(compare, tab_inputs, [output, metrics], api_name="compare",
                        concurrency_id=ctx.model_queue, concurrency_limit=ctx.model_jobs)
     tab.prompt.submit(compare, tab_inputs, [output, metrics], api_visibility="private",
@@ -123,13 +140,15 @@ def component_choices(session: Session, name: Optional[str], current):
     return gr.update(choices=choices, value=ids[:1])
 
 
-def settings_from_form(max_new_tokens, decoding, temperature, seed, draws) -> GenerationSettings:
+def settings_from_form(max_new_tokens, decoding, temperature, seed, draws, alpha=DEFAULT_ALPHA,
+                       control_of=CONTROL_OF, control=DEFAULT_CONTROL) -> GenerationSettings:
     if decoding not in ("greedy", "sampled"):
         raise FnwebError(f"Decoding must be greedy or sampled (got {decoding!r}).")
     settings = GenerationSettings(
         max_new_tokens=whole(max_new_tokens, "Max new tokens"), greedy=decoding == "greedy",
         temperature=real(temperature, "Temperature"), seed=whole(seed, "Seed"),
-        random_draws=whole(draws, "Random control draws"),
+        random_draws=whole(draws, "Random control draws"), alpha=real(alpha, "α"),
+        control_of=control_of or CONTROL_OF, control=control or DEFAULT_CONTROL,
     )
     settings.validate()
     return settings
@@ -178,12 +197,13 @@ def offer_runs(session: Session, current):
 
 
 def compare(session: Session, template_name: Optional[str], prompt, components, columns, max_new_tokens,
-            decoding, temperature, seed, draws, run=None):
+            decoding, temperature, seed, draws, run=None, alpha=DEFAULT_ALPHA, control_of=CONTROL_OF,
+            control=DEFAULT_CONTROL):
     """Generate handler: streams the columns (and a fine-tuned run's, when chosen), then the metrics table."""
     skip = gr.skip()
     job = last = None
     try:
-        settings = settings_from_form(max_new_tokens, decoding, temperature, seed, draws)
+        settings = settings_from_form(max_new_tokens, decoding, temperature, seed, draws, alpha, control_of, control)
         if not prompt or not str(prompt).strip():
             raise FnwebError("The prompt is empty: type a prompt or pick an example.")
         columns = list(columns or [])
