@@ -15,9 +15,9 @@ any other (**keep**), never drawn for a control (**undrawn**), or left alone eve
 dropped from the network's channels too (**spared**: a component "without its outlier
 channels").
 
-Seeds: draw ``d`` of an experiment with seed ``s`` uses ``draw_seed(s, d)``, from
-``numpy.random.SeedSequence([s, d, SALT])``, so draws of seed s+1 share nothing with those of
-seed s (adding d to s made them reuse all draws but one). It knows nothing about
+Seeds: draw ``d`` of an experiment with seed ``s`` (on a template of build seed ``t``, its
+stream) uses ``draw_seed(s, d, t)``, from ``numpy.random.SeedSequence([s, t, d])``, so draws
+of seed s+1 share nothing with those of seed s (adding d to s made them reuse all draws but one). It knows nothing about
 templates, masks or models: callers pass each layer's chosen channels, the channels
 excluded from draws and the scales.
 """
@@ -31,7 +31,6 @@ import numpy as np
 
 from .errors import FnwebError
 
-SALT = 0x666E7762  # "fnwb": keeps these streams apart from other uses of the same seeds
 STRATA = 10  # quantile bins of a layer's channel scales (deciles)
 
 # rng, the layer's chosen channels, the pool to draw from, each channel's scale (None: not needed)
@@ -124,11 +123,11 @@ def check_choice(value: str, table: dict, what: str) -> str:
     return value
 
 
-def draw_seed(seed: int, draw: int) -> int:
-    """The seed of draw ``draw`` of an experiment seeded ``seed``: independent across both."""
-    if int(seed) < 0 or int(draw) < 0:
-        raise FnwebError(f"Seeds must be whole numbers from 0 up (got seed {seed}, draw {draw}).")
-    return int(np.random.SeedSequence([int(seed), int(draw), SALT]).generate_state(1, np.uint64)[0])
+def draw_seed(seed: int, draw: int, stream: int = 0) -> int:
+    """The seed of draw ``draw`` of an experiment seeded ``seed`` on stream ``stream``: no two triples share one."""
+    if min(int(seed), int(draw), int(stream)) < 0:
+        raise FnwebError(f"Seeds must be whole numbers from 0 up (got seed {seed}, draw {draw}, stream {stream}).")
+    return int(np.random.SeedSequence([int(seed), int(stream), int(draw)]).generate_state(1)[0])
 
 
 def draw_control(selected: dict[int, np.ndarray], width: int, seed: int, control: str = DEFAULT_CONTROL,

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from ..archs import layout_of, unwrap
-from ..controls import draw_seed
 from ..errors import FnwebError
 from ..interventions import INTERVENTIONS
 from ..masks import MaskSpec, layer_masks, masked_share, stacked_masks
@@ -33,7 +32,7 @@ LESION, PRESERVE = INTERVENTIONS["lesion"].name, INTERVENTIONS["preserve"].name 
 def with_controls(ids: Sequence[int], mode: str, draws: int, seed: int) -> list[MaskSpec]:
     """The components' mask, then ``draws`` random masks of the same per-layer sizes."""
     ids = tuple(ids)
-    return [MaskSpec(ids, mode)] + [MaskSpec(ids, mode, random_seed=draw_seed(seed, d)) for d in range(draws)]
+    return [MaskSpec(ids, mode)] + [MaskSpec(ids, mode, random_seed=seed + d) for d in range(draws)]
 
 
 @dataclass
