@@ -58,7 +58,8 @@ def test_fisher_and_bootstrap():
 def test_draw_seeds_are_not_shared_between_experiment_seeds():
     first = {s.random_seed for s in with_controls((0,), "lesion", 20, seed=0)[1:]}
     second = {s.random_seed for s in with_controls((0,), "lesion", 20, seed=1)[1:]}
-    assert len(first) == len(second) == 20 and not first & second
+    other_template = {s.random_seed for s in with_controls((0,), "lesion", 20, seed=0, stream=1)[1:]}
+    assert len(first) == len(second) == 20 and not first & second and not first & other_template
 
 
 def test_the_ordering_split_is_disjoint_from_the_scoring_split(planted_lm):

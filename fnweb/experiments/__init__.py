@@ -74,14 +74,17 @@ def experiment_stream(
     config: ExperimentConfig,
     progress: ProgressFn = no_progress,
     stop: Optional[StopFlag] = None,
+    exclude: Optional[set[str]] = None,
 ) -> Iterator[ExperimentResult]:
     """Yield a result snapshot after each unit (partial), then the final result.
 
+    ``exclude``: more prompts (whitespace-normalised) to keep out of the held-out set
+    besides the template's own, e.g. those of the same template built with other seeds.
     Bad input raises ``FnwebError`` before any measuring. A stop request ends the run:
     the last snapshot is yielded with ``partial`` set and a note of what it covers.
     """
     stop = stop or StopFlag()
-    run = prepare(lm, template, config, progress)
+    run = prepare(lm, template, config, progress, exclude)
     lesion_passes, curve_passes = _passes(run)
     report = Progress("measuring", 0, lesion_passes + curve_passes, "passes", "Lesions and random controls")
     try:
@@ -100,9 +103,10 @@ def experiment_stream(
     yield assemble(run, finished=True)
 
 
-def run_experiment(lm, template, config, progress: ProgressFn = no_progress, stop=None) -> ExperimentResult:
+def run_experiment(lm, template, config, progress: ProgressFn = no_progress, stop=None,
+                   exclude: Optional[set[str]] = None) -> ExperimentResult:
     """The final result of ``experiment_stream`` (partial if stopped)."""
     last = None
-    for last in experiment_stream(lm, template, config, progress, stop):
+    for last in experiment_stream(lm, template, config, progress, stop, exclude):
         pass
     return last

@@ -26,7 +26,7 @@ from ..metrics import METRICS, Stat, stat_of
 from ..significance import BOOTSTRAPS, bootstrap_interval, holm, permutation_p, resample_weights
 from ..templates import Template
 from .measure import CE, TOKENS, task_accuracy, token_means, token_sums
-from .plan import LESION, PRESERVE, Run, with_controls
+from .plan import LESION, PRESERVE, Run
 
 IN_PROGRESS, STOPPED = "In progress", "Stopped by request"  # how a partial result's note begins
 
@@ -57,7 +57,7 @@ def _compared(run: Run, specs: list[MaskSpec], units: tuple, base_ce: float, key
 
 def order(run: Run) -> list[int]:
     """The components by their lesion's cross-entropy on the ordering half of the texts, strongest first."""
-    effect = {c: token_means(run, with_controls((c,), LESION, 0, 0)[0], run.order_units)[0]["ce"] for c in run.ids}
+    effect = {c: token_means(run, run.controls((c,), LESION)[0], run.order_units)[0]["ce"] for c in run.ids}
     return sorted(run.ids, key=lambda c: (-effect[c], c))
 
 
@@ -83,7 +83,7 @@ def _tests(run: Run, specs: list[MaskSpec], texts: list[int], tasks: list[int], 
 
 
 def _lesion_row(run: Run, name: str, ids: Sequence[int], weights: np.ndarray, base_ce: float) -> LesionRow:
-    specs = with_controls(ids, LESION, run.config.draws, run.config.seed)
+    specs = run.controls(ids, LESION)
     texts, tasks = measured_units(run, LESION)
     network, random_, ratios = _compared(run, specs, (texts, tasks), base_ce, LESION_METRICS, network_only=("ce",))
     per_layer = {layer: len(ch) for layer, ch in run.template.neurons(ids).items()}
@@ -105,7 +105,7 @@ def _stability(template: Template, ids: Sequence[int]) -> Optional[float]:
 
 
 def _curve_point(run: Run, m: int) -> CurvePoint:
-    specs = with_controls(run.order[:m], PRESERVE, run.config.draws, run.config.seed)
+    specs = run.controls(run.order[:m], PRESERVE)
     texts, tasks = measured_units(run, PRESERVE)
     network, random_, _ = _compared(run, specs, (texts, tasks), 0.0, CURVE_METRICS)
     return CurvePoint(m=m, ids=list(run.order[:m]), share_kept=run.shares[specs[0]],
@@ -120,7 +120,8 @@ def _settings(run: Run) -> dict:
         "site": run.site, "k": len(run.template.components), "threshold": meta.threshold if meta else None,
         "threshold_value": meta.threshold_value if meta else None, "components": list(run.ids),
         "heldout": [s.label() for s in config.sources], "samples_per_dataset": config.samples_per_dataset,
-        "draws": config.draws, "seed": config.seed, "max_tokens": config.max_tokens, "score": config.score,
+        "draws": config.draws, "seed": config.seed, "draw_stream": run.stream, "max_tokens": config.max_tokens,
+        "score": config.score,
         "exclude_template_prompts": config.exclude_template_prompts, "level": config.level,
         "bootstraps": BOOTSTRAPS, "order_prompts": len(run.order_units), "curve_prompts": len(run.score_units),
         "task": config.task, "task_source": run.task.source if run.task else None,

@@ -32,15 +32,20 @@ LOGIT_BYTES = 512 * 2**20  # float32 logits held per forward pass
 LESION, PRESERVE = INTERVENTIONS["lesion"].name, INTERVENTIONS["preserve"].name  # the two phases' interventions
 
 
-def draw_seed(seed: int, draw: int) -> int:
-    """The random seed of an experiment's draw: no two (seed, draw) pairs share one, so seeds s and s + 1 share no draw."""
-    return int(np.random.SeedSequence([seed, draw]).generate_state(1)[0])
+def draw_seed(seed: int, draw: int, stream: int = 0) -> int:
+    """The random seed of a draw, from the experiment's seed, a stream (the template's build seed) and its number.
+
+    No two (seed, stream, draw) share one: experiments with seeds s and s + 1 share no
+    draw, nor do experiments on templates built with different seeds (their tests stay
+    independent).
+    """
+    return int(np.random.SeedSequence([seed, stream, draw]).generate_state(1)[0])
 
 
-def with_controls(ids: Sequence[int], mode: str, draws: int, seed: int) -> list[MaskSpec]:
+def with_controls(ids: Sequence[int], mode: str, draws: int, seed: int, stream: int = 0) -> list[MaskSpec]:
     """The components' mask, then ``draws`` random masks of the same per-layer sizes."""
     ids = tuple(ids)
-    return [MaskSpec(ids, mode)] + [MaskSpec(ids, mode, random_seed=draw_seed(seed, d)) for d in range(draws)]
+    return [MaskSpec(ids, mode)] + [MaskSpec(ids, mode, random_seed=draw_seed(seed, d, stream)) for d in range(draws)]
 
 
 @dataclass
@@ -87,14 +92,21 @@ class Run:
     curve_len: int = 0  # points of the preservation curve whose random keeps fit
     started: float = field(default_factory=time.monotonic)
 
+    @property
+    def stream(self) -> int:
+        """The draws' stream: the template's build seed (templates of other seeds draw other controls)."""
+        return int(self.template.meta.seed or 0) if self.template.meta else 0
+
+    def controls(self, ids: Sequence[int], mode: str) -> list[MaskSpec]:
+        """The components' spec, then their random draws (``with_controls`` with this run's seeds)."""
+        return with_controls(ids, mode, self.config.draws, self.config.seed, self.stream)
+
     def lesion_specs(self) -> list[MaskSpec]:
-        draws, seed = self.config.draws, self.config.seed
-        specs = [s for c in self.ids for s in with_controls((c,), LESION, draws, seed)]
-        return specs + (with_controls(self.ids, LESION, draws, seed) if self.union else [])
+        specs = [s for c in self.ids for s in self.controls((c,), LESION)]
+        return specs + (self.controls(self.ids, LESION) if self.union else [])
 
     def preserve_specs(self) -> list[MaskSpec]:
-        draws, seed = self.config.draws, self.config.seed
-        return [s for m in range(1, self.curve_len + 1) for s in with_controls(self.order[:m], PRESERVE, draws, seed)]
+        return [s for m in range(1, self.curve_len + 1) for s in self.controls(self.order[:m], PRESERVE)]
 
     @property
     def total_channels(self) -> int:
@@ -135,8 +147,9 @@ def _rows_per_pass(lm: LoadedModel, units: list[Unit], batch_tokens: int) -> int
     return max(1, min(batch_tokens // longest, LOGIT_BYTES // (4 * scored * _vocab_size(lm.model))))
 
 
-def prepare(lm: LoadedModel, template: Template, config: ExperimentConfig, progress: ProgressFn) -> Run:
-    """Check everything and read the held-out units: the run, before any measuring."""
+def prepare(lm: LoadedModel, template: Template, config: ExperimentConfig, progress: ProgressFn,
+            exclude: Optional[set[str]] = None) -> Run:
+    """Check everything and read the held-out units (without ``exclude``'s prompts too): the run, before any measuring."""
     config.validate()
     layout = layout_of(lm.model)
     warnings = [w for w in [template.check_fits(layout, lm.model_id)] if w]
@@ -150,6 +163,8 @@ def prepare(lm: LoadedModel, template: Template, config: ExperimentConfig, progr
                        "control: it has no row, and the preservation curve stops where its random keeps stop fitting.")
     progress(Progress("loading", 0, 1, "", "Reading held-out prompts"))
     used, notes = template_prompts(template)
+    if exclude:
+        used = (used or set()) | exclude
     units, text_notes = text_units(lm, config, used)
     n_text, task = len(units), None
     if config.task is not None:
