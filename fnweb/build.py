@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
+
 from . import __version__
 from .archs import DEFAULT_SITE, check_site, layout_of
 from .capture import capture
@@ -79,6 +81,7 @@ class BuildResult:
     seconds: dict  # per phase
     n_tokens: int
     path: Optional[Path] = None
+    maps: Optional[np.ndarray] = None  # the decomposition's oriented maps (channels, k), before thresholding
 
 
 def build_template(
@@ -140,7 +143,7 @@ def build_template(
     stop.check()  # a stop during the last phase still leaves nothing behind
     path = template.save(output) if output is not None else None
     progress(Progress("done", 1, 1, "", "Done"))
-    return BuildResult(template=template, seconds=seconds, n_tokens=acts.n_tokens, path=path)
+    return BuildResult(template=template, seconds=seconds, n_tokens=acts.n_tokens, path=path, maps=result.maps)
 
 
 def _add_cards(lm, template: Template, config: BuildConfig, made, progress: ProgressFn, stop: StopFlag) -> dict:

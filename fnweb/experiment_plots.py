@@ -1,9 +1,12 @@
 """Plotly figures of an experiment result: lesion bars and the preservation curve.
 
 - ``lesion_figure``: per component (and the union), one metric of a lesion (the change
-  in cross-entropy by default; any of ``LESION_METRICS`` the result measured) beside
-  random neurons of the same per-layer sizes (mean over draws, error bars one standard
-  deviation), with the ratio over each pair for an effect size.
+  in cross-entropy by default; any of ``LESION_METRICS`` the result measured, e.g. task
+  accuracy with chance drawn as a line) beside random neurons of the same per-layer
+  sizes (mean over draws, error bars one standard deviation), with the ratio over each
+  pair for an effect size; the network's error bars are its 95 % bootstrap interval
+  over prompts, and a star marks the components that survive the Holm-corrected
+  permutation test.
 - ``preservation_figure``: one metric (cross-entropy by default; any of
   ``CURVE_METRICS`` measured) against the share of neurons kept, for the top-m
   components and for random keeps of the same sizes, with the unchanged model as a
@@ -22,7 +25,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from .errors import FnwebError
-from .experiment_results import CURVE_METRICS, LESION_METRICS, ExperimentResult, units_of
+from .experiment_results import CURVE_METRICS, LESION_METRICS, ExperimentResult, survives, units_of
 from .experiment_tables import measured
 from .io import write_atomic
 from .metrics import METRICS
@@ -52,16 +55,42 @@ def _pct(share: float) -> str:
     return f"{100 * share:.1f} %" if share >= 0.001 else f"{100 * share:.2f} %"
 
 
+def _network_errors(rows, metric: str) -> dict:
+    """Asymmetric error bars of the network's values: their 95 % bootstrap intervals, where the rows have them."""
+    stats = [r.tests.get(metric) for r in rows]
+    if not any(s is not None and s.low is not None for s in stats):
+        return dict(visible=False)
+    value = [r.network.get(metric) for r in rows]
+    return dict(type="data", visible=True, symmetric=False, color="#7a1315",
+                array=[None if s is None or s.high is None or v is None else s.high - v for s, v in zip(stats, value)],
+                arrayminus=[None if s is None or s.low is None or v is None else v - s.low
+                            for s, v in zip(stats, value)])
+
+
+def _marks(result: ExperimentResult, metric: str) -> list[str]:
+    """Each bar's label: the ratio to random, and a star where the component survives Holm's correction."""
+    marks = []
+    for row in result.lesion_rows:
+        times = row.ratio.get(metric)
+        text = "" if times is None else f"{times:.1f}x"
+        marks.append((text + " ★").strip() if row in result.rows and survives(row, result.level) else text)
+    return marks
+
+
 def lesion_figure(result: ExperimentResult, metric: str = "dce") -> go.Figure:
-    """Bars: each component lesioned against its random control (error bars: spread over draws)."""
+    """Bars: each component lesioned against its random control (error bars: interval over prompts; spread over draws).
+
+    A star marks the components whose Holm-corrected permutation test survives; for
+    accuracy, a dotted line marks chance.
+    """
     rows = result.lesion_rows
     _check(metric, rows, LESION_METRICS)
     labels = [f"{'all' if r.component == 'union' else 'c' + r.component}<br>{_pct(r.share)}" for r in rows]
-    ratios = [r.ratio.get(metric) for r in rows]
     draws = result.settings.get("draws", "")
     fig = go.Figure([
-        go.Bar(name="network lesioned", x=labels, y=[r.network.get(metric) for r in rows], marker_color=NETWORK,
-               text=["" if q is None else f"{q:.1f}x" for q in ratios], textposition="outside",
+        go.Bar(name=f"network lesioned (★ survives Holm at {result.level:g})", x=labels,
+               y=[r.network.get(metric) for r in rows], marker_color=NETWORK, error_y=_network_errors(rows, metric),
+               text=_marks(result, metric), textposition="outside",
                hovertemplate="%{x}: %{y:.4f}<extra>network lesioned</extra>"),
         go.Bar(name=f"random {units_of(result)}, same per-layer sizes ({draws} draws)", x=labels,
                y=[r.random[metric].mean for r in rows], marker_color=RANDOM,
@@ -69,6 +98,10 @@ def lesion_figure(result: ExperimentResult, metric: str = "dce") -> go.Figure:
                hovertemplate="%{x}: %{y:.4f}<extra>random control</extra>"),
     ])
     fig.update_layout(barmode="group")
+    chance = (result.task or {}).get("chance") if metric == "acc" else None
+    if rows and chance is not None:
+        fig.add_hline(y=chance, line=dict(color=BASE, dash="dot"), annotation_text=f"chance ({chance:.2f})",
+                      annotation_position="bottom right")
     return _layout(fig, "Lesion effect per component against random controls", result,
                    f"component (share of {units_of(result)})", METRICS[metric].axis_title())
 
@@ -104,7 +137,10 @@ def write_figures(result: ExperimentResult, folder: str | Path, stem: str = "exp
 
     folder = Path(folder)
     paths = {"plotly.js": write_atomic(folder / "plotly.min.js", get_plotlyjs())}
-    for name, fig in (("lesion", lesion_figure(result)), ("preservation", preservation_figure(result))):
+    figures = [("lesion", lesion_figure(result)), ("preservation", preservation_figure(result))]
+    if result.baseline_acc is not None:
+        figures.append(("accuracy", lesion_figure(result, "acc")))
+    for name, fig in figures:
         html = fig.to_html(include_plotlyjs="directory", full_html=True)
         paths[name] = write_atomic(folder / f"{stem}_{name}.html", html)
     return paths

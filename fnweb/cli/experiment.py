@@ -18,11 +18,12 @@ from dataclasses import replace
 from ..cards import component_labels
 from ..experiment_plots import write_figures
 from ..experiment_tables import table_text
-from ..experiments import IN_PROGRESS, STOPPED, ExperimentConfig, experiment_stream
+from ..experiments import DEFAULT_DRAWS, IN_PROGRESS, MAX_DRAWS, STOPPED, ExperimentConfig, experiment_stream
 from ..io import check_writable_folder
 from ..masks import component_ids_from_text
 from ..models import DTYPES, EMBEDDED_ID, ModelRequest, load_model
 from ..prompts import FORMATS, PromptSource, builtin_sets
+from ..tasks import TASKS
 from ..templates import Template
 from . import run_cli
 from .buildtemplates import _printer
@@ -39,7 +40,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("template", help="template file (global_templates.json) or its folder")
     p.add_argument("heldout", nargs="+", help="held-out prompt sets: Hub datasets, local files, or builtin:NAME")
     p.add_argument("--samples_per_dataset", type=int, default=20, help="held-out prompts per set, 0 = all (20)")
-    p.add_argument("--draws", type=int, default=5, help="random-control draws per condition (5)")
+    p.add_argument("--draws", type=int, default=DEFAULT_DRAWS,
+                   help=f"random-control draws per condition, 1 to {MAX_DRAWS} ({DEFAULT_DRAWS})")
     p.add_argument("--seed", type=int, default=0, help="held-out sampling and random draws (0)")
     p.add_argument("--output", default="./experiment/", help="output folder (./experiment/)")
     p.add_argument("--components", default=None, help="components to test, e.g. '0,3,5' (all)")
@@ -49,9 +51,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keep_overlap", action="store_true",
                    help="keep held-out prompts the template was built from (warns how many)")
     p.add_argument("--no_curve", action="store_true", help="skip the preservation curve")
+    p.add_argument("--task", choices=list(TASKS), default=None,
+                   help="also measure accuracy on a labelled task under each lesion: " +
+                        "; ".join(f"{t.name}: {t.description}" for t in TASKS.values()))
+    p.add_argument("--task_items", type=int, default=0, help="task items, 0 = all (0)")
+    p.add_argument("--task_source", default=None,
+                   help="another labelled set for the task (a file with the task's fields; default: its built-in set)")
     p.add_argument("--mcq", nargs="?", const="builtin:mcq", default=None,
-                   help="also measure multiple-choice accuracy (builtin:mcq, or a file with question/choices/answer)")
-    p.add_argument("--mcq_items", type=int, default=0, help="multiple-choice items, 0 = all (0)")
+                   help="the same as --task mcq (with a multiple-choice file, --task_source too)")
     p.add_argument("--template_format", choices=list(FORMATS), default="auto", help="prompt format (auto)")
     p.add_argument("--batch_tokens", type=int, default=4096, help="rows x tokens per forward pass (4096)")
     p.add_argument("--no_figures", action="store_true", help="skip the HTML figures")
@@ -72,7 +79,8 @@ def config_from(args) -> ExperimentConfig:
         max_tokens=args.max_tokens, score=args.score,
         components=component_ids_from_text(args.components) if args.components else None,
         exclude_template_prompts=not args.keep_overlap, curve=not args.no_curve,
-        mcq=PromptSource(args.mcq) if args.mcq else None, mcq_items=args.mcq_items,
+        task="mcq" if args.mcq and not args.task else args.task, task_items=args.task_items,
+        task_source=args.task_source or (args.mcq if args.mcq and args.mcq != "builtin:mcq" else None),
         prompt_format=args.template_format, batch_tokens=args.batch_tokens,
     )
 

@@ -10,10 +10,13 @@ from typing import Optional
 
 from ..errors import FnwebError
 from ..prompts import PromptSource
+from ..significance import LEVEL
+from ..tasks import get_task
 
 SCORES = ("response", "all")
 MIN_PROMPTS = 4  # below this a mean over prompts is one text's quirks
-MAX_DRAWS = 50
+DEFAULT_DRAWS = 20  # random controls per condition: the smallest permutation p is 1 / 21
+MAX_DRAWS = 200  # each draw is one more forward row per condition and prompt; 199 let the strongest of 10 pass Holm
 
 
 @dataclass
@@ -22,15 +25,17 @@ class ExperimentConfig:
 
     sources: list[PromptSource] = field(default_factory=list)  # held-out prompt sets
     samples_per_dataset: int = 20  # held-out prompts per set (0: all that are left)
-    draws: int = 5  # seeded random controls per condition
+    draws: int = DEFAULT_DRAWS  # seeded random controls per condition (the permutation test's null)
     seed: int = 0  # held-out sampling and random draws
     max_tokens: int = 128  # per prompt + response
     score: str = "response"  # response: score the response's tokens | all: every next token
     components: Optional[list[int]] = None  # None: every component of the template
     exclude_template_prompts: bool = True  # leave out held-out prompts the template was built from
     curve: bool = True  # measure the preservation curve
-    mcq: Optional[PromptSource] = None  # a multiple-choice set for accuracy, e.g. builtin:mcq
-    mcq_items: int = 0  # items of it (0: all)
+    task: Optional[str] = None  # a labelled task of fnweb.tasks.TASKS for accuracy (sentiment, mcq, arithmetic)
+    task_items: int = 0  # items of it (0: all)
+    task_source: Optional[str] = None  # another labelled set for the task (None: the task's own)
+    level: float = LEVEL  # family-wise error rate for the Holm-corrected permutation tests
     prompt_format: str = "auto"  # auto | chat | alpaca | chatml | basic
     batch_tokens: int = 4096  # rows x length per forward pass (lower it to save memory)
 
@@ -38,7 +43,9 @@ class ExperimentConfig:
         if not self.sources:
             raise FnwebError("No held-out prompt set chosen: pick a built-in set, a file or a Hub dataset.")
         if not 1 <= self.draws <= MAX_DRAWS:
-            raise FnwebError(f"Random draws must lie between 1 and {MAX_DRAWS} (got {self.draws}).")
+            raise FnwebError(f"Random draws must lie between 1 and {MAX_DRAWS} (got {self.draws}): each draw is one "
+                             "more forward pass per condition and prompt, so more would take too long. Lower the "
+                             "draws, or test fewer components (Holm needs fewer draws for fewer tests).")
         if self.samples_per_dataset < 0:
             raise FnwebError(f"Prompts per set must be 0 (all) or more (got {self.samples_per_dataset}).")
         if not 2 <= self.max_tokens <= 8192:
@@ -47,5 +54,9 @@ class ExperimentConfig:
             raise FnwebError(f"Unknown scoring '{self.score}'; choose response or all.")
         if self.batch_tokens < 1:
             raise FnwebError(f"Batch tokens must be at least 1 (got {self.batch_tokens}).")
-        if self.mcq_items < 0:
-            raise FnwebError(f"Multiple-choice items must be 0 (all) or more (got {self.mcq_items}).")
+        if self.task is not None:
+            get_task(self.task)  # an unknown task fails here, with the list of tasks
+        if self.task_items < 0:
+            raise FnwebError(f"Task items must be 0 (all) or more (got {self.task_items}).")
+        if not 0.0 < self.level < 1.0:
+            raise FnwebError(f"The significance level must lie between 0 and 1 (got {self.level}).")

@@ -15,24 +15,37 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+import numpy as np
+
 from ..archs import layout_of, unwrap
 from ..errors import FnwebError
 from ..interventions import INTERVENTIONS
 from ..masks import MaskSpec, layer_masks, masked_share, stacked_masks
 from ..models import LoadedModel
 from ..progress import Progress, ProgressFn
+from ..tasks import TaskData
 from ..templates import Template
 from .config import ExperimentConfig
-from .heldout import Unit, mcq_units, template_prompts, text_units
+from .heldout import Unit, split_units, task_units, template_prompts, text_units
 
 LOGIT_BYTES = 512 * 2**20  # float32 logits held per forward pass
 LESION, PRESERVE = INTERVENTIONS["lesion"].name, INTERVENTIONS["preserve"].name  # the two phases' interventions
 
 
-def with_controls(ids: Sequence[int], mode: str, draws: int, seed: int) -> list[MaskSpec]:
+def draw_seed(seed: int, draw: int, stream: int = 0) -> int:
+    """The random seed of a draw, from the experiment's seed, a stream (the template's build seed) and its number.
+
+    No two (seed, stream, draw) share one: experiments with seeds s and s + 1 share no
+    draw, nor do experiments on templates built with different seeds (their tests stay
+    independent).
+    """
+    return int(np.random.SeedSequence([seed, stream, draw]).generate_state(1)[0])
+
+
+def with_controls(ids: Sequence[int], mode: str, draws: int, seed: int, stream: int = 0) -> list[MaskSpec]:
     """The components' mask, then ``draws`` random masks of the same per-layer sizes."""
     ids = tuple(ids)
-    return [MaskSpec(ids, mode)] + [MaskSpec(ids, mode, random_seed=seed + d) for d in range(draws)]
+    return [MaskSpec(ids, mode)] + [MaskSpec(ids, mode, random_seed=draw_seed(seed, d, stream)) for d in range(draws)]
 
 
 @dataclass
@@ -41,13 +54,15 @@ class Phase:
     label: str  # for progress messages
     chunks: list[list[Optional[MaskSpec]]]  # rows of each forward pass; None = unchanged model
     masks: list[dict]  # stacked masks of each chunk
+    units: list[int]  # the units it measures, in order (indices into Run.units)
 
 
-def make_phase(name: str, label: str, template: Template, specs: list[MaskSpec], rows: int) -> Phase:
+def make_phase(name: str, label: str, template: Template, specs: list[MaskSpec], rows: int,
+               units: list[int]) -> Phase:
     """Chunks of at most ``rows`` rows, the unchanged model first (every mask built now, so bad ones fail early)."""
     ordered: list[Optional[MaskSpec]] = [None] + list(dict.fromkeys(specs))
     chunks = [ordered[i : i + rows] for i in range(0, len(ordered), rows)]
-    return Phase(name, label, chunks, [stacked_masks(template, chunk) for chunk in chunks])
+    return Phase(name, label, chunks, [stacked_masks(template, chunk) for chunk in chunks], units)
 
 
 @dataclass
@@ -59,30 +74,39 @@ class Run:
     config: ExperimentConfig
     site: str
     ids: list[int]  # the components studied
-    units: list[Unit]  # held-out texts first, then multiple-choice options
+    units: list  # held-out texts (Unit) first, then the task's units (TaskUnit)
     n_text: int
-    answers: list[int]  # right choice per multiple-choice item
-    n_choices: list[int]  # choices per multiple-choice item
+    task: Optional[TaskData]  # the labelled task whose units follow the texts
+    order_units: list[int]  # texts that decide the preservation curve's order...
+    score_units: list[int]  # ...and the disjoint texts it is scored on
     rows_per_pass: int
     n_layers: int
     width: int  # channels per layer at the site
     warnings: list[str]
     tally: dict = field(default_factory=dict)  # spec (None: unchanged) -> (units, metrics + 1): sums, then tokens
+    scores: dict = field(default_factory=dict)  # spec -> task unit index -> its candidates' CandidateScores
     done: dict = field(default_factory=dict)  # phase name -> units measured
     shares: dict = field(default_factory=dict)  # spec -> share of channels selected / kept
     union: bool = True  # the union's random control fits (see controllable)
-    order: list[int] = field(default_factory=list)  # components by lesion effect, strongest first
+    order: list[int] = field(default_factory=list)  # components by lesion effect on order_units, strongest first
     curve_len: int = 0  # points of the preservation curve whose random keeps fit
     started: float = field(default_factory=time.monotonic)
 
+    @property
+    def stream(self) -> int:
+        """The draws' stream: the template's build seed (templates of other seeds draw other controls)."""
+        return int(self.template.meta.seed or 0) if self.template.meta else 0
+
+    def controls(self, ids: Sequence[int], mode: str) -> list[MaskSpec]:
+        """The components' spec, then their random draws (``with_controls`` with this run's seeds)."""
+        return with_controls(ids, mode, self.config.draws, self.config.seed, self.stream)
+
     def lesion_specs(self) -> list[MaskSpec]:
-        draws, seed = self.config.draws, self.config.seed
-        specs = [s for c in self.ids for s in with_controls((c,), LESION, draws, seed)]
-        return specs + (with_controls(self.ids, LESION, draws, seed) if self.union else [])
+        specs = [s for c in self.ids for s in self.controls((c,), LESION)]
+        return specs + (self.controls(self.ids, LESION) if self.union else [])
 
     def preserve_specs(self) -> list[MaskSpec]:
-        draws, seed = self.config.draws, self.config.seed
-        return [s for m in range(1, self.curve_len + 1) for s in with_controls(self.order[:m], PRESERVE, draws, seed)]
+        return [s for m in range(1, self.curve_len + 1) for s in self.controls(self.order[:m], PRESERVE)]
 
     @property
     def total_channels(self) -> int:
@@ -91,11 +115,19 @@ class Run:
     def chunks_for(self, n_specs: int) -> int:
         return math.ceil((n_specs + 1) / self.rows_per_pass)
 
+    @property
+    def task_units(self) -> list[int]:
+        return list(range(self.n_text, len(self.units)))
+
+    def phase_units(self, name: str) -> list[int]:
+        """The units a phase measures: every one for the lesions; the curve's scoring half and the task for the curve."""
+        return list(range(len(self.units))) if name == LESION else self.score_units + self.task_units
+
     def phase(self, name: str, label: str, specs: list[MaskSpec]) -> Phase:
         """The phase's passes; each condition's share of channels is noted for the result."""
         for spec in specs:
             self.shares.setdefault(spec, self.network_share(spec))
-        return make_phase(name, label, self.template, specs, self.rows_per_pass)
+        return make_phase(name, label, self.template, specs, self.rows_per_pass, self.phase_units(name))
 
     def network_share(self, spec: MaskSpec) -> float:
         """The share of the site's channels that is the condition's network: those lesioned, or those kept."""
@@ -115,8 +147,9 @@ def _rows_per_pass(lm: LoadedModel, units: list[Unit], batch_tokens: int) -> int
     return max(1, min(batch_tokens // longest, LOGIT_BYTES // (4 * scored * _vocab_size(lm.model))))
 
 
-def prepare(lm: LoadedModel, template: Template, config: ExperimentConfig, progress: ProgressFn) -> Run:
-    """Check everything and read the held-out units: the run, before any measuring."""
+def prepare(lm: LoadedModel, template: Template, config: ExperimentConfig, progress: ProgressFn,
+            exclude: Optional[set[str]] = None) -> Run:
+    """Check everything and read the held-out units (without ``exclude``'s prompts too): the run, before any measuring."""
     config.validate()
     layout = layout_of(lm.model)
     warnings = [w for w in [template.check_fits(layout, lm.model_id)] if w]
@@ -130,14 +163,16 @@ def prepare(lm: LoadedModel, template: Template, config: ExperimentConfig, progr
                        "control: it has no row, and the preservation curve stops where its random keeps stop fitting.")
     progress(Progress("loading", 0, 1, "", "Reading held-out prompts"))
     used, notes = template_prompts(template)
+    if exclude:
+        used = (used or set()) | exclude
     units, text_notes = text_units(lm, config, used)
-    n_text, answers = len(units), []
-    if config.mcq is not None:
-        choice_units, answers, mcq_notes = mcq_units(lm.tokenizer, config, used)
-        units, text_notes = units + choice_units, text_notes + mcq_notes
-    n_choices = [sum(1 for u in units if u.item == item) for item in range(len(answers))]
+    n_text, task = len(units), None
+    if config.task is not None:
+        task, task_notes = task_units(lm.tokenizer, config, used)
+        units, text_notes = units + list(task.units), text_notes + task_notes
+    order_units, score_units = split_units(n_text)
     site = template.infer_site(layout)
-    return Run(lm, template, config, site, list(ids), units, n_text, answers, n_choices,
+    return Run(lm, template, config, site, list(ids), units, n_text, task, order_units, score_units,
                _rows_per_pass(lm, units, config.batch_tokens), layout.n_layers, layout.width(site),
                warnings + skipped + notes + text_notes, union=union)
 
