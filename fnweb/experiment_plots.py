@@ -1,4 +1,4 @@
-"""Plotly figures of an experiment result: lesion bars and the preservation curve.
+"""Plotly figures of an experiment result: lesion bars, the preservation curve and the dose-response.
 
 - ``lesion_figure``: per component (and the union), one metric of a lesion (the change
   in cross-entropy by default; any of ``LESION_METRICS`` the result measured, e.g. task
@@ -11,6 +11,10 @@
   ``CURVE_METRICS`` measured) against the share of neurons kept, for the top-m
   components and for random keeps of the same sizes, with the unchanged model as a
   dashed line where the metric has a baseline level.
+- ``dose_figure``: the dose-response (when the experiment measured one): the change in
+  cross-entropy (or KL) with one component multiplied by each α, beside its random twins
+  of each control (mean over draws, error bars one standard deviation). Variant rows
+  (without massive channels, another control) are bars of the lesion figure, named so.
 
 Axis titles, number formats and which metrics there are come from ``fnweb.metrics``.
 
@@ -24,7 +28,9 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from .controls import CONTROLS
 from .errors import FnwebError
+from .evidence_results import DOSE_METRICS
 from .experiment_results import CURVE_METRICS, LESION_METRICS, ExperimentResult, survives, units_of
 from .experiment_tables import measured
 from .io import write_atomic
@@ -85,7 +91,8 @@ def lesion_figure(result: ExperimentResult, metric: str = "dce") -> go.Figure:
     """
     rows = result.lesion_rows
     _check(metric, rows, LESION_METRICS)
-    labels = [f"{'all' if r.component == 'union' else 'c' + r.component}<br>{_pct(r.share)}" for r in rows]
+    labels = [f"{'all' if r.component == 'union' else 'c' + r.component}<br>{r.variant + '<br>' if r.variant else ''}"
+              f"{_pct(r.share)}" for r in rows]
     draws = result.settings.get("draws", "")
     fig = go.Figure([
         go.Bar(name=f"network lesioned (★ survives Holm at {result.level:g})", x=labels,
@@ -131,6 +138,36 @@ def preservation_figure(result: ExperimentResult, metric: str = "ce") -> go.Figu
                    f"{units_of(result)} kept (% of all)", METRICS[metric].axis_title())
 
 
+def dose_figure(result: ExperimentResult, metric: str = "dce") -> go.Figure:
+    """Lines: the dose component multiplied by each α, against its random twins of each control (spread over draws)."""
+    dose = result.dose
+    if metric not in DOSE_METRICS:
+        raise FnwebError(f"Unknown metric '{metric}' for a dose-response; choose one of: {', '.join(DOSE_METRICS)}.")
+    points = dose.points if dose else []
+    x = [p.alpha for p in points]
+    traces = [go.Scatter(name=f"component {dose.component if dose else ''} × α", x=x,
+                         y=[p.network.get(metric) for p in points], mode="lines+markers",
+                         marker=dict(color=NETWORK, size=8), line=dict(color=NETWORK),
+                         hovertemplate="α %{x:g}: %{y:.4f}<extra>network</extra>")]
+    for control, dash in zip(dose.controls if dose else [], ("dot", "dash", "dashdot")):
+        traces.append(go.Scatter(
+            name=f"random twins × α, {CONTROLS[control].title} ({dose.draws} draws)", x=x,
+            y=[p.random[control][metric].mean for p in points], mode="lines+markers",
+            error_y=dict(type="data", visible=True, array=[p.random[control][metric].sd for p in points]),
+            marker=dict(color=RANDOM, size=7), line=dict(color=RANDOM, dash=dash),
+            hovertemplate=f"α %{{x:g}}: %{{y:.4f}}<extra>{control}</extra>"))
+    fig = go.Figure(traces)
+    level = result.baseline(metric)
+    if points and level is not None and metric != "ce":
+        fig.add_hline(y=level, line=dict(color=BASE, dash="dash"), annotation_text="unchanged model",
+                      annotation_position="bottom right")
+    if points:
+        fig.add_vline(x=1.0, line=dict(color="#cbd5e1", dash="dot"), annotation_text="α = 1: unchanged")
+    share = f" ({_pct(dose.share)} of {units_of(result)})" if dose else ""
+    return _layout(fig, f"Dose-response: component {dose.component if dose else ''}{share} scaled by α", result,
+                   "α (0: removed, 1: unchanged, above 1: amplified)", METRICS[metric].axis_title())
+
+
 def write_figures(result: ExperimentResult, folder: str | Path, stem: str = "experiment") -> dict[str, Path]:
     """Both figures as HTML beside one shared plotly.min.js (works offline), written atomically."""
     from plotly.offline import get_plotlyjs
@@ -140,6 +177,8 @@ def write_figures(result: ExperimentResult, folder: str | Path, stem: str = "exp
     figures = [("lesion", lesion_figure(result)), ("preservation", preservation_figure(result))]
     if result.baseline_acc is not None:
         figures.append(("accuracy", lesion_figure(result, "acc")))
+    if result.dose is not None:
+        figures.append(("dose", dose_figure(result)))
     for name, fig in figures:
         html = fig.to_html(include_plotlyjs="directory", full_html=True)
         paths[name] = write_atomic(folder / f"{stem}_{name}.html", html)

@@ -26,6 +26,7 @@ from typing import Optional
 
 from .archs import DEFAULT_SITE, SITES
 from .errors import FnwebError
+from .evidence_results import DoseCurve, dose_sentence, variant_sentences
 from .io import read_text, write_atomic
 from .metrics import METRICS, Stat
 from .significance import LEVEL, draws_needed, smallest_p
@@ -53,6 +54,9 @@ class LesionRow:
     densest_share: float = 0.0  # that share of the layer's channels
     stability: Optional[float] = None  # the component's map stability from its template's build (None: unknown)
     tests: dict[str, Stat] = field(default_factory=dict)  # metric -> Stat: p, p_holm; dce, excess, acc with intervals
+    control: str = "layer"  # how its random twins were drawn (fnweb.controls.CONTROLS)
+    massive: str = "keep"  # what it did with massive-activation channels (fnweb.controls.MASSIVE)
+    variant: str = ""  # a variant row's difference from its component's main row ("" for a main row)
 
 
 @dataclass
@@ -85,11 +89,13 @@ class ExperimentResult:
     partial_note: str = ""  # what a partial result covers
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    variants: list[LesionRow] = field(default_factory=list)  # rows again without massive channels, or vs another control
+    dose: Optional[DoseCurve] = None  # a component scaled by each factor α against its twins
 
     @property
     def lesion_rows(self) -> list[LesionRow]:
-        """The rows, the union last."""
-        return self.rows + ([self.union] if self.union else [])
+        """The rows, the union, then the variant rows."""
+        return self.rows + ([self.union] if self.union else []) + self.variants
 
     def baseline(self, metric: str) -> Optional[float]:
         """The unchanged model's value of a metric: measured (ce, acc), or fixed by its definition (kl: 0)."""
@@ -137,6 +143,8 @@ class ExperimentResult:
             values["rows"] = [_row(LesionRow, r) for r in data["rows"]]
             values["union"] = _row(LesionRow, data["union"]) if data.get("union") else None
             values["curve"] = [_row(CurvePoint, p) for p in data["curve"]]
+            values["variants"] = [_row(LesionRow, r) for r in data.get("variants", [])]
+            values["dose"] = DoseCurve.from_dict(data["dose"]) if data.get("dose") else None
             return cls(**values)
         except (KeyError, TypeError, AttributeError) as exc:
             raise FnwebError(f"Not an fnweb experiment result ({type(exc).__name__}: {exc}).") from exc
@@ -162,6 +170,7 @@ class ExperimentResult:
             "json": write_atomic(folder / f"{stem}.json", self.to_json()),
             "components": write_atomic(folder / f"{stem}_components.csv", self.components_csv()),
             "curve": write_atomic(folder / f"{stem}_curve.csv", self.curve_csv()),
+            **({"dose": write_atomic(folder / f"{stem}_dose.csv", self.dose.dose_csv())} if self.dose else {}),
         }
 
     # ---- words ----
@@ -220,6 +229,11 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
     for row in rows:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
     return out.getvalue()
+
+
+def row_name(row: LesionRow) -> str:
+    """A row's name for people: its component (or union), and a variant's difference."""
+    return f"{row.component} ({row.variant})" if row.variant else row.component
 
 
 def ratio(value: float, control: float) -> Optional[float]:
@@ -345,6 +359,7 @@ def reading(result: ExperimentResult) -> str:
         f"{_lesion_sentence(strongest, draws, units_of(result))}{_interval_words(strongest)}. " + _beating(result, draws)
     )
     text += _union_sentence(result) + _curve_sentence(result)
+    text += variant_sentences(result.rows, result.variants) + dose_sentence(result.dose)
     union_acc = result.union.network.get("acc") if result.union is not None else None
     if result.baseline_acc is not None and union_acc is not None and result.task:
         task = result.task

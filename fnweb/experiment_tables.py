@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from .experiment_results import CURVE_METRICS, LESION_METRICS, ExperimentResult, survives
+from .experiment_results import CURVE_METRICS, LESION_METRICS, ExperimentResult, row_name, survives
 from .metrics import METRICS
 
 MISSING = "—"
@@ -78,7 +78,7 @@ def lesion_table(result: Optional[ExperimentResult]) -> tuple[list[str], list[li
     keys = measured(rows, LESION_METRICS)  # nothing measured yet: no metric columns
     tests = _test_headers(rows)
     headers = ["component", "neurons", "share", *_metric_headers(keys, True), *tests, "stability", "prompts"]
-    cells = [[r.component, r.neurons, _share(r.share), *_metric_cells(r, keys, True),
+    cells = [[row_name(r), r.neurons, _share(r.share), *_metric_cells(r, keys, True),
               *(_test_cells(r, result) if tests else []),
               MISSING if r.stability is None else f"{r.stability:.2f}", r.prompts] for r in rows]
     return headers, cells

@@ -20,13 +20,15 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .. import __version__
+from ..evidence_results import DOSE_METRICS, DoseCurve, DosePoint
 from ..experiment_results import CURVE_METRICS, LESION_METRICS, CurvePoint, ExperimentResult, LesionRow, ratio
-from ..masks import MaskSpec
+from ..masks import MaskSpec, chosen_neurons
 from ..metrics import METRICS, Stat, stat_of
 from ..significance import BOOTSTRAPS, bootstrap_interval, holm, permutation_p, resample_weights
 from ..templates import Template
 from .measure import CE, TOKENS, task_accuracy, token_means, token_sums
 from .plan import LESION, PRESERVE, Run
+from .variants import Variant, dose_share_spec
 
 IN_PROGRESS, STOPPED = "In progress", "Stopped by request"  # how a partial result's note begins
 
@@ -57,7 +59,7 @@ def _compared(run: Run, specs: list[MaskSpec], units: tuple, base_ce: float, key
 
 def order(run: Run) -> list[int]:
     """The components by their lesion's cross-entropy on the ordering half of the texts, strongest first."""
-    effect = {c: token_means(run, run.controls((c,), LESION)[0], run.order_units)[0]["ce"] for c in run.ids}
+    effect = {c: token_means(run, run.row_specs((c,))[0], run.order_units)[0]["ce"] for c in run.ids}
     return sorted(run.ids, key=lambda c: (-effect[c], c))
 
 
@@ -82,18 +84,38 @@ def _tests(run: Run, specs: list[MaskSpec], texts: list[int], tasks: list[int], 
     return tests
 
 
-def _lesion_row(run: Run, name: str, ids: Sequence[int], weights: np.ndarray, base_ce: float) -> LesionRow:
-    specs = run.controls(ids, LESION)
+def _lesion_row(run: Run, name: str, ids: Sequence[int], weights: np.ndarray, base_ce: float,
+                variant: Optional[Variant] = None) -> LesionRow:
+    specs = run.row_specs(ids) if variant is None else run.variant_specs(variant)
     texts, tasks = measured_units(run, LESION)
     network, random_, ratios = _compared(run, specs, (texts, tasks), base_ce, LESION_METRICS, network_only=("ce",))
-    per_layer = {layer: len(ch) for layer, ch in run.template.neurons(ids).items()}
+    per_layer = {layer: len(ch) for layer, ch in chosen_neurons(run.template, specs[0]).items() if len(ch)}
     densest = max(per_layer, key=lambda layer: (per_layer[layer], -layer), default=-1)
     return LesionRow(
         component=name, ids=list(ids), neurons=sum(per_layer.values()), share=run.shares[specs[0]],
         prompts=len(texts), network=network, random=random_, ratio=ratios, densest_layer=densest,
         densest_share=per_layer.get(densest, 0) / run.width, stability=_stability(run.template, ids),
         tests=_tests(run, specs, texts, tasks, weights, network, random_),
+        control=specs[1].control, massive=variant.massive if variant else run.config.massive,
+        variant=variant.label if variant else "",
     )
+
+
+def _dose(run: Run, base_ce: float) -> Optional[DoseCurve]:
+    """The dose component at each factor, beside its twins of each control (None: no dose-response asked)."""
+    if not run.dose_controls:
+        return None
+    texts, tasks = measured_units(run, LESION)
+    points = []
+    for alpha in run.config.dose_alphas:
+        random_ = {}
+        for control in run.dose_controls:
+            network, random_[control], _ = _compared(run, run.dose_specs(alpha, control), (texts, tasks), base_ce,
+                                                     DOSE_METRICS)
+        points.append(DosePoint(alpha=alpha, network=network, random=random_))
+    share = run.network_share(dose_share_spec(run.config))
+    return DoseCurve(component=int(run.config.dose_component), share=share, draws=run.config.dose_draws,
+                     prompts=len(texts), controls=list(run.dose_controls), points=points)
 
 
 def _stability(template: Template, ids: Sequence[int]) -> Optional[float]:
@@ -126,6 +148,9 @@ def _settings(run: Run) -> dict:
         "bootstraps": BOOTSTRAPS, "order_prompts": len(run.order_units), "curve_prompts": len(run.score_units),
         "task": config.task, "task_source": run.task.source if run.task else None,
         "task_items": len(run.task.items) if run.task else 0, "fnweb_version": __version__,
+        "intervention": config.intervention, "alpha": config.alpha, "control": config.control,
+        "massive": config.massive, "also_control": config.also_control,
+        "massive_channels": [list(x) for x in run.template.stats.massive] if run.template.stats else None,
     }
 
 
@@ -158,12 +183,19 @@ def assemble(run: Run, finished: bool, stopped: bool = False) -> ExperimentResul
     for row, adjusted in zip(rows, holm([r.tests["p"].mean for r in rows])):
         row.tests["p_holm"] = Stat(adjusted)
     union = _lesion_row(run, "union", run.ids, weights, base_ce) if texts and run.union else None
+    variants = [_lesion_row(run, str(v.component), (v.component,), weights, base_ce, v) for v in run.variants
+                ] if texts else []
+    for label in dict.fromkeys(v.variant for v in variants):  # Holm within each family of variant rows
+        family = [v for v in variants if v.variant == label]
+        for row, adjusted in zip(family, holm([r.tests["p"].mean for r in family])):
+            row.tests["p_holm"] = Stat(adjusted)
     curve = [_curve_point(run, m) for m in range(1, run.curve_len + 1)] if run.done.get(PRESERVE) else []
     baseline = task_accuracy(run, None, tasks)
     return ExperimentResult(
         baseline_ce=base_ce if texts else 0.0, rows=rows, union=union, curve=curve, settings=_settings(run),
         prompts=run.n_text, tokens=int(sum(len(u.ids) - u.first for u in run.units[: run.n_text])),
-        baseline_acc=baseline.accuracy if baseline else None, task=_task_summary(run, tasks),
+        baseline_acc=baseline.accuracy if baseline else None, task=_task_summary(run, tasks), variants=variants,
+        dose=_dose(run, base_ce) if texts else None,
         partial=not finished, partial_note="" if finished else _partial_note(run, stopped),
         warnings=list(run.warnings), seconds=round(time.monotonic() - run.started, 2),
     )

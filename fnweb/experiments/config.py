@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..controls import CONTROLS, DEFAULT_CONTROL, DEFAULT_MASSIVE, MASSIVE, check_choice
 from ..errors import FnwebError
+from ..interventions import DEFAULT_INTERVENTION, INTERVENTIONS, check_alpha
 from ..prompts import PromptSource
 from ..significance import LEVEL
 from ..tasks import get_task
@@ -17,6 +19,9 @@ SCORES = ("response", "all")
 MIN_PROMPTS = 4  # below this a mean over prompts is one text's quirks
 DEFAULT_DRAWS = 20  # random controls per condition: the smallest permutation p is 1 / 21
 MAX_DRAWS = 200  # each draw is one more forward row per condition and prompt; 199 let the strongest of 10 pass Holm
+DOSE_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)  # the dose-response's factors: removal to amplification
+MAX_DOSES = 16  # factors of one dose-response (each is 1 + draws x controls rows per prompt)
+DOSE_DRAWS = 5  # random twins per factor and control: a band, not a test
 
 
 @dataclass
@@ -38,6 +43,17 @@ class ExperimentConfig:
     level: float = LEVEL  # family-wise error rate for the Holm-corrected permutation tests
     prompt_format: str = "auto"  # auto | chat | alpaca | chatml | basic
     batch_tokens: int = 4096  # rows x length per forward pass (lower it to save memory)
+    # What each row does, and against which random twins (fnweb.interventions, fnweb.controls):
+    intervention: str = DEFAULT_INTERVENTION  # on the network's channels: lesion, mean or scale
+    alpha: Optional[float] = None  # the factor of an intervention that takes one (scale)
+    control: str = DEFAULT_CONTROL  # how the random twins are drawn: layer | magnitude
+    massive: str = DEFAULT_MASSIVE  # massive-activation channels: keep | undrawn (never drawn) | spared (left alone)
+    also_control: Optional[str] = None  # another control: every row again, against twins drawn by it (a variant row)
+    outlier_rows: bool = True  # a variant row without its massive channels, per component holding one (statistics)
+    dose_component: Optional[int] = None  # a component scaled by each of dose_alphas against its random twins
+    dose_alphas: tuple[float, ...] = DOSE_ALPHAS
+    dose_controls: tuple[str, ...] = tuple(CONTROLS)  # the dose's twins (those needing statistics only with them)
+    dose_draws: int = DOSE_DRAWS
 
     def validate(self) -> None:
         if not self.sources:
@@ -60,3 +76,32 @@ class ExperimentConfig:
             raise FnwebError(f"Task items must be 0 (all) or more (got {self.task_items}).")
         if not 0.0 < self.level < 1.0:
             raise FnwebError(f"The significance level must lie between 0 and 1 (got {self.level}).")
+        if self.seed < 0:
+            raise FnwebError(f"The seed must be a whole number from 0 up (got {self.seed}).")
+        self._check_evidence()
+
+    def _check_evidence(self) -> None:
+        """The intervention, the controls and the dose-response: names from their tables, factors in range."""
+        check_choice(self.intervention, INTERVENTIONS, "intervention")
+        if not INTERVENTIONS[self.intervention].acts_on_network:
+            acting = [name for name, i in INTERVENTIONS.items() if i.acts_on_network]
+            raise FnwebError(f"Each row changes its component's own channels: choose {' or '.join(acting)} (the "
+                             f"preservation curve is where '{self.intervention}' is measured).")
+        if INTERVENTIONS[self.intervention].takes_alpha or self.alpha is not None:
+            self.alpha = check_alpha(self.alpha)
+        for control in (self.control, self.also_control, *self.dose_controls):
+            if control is not None:
+                check_choice(control, CONTROLS, "control")
+        check_choice(self.massive, MASSIVE, "massive-channel policy")
+        if self.dose_component is None:
+            return
+        if int(self.dose_component) != self.dose_component or self.dose_component < 0:
+            raise FnwebError(f"The dose-response component must be a component id (got {self.dose_component}).")
+        if not 2 <= len(self.dose_alphas) <= MAX_DOSES or len(set(self.dose_alphas)) != len(self.dose_alphas):
+            raise FnwebError(f"A dose-response needs 2 to {MAX_DOSES} different factors α (got "
+                             f"{list(self.dose_alphas)}).")
+        self.dose_alphas = tuple(sorted(check_alpha(a) for a in self.dose_alphas))
+        if not self.dose_controls:
+            raise FnwebError(f"A dose-response needs at least one control to compare with: {' or '.join(CONTROLS)}.")
+        if not 1 <= self.dose_draws <= MAX_DRAWS:
+            raise FnwebError(f"Dose-response draws must lie between 1 and {MAX_DRAWS} (got {self.dose_draws}).")

@@ -1,7 +1,9 @@
 """What an experiment runs: the conditions of each phase, in chunks of rows per forward pass, and the run's state.
 
-A condition is a ``MaskSpec``: a component (or several) lesioned or kept, or one of
-``draws`` seeded random controls of the same per-layer sizes. ``prepare`` checks the
+A condition is a ``MaskSpec``: a component (or several) lesioned (or mean-ablated, or
+scaled: the config's intervention) or kept, or one of ``draws`` seeded random controls of
+the same per-layer sizes (drawn as the config's control says); the lesion phase also
+holds the variant rows' and the dose-response's conditions (``variants``). ``prepare`` checks the
 inputs (the template fits the model, the components can each have a random control),
 reads the held-out units and sizes the passes; it returns the ``Run`` that measuring
 fills. Components whose random control cannot be drawn (they take over half of a
@@ -15,9 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-import numpy as np
-
 from ..archs import layout_of, unwrap
+from ..controls import draw_seed
 from ..errors import FnwebError
 from ..interventions import INTERVENTIONS
 from ..masks import MaskSpec, layer_masks, masked_share, stacked_masks
@@ -27,25 +28,23 @@ from ..tasks import TaskData
 from ..templates import Template
 from .config import ExperimentConfig
 from .heldout import Unit, split_units, task_units, template_prompts, text_units
+from .variants import DOSE, Variant, check_statistics, dose_controls, plan_variants, spill_notes
 
 LOGIT_BYTES = 512 * 2**20  # float32 logits held per forward pass
 LESION, PRESERVE = INTERVENTIONS["lesion"].name, INTERVENTIONS["preserve"].name  # the two phases' interventions
 
 
-def draw_seed(seed: int, draw: int, stream: int = 0) -> int:
-    """The random seed of a draw, from the experiment's seed, a stream (the template's build seed) and its number.
+def with_controls(ids: Sequence[int], mode: str, draws: int, seed: int, stream: int = 0, **fields) -> list[MaskSpec]:
+    """The components' mask, then ``draws`` random masks of the same per-layer sizes.
 
-    No two (seed, stream, draw) share one: experiments with seeds s and s + 1 share no
-    draw, nor do experiments on templates built with different seeds (their tests stay
-    independent).
+    ``draw_seed`` (fnweb.controls) gives draw d its seed: no two (seed, stream, draw) share
+    one, so experiments with seeds s and s + 1 share no draw, nor do experiments on
+    templates of different build seeds. ``fields``: the masks' other ``MaskSpec`` fields
+    (control, massive, alpha).
     """
-    return int(np.random.SeedSequence([seed, stream, draw]).generate_state(1)[0])
-
-
-def with_controls(ids: Sequence[int], mode: str, draws: int, seed: int, stream: int = 0) -> list[MaskSpec]:
-    """The components' mask, then ``draws`` random masks of the same per-layer sizes."""
     ids = tuple(ids)
-    return [MaskSpec(ids, mode)] + [MaskSpec(ids, mode, random_seed=draw_seed(seed, d, stream)) for d in range(draws)]
+    return [MaskSpec(ids, mode, **fields)] + [MaskSpec(ids, mode, random_seed=draw_seed(seed, d, stream), **fields)
+                                              for d in range(draws)]
 
 
 @dataclass
@@ -90,6 +89,8 @@ class Run:
     union: bool = True  # the union's random control fits (see controllable)
     order: list[int] = field(default_factory=list)  # components by lesion effect on order_units, strongest first
     curve_len: int = 0  # points of the preservation curve whose random keeps fit
+    variants: list[Variant] = field(default_factory=list)  # the components' variant rows
+    dose_controls: list[str] = field(default_factory=list)  # the dose-response's controls (none: no dose-response)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -101,9 +102,28 @@ class Run:
         """The components' spec, then their random draws (``with_controls`` with this run's seeds)."""
         return with_controls(ids, mode, self.config.draws, self.config.seed, self.stream)
 
+    def row_specs(self, ids: Sequence[int], control: Optional[str] = None, massive: Optional[str] = None
+                  ) -> list[MaskSpec]:
+        """A row's condition (the config's intervention) and its random twins (the config's control, or another)."""
+        config = self.config
+        return with_controls(ids, config.intervention, config.draws, config.seed, self.stream, alpha=config.alpha,
+                             control=control or config.control, massive=massive or config.massive)
+
+    def variant_specs(self, variant: Variant) -> list[MaskSpec]:
+        return self.row_specs((variant.component,), variant.control, variant.massive)
+
+    def dose_specs(self, alpha: float, control: str) -> list[MaskSpec]:
+        """The dose component multiplied by ``alpha``, and its twins drawn by ``control``."""
+        config = self.config
+        return with_controls((config.dose_component,), DOSE, config.dose_draws, config.seed, self.stream,
+                             alpha=alpha, control=control, massive=config.massive)
+
     def lesion_specs(self) -> list[MaskSpec]:
-        specs = [s for c in self.ids for s in self.controls((c,), LESION)]
-        return specs + (self.controls(self.ids, LESION) if self.union else [])
+        specs = [s for c in self.ids for s in self.row_specs((c,))]
+        specs += self.row_specs(self.ids) if self.union else []
+        specs += [s for variant in self.variants for s in self.variant_specs(variant)]
+        return specs + [s for alpha in self.config.dose_alphas for control in self.dose_controls
+                        for s in self.dose_specs(alpha, control)]
 
     def preserve_specs(self) -> list[MaskSpec]:
         return [s for m in range(1, self.curve_len + 1) for s in self.controls(self.order[:m], PRESERVE)]
@@ -156,8 +176,10 @@ def prepare(lm: LoadedModel, template: Template, config: ExperimentConfig, progr
     ids = template.check_components(config.components) if config.components else template.component_ids
     if not ids:
         raise FnwebError("This template has no components to test.")
-    ids, skipped = _controllable_ids(template, ids, config.seed)
-    union = len(ids) > 1 and controllable(template, ids, config.seed) is None
+    check_statistics(template, config)  # before the controls are drawn: a rebuild, not "left out", is the answer
+    twins = dict(control=config.control, massive=config.massive)
+    ids, skipped = _controllable_ids(template, ids, config.seed, twins)
+    union = len(ids) > 1 and controllable(template, ids, config.seed, **twins) is None
     if len(ids) > 1 and not union:
         skipped.append("The union of all components leaves too few channels outside it in some layer for a random "
                        "control: it has no row, and the preservation curve stops where its random keeps stop fitting.")
@@ -172,25 +194,38 @@ def prepare(lm: LoadedModel, template: Template, config: ExperimentConfig, progr
         units, text_notes = units + list(task.units), text_notes + task_notes
     order_units, score_units = split_units(n_text)
     site = template.infer_site(layout)
-    return Run(lm, template, config, site, list(ids), units, n_text, task, order_units, score_units,
-               _rows_per_pass(lm, units, config.batch_tokens), layout.n_layers, layout.width(site),
-               warnings + skipped + notes + text_notes, union=union)
+    run = Run(lm, template, config, site, list(ids), units, n_text, task, order_units, score_units,
+              _rows_per_pass(lm, units, config.batch_tokens), layout.n_layers, layout.width(site),
+              warnings + skipped + notes + text_notes, union=union)
+    _add_evidence(run)
+    return run
 
 
-def controllable(template: Template, ids: Sequence[int], seed: int) -> Optional[str]:
-    """None when a random control of these components can be drawn, else why not."""
+def _add_evidence(run: Run) -> None:
+    """The run's variant rows and dose-response controls, with notes on what was left out or drawn nearby."""
+    variants, notes = plan_variants(run.template, run.config, run.ids)
+    run.variants = [v for v in variants if controllable(run.template, (v.component,), run.config.seed,
+                                                         control=v.control, massive=v.massive) is None]
+    run.dose_controls, dose_notes = dose_controls(run.template, run.config)
+    firsts = [run.row_specs((c,))[1] for c in run.ids] + [run.variant_specs(v)[1] for v in run.variants]
+    run.warnings += notes + dose_notes + spill_notes(run.template, firsts)
+
+
+def controllable(template: Template, ids: Sequence[int], seed: int, **twins) -> Optional[str]:
+    """None when a random control of these components (drawn as ``twins`` says) can be drawn, else why not."""
     try:
-        layer_masks(template, MaskSpec(tuple(ids), LESION, random_seed=seed))
+        layer_masks(template, MaskSpec(tuple(ids), LESION, random_seed=seed, **twins))
     except FnwebError as exc:
         return str(exc)
     return None
 
 
-def _controllable_ids(template: Template, ids: Sequence[int], seed: int) -> tuple[list[int], list[str]]:
+def _controllable_ids(template: Template, ids: Sequence[int], seed: int,
+                      twins: dict) -> tuple[list[int], list[str]]:
     """The components whose random control fits, and a note for each one left out."""
     kept, notes = [], []
     for c in ids:
-        why = controllable(template, (c,), seed)
+        why = controllable(template, (c,), seed, **twins)
         if why is None:
             kept.append(c)
         else:
