@@ -168,18 +168,26 @@ def dose_figure(result: ExperimentResult, metric: str = "dce") -> go.Figure:
                    "α (0: removed, 1: unchanged, above 1: amplified)", METRICS[metric].axis_title())
 
 
-def write_figures(result: ExperimentResult, folder: str | Path, stem: str = "experiment") -> dict[str, Path]:
-    """Both figures as HTML beside one shared plotly.min.js (works offline), written atomically."""
+def write_html(fig: go.Figure, folder: str | Path, name: str, stem: str = "") -> dict[str, Path]:
+    """One figure as HTML beside the shared plotly.min.js (works offline), written atomically."""
     from plotly.offline import get_plotlyjs
 
     folder = Path(folder)
-    paths = {"plotly.js": write_atomic(folder / "plotly.min.js", get_plotlyjs())}
+    script = folder / "plotly.min.js"
+    paths = {"plotly.js": script if script.exists() else write_atomic(script, get_plotlyjs())}
+    html = fig.to_html(include_plotlyjs="directory", full_html=True)
+    paths[name] = write_atomic(folder / f"{stem + '_' if stem else ''}{name}.html", html)
+    return paths
+
+
+def write_figures(result: ExperimentResult, folder: str | Path, stem: str = "experiment") -> dict[str, Path]:
+    """Every figure the result has, as HTML beside one shared plotly.min.js (works offline), written atomically."""
     figures = [("lesion", lesion_figure(result)), ("preservation", preservation_figure(result))]
     if result.baseline_acc is not None:
         figures.append(("accuracy", lesion_figure(result, "acc")))
     if result.dose is not None:
         figures.append(("dose", dose_figure(result)))
+    paths = {}
     for name, fig in figures:
-        html = fig.to_html(include_plotlyjs="directory", full_html=True)
-        paths[name] = write_atomic(folder / f"{stem}_{name}.html", html)
+        paths.update(write_html(fig, folder, name, stem))
     return paths

@@ -119,7 +119,9 @@ def seeds_stream(lm: LoadedModel, template: Template, config: ExperimentConfig, 
         state.matches = [_match(state.built[0][2], maps) for _, _, maps in state.built]
         exclude = set().union(*(template_prompts(t)[0] or set() for _, t, _ in state.built))
         for i, (_, made, _) in enumerate(state.built):
-            seed_config = config if i == 0 else replace(config, curve=False, task=None)
+            seed_config = config if i == 0 else replace(  # the lesions only, of this seed's matches
+                config, curve=False, task=None, dose_component=None,
+                components=[state.matches[i][0][c] for c in config.components] if config.components else None)
             state.done.append(None)
             for result in experiment_stream(lm, made, seed_config, progress, stop, exclude=exclude):
                 state.done[-1] = result
@@ -157,7 +159,8 @@ def _snapshot(state: _Seeds, finished: bool = False, stopped: bool = False) -> S
         rows = {r.component: r for r in result.rows}
         effects += [SeedEffect(reference=reference, seed=seed, component=component, correlation=r,
                                row=rows.get(str(component)))
-                    for reference, (component, r) in enumerate(zip(order, correlation))]
+                    for reference, (component, r) in enumerate(zip(order, correlation))
+                    if not state.config.components or reference in state.config.components]  # those tested
     note = ""
     if not finished:
         note = (f"{STOPPED if stopped else IN_PROGRESS}: {len(state.built)} of the seeds built, "

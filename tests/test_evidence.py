@@ -108,3 +108,81 @@ def test_a_template_without_statistics_still_runs_its_defaults_with_a_note(plant
     assert result.variants == [] and result.dose.controls == ["layer"]
     assert any("no component has a row without its massive-activation channels" in w for w in result.warnings)
     assert any("no magnitude control" in w for w in result.warnings)
+
+
+# ---- fnexperiment: the evidence options ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built_file(tiny_lm, tmp_path_factory):
+    """A template with build settings and capture statistics, built on the tiny Llama the CLI loads from disk."""
+    from fnweb.build import BuildConfig, build_template
+    from fnweb.prompts import PromptSource
+
+    config = BuildConfig(sources=[PromptSource("builtin:factual")], samples_per_dataset=8, max_tokens=32, k=2,
+                         stability_runs=0, card_contexts=0)
+    return build_template(tiny_lm, config).template.save(tmp_path_factory.mktemp("built") / "t.json")
+
+
+def test_fnexperiment_runs_seeds_controls_dose_and_recurrence(tiny_model_dir, built_file, tmp_path, capsys):
+    from fnweb.cli.experiment import main
+    from fnweb.seed_results import SeedsResult
+
+    out = tmp_path / "out"
+    code = main([str(tiny_model_dir), str(built_file), "builtin:arithmetic", "--samples_per_dataset", "4",
+                 "--draws", "2", "--max_tokens", "48", "--no_curve", "--control", "magnitude", "--also_control",
+                 "layer", "--dose_component", "0", "--dose_alphas", "0,1", "--dose_draws", "1", "--template_seeds",
+                 "2", "--recurrence", "--recurrence_k", "2", "--output", str(out), "--quiet"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    for name in ("seeds.json", "seeds.csv", "experiment.json", "experiment_dose.csv", "experiment_dose.html",
+                 "recurrence.json", "recurrence.csv", "recurrence.html"):
+        assert (out / name).exists(), name
+    result = ExperimentResult.load(out / "experiment.json")
+    assert result.settings["control"] == "magnitude" and result.dose.controls == ["layer", "magnitude"]
+    assert {v.variant for v in result.variants} >= {"vs same count per layer"}
+    assert SeedsResult.load(out / "seeds.json").seeds == [0, 1]
+    assert "Across 2 template seeds" in printed.out and "Per-sample ICA (k = 2)" in printed.out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--intervention", "scale", "--alpha", "12"], "α must be a finite number from 0 to 10"),
+    (["--draws", "500"], "Random draws must lie between 1 and 200"),
+    (["--template_seeds", "0"], "Template seeds must lie between 1 and"),
+    (["--recurrence", "--recurrence_k", "0"], "Per-sample components k must lie between 1 and"),
+    (["--dose_component", "0", "--dose_alphas", "0,x"], "Dose-response factors must be comma-separated numbers"),
+    (["--task", "sentiment", "--task_source", "NOLABELS"], "label"),
+])
+def test_fnexperiment_bad_evidence_input_is_one_line(tiny_model_dir, built_file, tmp_path, capsys, extra, message):
+    from fnweb.cli.experiment import main
+
+    nolabels = tmp_path / "nolabels.jsonl"
+    nolabels.write_text('{"text": "A fine film."}\n{"text": "A dull film."}\n')
+    extra = [str(nolabels) if x == "NOLABELS" else x for x in extra]
+    code = main([str(tiny_model_dir), str(built_file), "builtin:arithmetic", "--samples_per_dataset", "4",
+                 "--draws", "2", "--max_tokens", "48", "--no_curve", "--output", str(tmp_path / "o"), "--quiet",
+                 *extra])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "Loading weights" not in line]
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_fnexperiment_says_an_older_template_needs_a_rebuild(tiny_model_dir, tmp_path, capsys):
+    from fnweb.cli.experiment import main
+
+    older = make_template().save(tmp_path / "older.json")  # no capture statistics
+    code = main([str(tiny_model_dir), str(older), "builtin:arithmetic", "--control", "magnitude", "--quiet",
+                 "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "magnitude control" in err and "Rebuild the template" in err and "fnbuildtemplates" in err
+
+
+def test_template_seeds_test_each_seeds_match_of_the_chosen_components(tiny_lm, built_file):
+    from fnweb.template_seeds import run_seeds
+    from fnweb.templates import Template
+
+    config = make_config(components=[1], draws=2, curve=False, max_tokens=48, samples_per_dataset=5)
+    result = run_seeds(tiny_lm, Template.load(built_file), config, seeds=2)
+    assert [e.reference for e in result.effects] == [1, 1] and [m.component for m in result.matched] == [1]
+    for effect, experiment in zip(result.effects, result.experiments):
+        assert effect.row is not None and effect.row.component == str(effect.component)
+        assert [r.component for r in experiment.rows] == [str(effect.component)]  # its match, not its own id 1

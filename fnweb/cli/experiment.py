@@ -5,7 +5,12 @@
 MODEL is a Hub id, a local folder or ``embedded``; TEMPLATE a template file (or its
 folder); HELDOUT a Hub dataset, a .json/.jsonl/.csv/.parquet file or ``builtin:NAME``.
 Writes ``experiment.json``, ``experiment_components.csv``, ``experiment_curve.csv``
-and the two figures as HTML to the output folder; prints the table and a reading.
+(and ``experiment_dose.csv`` with a dose-response) and the figures as HTML to the output
+folder; prints the table and a reading. The evidence options (``fnweb.cli.evidence_args``)
+choose the intervention, the random twins' control, variant rows and a dose-response;
+``--template_seeds S`` rebuilds the template with S seeds and tests each component across
+them (``seeds.json``/``seeds.csv``, and the first seed's experiment files as above);
+``--recurrence`` adds per-sample ICA (``recurrence.json``/``.csv`` and a heatmap).
 Ctrl-C stops the run and writes the partial result, marked partial.
 """
 
@@ -16,17 +21,22 @@ import sys
 from dataclasses import replace
 
 from ..cards import component_labels
-from ..experiment_plots import write_figures
+from ..errors import Stopped
+from ..experiment_plots import write_figures, write_html
 from ..experiment_tables import table_text
 from ..experiments import DEFAULT_DRAWS, IN_PROGRESS, MAX_DRAWS, STOPPED, ExperimentConfig, experiment_stream
 from ..io import check_writable_folder
 from ..masks import component_ids_from_text
 from ..models import DTYPES, EMBEDDED_ID, ModelRequest, load_model
 from ..prompts import FORMATS, PromptSource, builtin_sets
+from ..recurrence import recurrence_stream
+from ..recurrence_results import recurrence_figure, recurrence_reading, save_recurrence
+from ..template_seeds import check_seeds, seeds_stream
 from ..tasks import TASKS
 from ..templates import Template
 from . import run_cli
 from .buildtemplates import _printer
+from .evidence_args import add_evidence_args, evidence_fields, recurrence_config
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,6 +79,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", default=None, help="model revision")
     p.add_argument("--trust_remote_code", action="store_true", help="run code from the model repo")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_evidence_args(p)
     return p
 
 
@@ -81,22 +92,63 @@ def config_from(args) -> ExperimentConfig:
         exclude_template_prompts=not args.keep_overlap, curve=not args.no_curve,
         task="mcq" if args.mcq and not args.task else args.task, task_items=args.task_items,
         task_source=args.task_source or (args.mcq if args.mcq and args.mcq != "builtin:mcq" else None),
-        prompt_format=args.template_format, batch_tokens=args.batch_tokens,
+        prompt_format=args.template_format, batch_tokens=args.batch_tokens, **evidence_fields(args),
     )
 
 
-def _run(lm, template, config, progress):
-    """The last result; Ctrl-C ends the run and keeps what was measured (marked partial)."""
+def _last(stream, mark):
+    """The stream's last result; Ctrl-C ends it and keeps what was measured (``mark`` marks it partial)."""
     result = None
     try:
-        for result in experiment_stream(lm, template, config, progress):
+        for result in stream:
             pass
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped):
         if result is None:
-            raise
+            raise KeyboardInterrupt from None
         print("  stopped: writing the result so far, marked partial", file=sys.stderr)
-        result = replace(result, partial_note=result.partial_note.replace(IN_PROGRESS, STOPPED, 1))
+        result = mark(result)
     return result
+
+
+def _partial(result):
+    return replace(result, partial=True, partial_note=result.partial_note.replace(IN_PROGRESS, STOPPED, 1))
+
+
+def _experiment(lm, template, config, args, progress) -> dict:
+    """The experiment (on each template seed when asked): its files, then its table and reading printed."""
+    paths = {}
+    if args.template_seeds > 1:
+        seeds = _last(seeds_stream(lm, template, config, args.template_seeds, progress), _partial)
+        paths.update(seeds.save(args.output))
+        result, text = seeds.experiments[0], seeds.reading()
+    else:
+        result = _last(experiment_stream(lm, template, config, progress), _partial)
+        text = ""
+    paths.update(result.save(args.output))
+    if not args.no_figures:
+        paths.update(write_figures(result, args.output))
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(table_text(result))
+    labels = component_labels(template)
+    if labels:  # what each component does, from the template's cards
+        print("\n".join(f"  component {c}: {label}" for c, label in labels.items()))
+    print()
+    print(result.reading())
+    if text:
+        print()
+        print(text)
+    return paths
+
+
+def _recurrence(lm, template, args, sources, progress) -> dict:
+    result = _last(recurrence_stream(lm, template, recurrence_config(args, sources), progress), _partial)
+    paths = save_recurrence(result, args.output)
+    if not args.no_figures:
+        paths.update(write_html(recurrence_figure(result), args.output, "recurrence"))
+    print()
+    print(recurrence_reading(result))
+    return paths
 
 
 def main(argv=None) -> int:
@@ -105,23 +157,17 @@ def main(argv=None) -> int:
     def body() -> int:
         config = config_from(args)
         config.validate()
+        check_seeds(args.template_seeds)
+        if args.recurrence:
+            recurrence_config(args, config.sources)  # its settings checked now, not after the experiment
         check_writable_folder(args.output)  # now, not after the run
         template = Template.load(args.template)
         model_id = EMBEDDED_ID if args.model in ("embedded", EMBEDDED_ID) else args.model
         lm = load_model(ModelRequest(model_id, args.torch_dtype, args.device, "none", args.revision,
                                      args.trust_remote_code))
-        result = _run(lm, template, config, _printer(args.quiet))
-        paths = result.save(args.output)
-        if not args.no_figures:
-            paths.update(write_figures(result, args.output))
-        for warning in result.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        print(table_text(result))
-        labels = component_labels(template)
-        if labels:  # what each component does, from the template's cards
-            print("\n".join(f"  component {c}: {label}" for c, label in labels.items()))
-        print()
-        print(result.reading())
+        paths = _experiment(lm, template, config, args, _printer(args.quiet))
+        if args.recurrence:
+            paths.update(_recurrence(lm, template, args, config.sources, _printer(args.quiet)))
         print()
         for name, path in paths.items():
             if name != "plotly.js":
