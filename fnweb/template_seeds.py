@@ -71,10 +71,13 @@ def _same_masks(a: Template, b: Template) -> bool:
 
 
 def build_seeds(lm: LoadedModel, template: Template, seeds: int, progress: ProgressFn, stop: StopFlag,
-                warnings: list[str]) -> Iterator[tuple[int, Template, np.ndarray]]:
-    """Each seed's (seed, template, maps), the template's own seed first."""
+                warnings: list[str], maps: Optional[np.ndarray] = None) -> Iterator[tuple[int, Template, np.ndarray]]:
+    """Each seed's (seed, template, maps), the template's own seed first (not rebuilt when its ``maps`` are given)."""
     base = int(template.meta.seed if template.meta else 0)
     for i, seed in enumerate(range(base, base + seeds)):
+        if i == 0 and maps is not None:
+            yield seed, template, maps
+            continue
         built = build_template(lm, seed_build_config(template, seed), progress=_labelled(progress, i, seeds),
                                stop=stop)
         made = built.template
@@ -107,14 +110,19 @@ class _Seeds:
 
 
 def seeds_stream(lm: LoadedModel, template: Template, config: ExperimentConfig, seeds: int = DEFAULT_SEEDS,
-                 progress: ProgressFn = no_progress, stop: Optional[StopFlag] = None) -> Iterator[SeedsResult]:
-    """Build, match and measure ``seeds`` template seeds; yield a snapshot after each measured unit, then the result."""
+                 progress: ProgressFn = no_progress, stop: Optional[StopFlag] = None,
+                 maps: Optional[np.ndarray] = None) -> Iterator[SeedsResult]:
+    """Build, match and measure ``seeds`` template seeds; yield a snapshot after each measured unit, then the result.
+
+    ``maps``: the template's own maps when the caller has just built it (``BuildResult.maps``), so its seed is
+    not built again.
+    """
     stop, state = stop or StopFlag(), _Seeds(config)
     check_seeds(seeds)
     config.validate()
     seed_build_config(template, 0)  # no build settings: fail before any work
     try:
-        for item in build_seeds(lm, template, seeds, progress, stop, state.warnings):
+        for item in build_seeds(lm, template, seeds, progress, stop, state.warnings, maps):
             state.built.append(item)
         state.matches = [_match(state.built[0][2], maps) for _, _, maps in state.built]
         exclude = set().union(*(template_prompts(t)[0] or set() for _, t, _ in state.built))
@@ -136,10 +144,10 @@ def seeds_stream(lm: LoadedModel, template: Template, config: ExperimentConfig, 
 
 
 def run_seeds(lm, template, config, seeds: int = DEFAULT_SEEDS, progress: ProgressFn = no_progress,
-              stop=None) -> SeedsResult:
+              stop=None, maps: Optional[np.ndarray] = None) -> SeedsResult:
     """The final result of ``seeds_stream`` (partial if stopped)."""
     last = None
-    for last in seeds_stream(lm, template, config, seeds, progress, stop):
+    for last in seeds_stream(lm, template, config, seeds, progress, stop, maps):
         pass
     return last
 
