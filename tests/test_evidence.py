@@ -186,3 +186,18 @@ def test_template_seeds_test_each_seeds_match_of_the_chosen_components(tiny_lm, 
     for effect, experiment in zip(result.effects, result.experiments):
         assert effect.row is not None and effect.row.component == str(effect.component)
         assert [r.component for r in experiment.rows] == [str(effect.component)]  # its match, not its own id 1
+
+
+def test_template_seeds_reuse_the_maps_of_a_template_just_built(tiny_lm, monkeypatch):
+    import fnweb.template_seeds as seeds_module
+    from fnweb.build import BuildConfig, build_template
+    from fnweb.prompts import PromptSource
+
+    config = BuildConfig(sources=[PromptSource("builtin:factual")], samples_per_dataset=8, max_tokens=32, k=2,
+                         stability_runs=0, card_contexts=0)
+    built = build_template(tiny_lm, config)
+    seeds_built = []
+    monkeypatch.setattr(seeds_module, "build_template",
+                        lambda lm, cfg, **kw: seeds_built.append(cfg.seed) or build_template(lm, cfg, **kw))
+    made = list(seeds_module.build_seeds(tiny_lm, built.template, 2, lambda e: None, None, [], built.maps))
+    assert seeds_built == [1] and made[0][1] is built.template and made[0][2] is built.maps

@@ -129,6 +129,30 @@ def site_evidence(lm, site: str, args, out: Path, started: float) -> dict:
                      "acc_interval": [row.tests["acc"].low, row.tests["acc"].high] if "acc" in row.tests else None}}
 
 
+def preset_evidence(lm, args, out: Path, started: float) -> dict:
+    """The Compare tab's demo presets' components, lesioned on held-out prompts against random twins matched on layer and magnitude (and per layer).
+
+    The presets' template recipe (``fnweb.ui.presets``: four sets of 25, k 10) differs from
+    the README's, so its own components are tested: those of the presets that claim something of one or two
+    components (the five-strongest preset claims only that random damage is large too).
+    """
+    from fnweb.ui.presets import PRESETS
+    from fnweb.ui.templates_tab import config_from_form
+
+    recipe = config_from_form(*PRESETS[0].template_form())
+    recipe.stability_runs, recipe.card_contexts = 0, 0  # masks only: the same components as the app's build
+    template = build_template(lm, recipe).template
+    components = sorted({c for p in PRESETS if len(p.components) <= 2 for c in p.components})  # a claim each
+    config = ExperimentConfig(sources=_sources(HELDOUT_SETS), samples_per_dataset=args.per_set, draws=args.draws,
+                              seed=args.seed, max_tokens=args.max_tokens, components=components, curve=False,
+                              control="magnitude", also_control="layer")
+    result = run_experiment(lm, template, config)
+    result.save(out, "presets")
+    _log("presets: their components tested", started)
+    return {"components": components, "reading": result.reading(),
+            "presets": [{"title": p.title, "components": list(p.components)} for p in PRESETS]}
+
+
 def load_now() -> dict:
     """The machine's load and the heaviest other processes, for the record."""
     try:
@@ -150,6 +174,7 @@ def main(argv=None) -> int:
     p.add_argument("--task_items", type=int, default=16)
     p.add_argument("--task_draws", type=int, default=4)
     p.add_argument("--recurrence_per_set", type=int, default=1)
+    p.add_argument("--presets", action="store_true", help="also test the demo presets' components (their template)")
     args = p.parse_args(argv)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,6 +184,8 @@ def main(argv=None) -> int:
     for site in args.sites:
         record["sites"].append(site_evidence(lm, site, args, out, started))
         (out / "evidence.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    if args.presets:
+        record["presets"] = preset_evidence(lm, args, out, started)
     record["load_end"] = load_now()
     record["wall_seconds"] = round(time.monotonic() - started, 1)
     (out / "evidence.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
