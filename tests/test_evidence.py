@@ -201,3 +201,24 @@ def test_template_seeds_reuse_the_maps_of_a_template_just_built(tiny_lm, monkeyp
                         lambda lm, cfg, **kw: seeds_built.append(cfg.seed) or build_template(lm, cfg, **kw))
     made = list(seeds_module.build_seeds(tiny_lm, built.template, 2, lambda e: None, None, [], built.maps))
     assert seeds_built == [1] and made[0][1] is built.template and made[0][2] is built.maps
+
+
+def test_one_evidence_stream_runs_the_experiment_then_recurrence(tiny_lm, built_file):
+    from fnweb.evidence_run import evidence_stream
+    from fnweb.progress import StopFlag
+    from fnweb.recurrence import RecurrenceConfig
+    from fnweb.templates import Template
+
+    template = Template.load(built_file)
+    config = make_config(draws=2, curve=False, max_tokens=48, samples_per_dataset=5)
+    recurrence = RecurrenceConfig(sources=config.sources, samples_per_dataset=2, k=2, max_tokens=48)
+    snapshots = [(s.experiment, s.recurrence) for s in evidence_stream(tiny_lm, template, config, 1, recurrence)]
+    last_experiment, last_recurrence = snapshots[-1]
+    assert not last_experiment.partial and not last_recurrence.partial and len(last_recurrence.samples) == 4
+    assert snapshots[0][1] is None  # the experiment first
+    stop = StopFlag()
+    for state in evidence_stream(tiny_lm, template, config, 1, recurrence, stop=stop):
+        stop.set()  # after the first prompt
+    assert state.experiment.partial and state.recurrence is None and "Stopped" in state.experiment.partial_note
+    with pytest.raises(FnwebError, match="Per-sample components k must lie"):
+        next(evidence_stream(tiny_lm, template, config, 1, RecurrenceConfig(sources=config.sources, k=0)))
