@@ -16,13 +16,13 @@ from fnweb.build import BuildConfig, build_template
 from fnweb.cards import stored_cards
 from fnweb.prompts import PromptSource
 from live_app import running_app
-from test_browser import _shot, browser  # noqa: F401  (the browser fixture)
+from shots import shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SETS = [PromptSource("builtin:factual"), PromptSource("builtin:code"), PromptSource("builtin:multilingual")]
 
 
-def test_card_search_and_click_through_to_compare(browser, embedded_lm, tmp_path):  # noqa: F811
+def test_card_search_and_click_through_to_compare(browser, embedded_lm, tmp_path):
     template = build_template(embedded_lm, BuildConfig(SETS, 15, 64, k=5)).template
     path = template.save(tmp_path / "factual_code_multilingual_k5.json")
     cards = stored_cards(template)
@@ -47,7 +47,7 @@ def test_card_search_and_click_through_to_compare(browser, embedded_lm, tmp_path
         assert "rgba(249, 115, 22" in top.get_attribute("style")  # shaded by the signal
         assert page.locator("#fnc-card-1 .fnc-layers div").count() == 30  # a bar per layer
         assert page.locator("#fnc-card-1 .fnc-up").count() == 10  # the direct effect's promoted tokens
-        _shot(page, "card", readme=True)
+        shot(page, "card", readme=True)
 
         page.fill("#fn-card-query textarea, #fn-card-query input", "def add(a, b):\n    return a + b")
         page.click("#fn-card-search")
