@@ -87,7 +87,8 @@ def site_evidence(lm, site: str, args, out: Path, started: float) -> dict:
     seconds["build"] = round(time.monotonic() - clock, 1)
     _log(f"{site}: seed 0's template built", started)
     recurrence = {}
-    for fmt in ("auto", "basic"):  # the chat template (as built), and plain text without its system prompt
+    formats = ("auto", "basic") if "recurrence" in args.parts else ()  # with the chat template (as built), without
+    for fmt in formats:
         clock = time.monotonic()
         rec = run_recurrence(lm, template0, RecurrenceConfig(
             sources=_sources(HELDOUT_SETS), samples_per_dataset=args.recurrence_per_set, k=10,
@@ -96,6 +97,29 @@ def site_evidence(lm, site: str, args, out: Path, started: float) -> dict:
         recurrence[fmt] = rec
         seconds[f"recurrence_{fmt}"] = round(time.monotonic() - clock, 1)
         _log(f"{site}: recurrence ({fmt} format)", started)
+    task = _task_and_dose(lm, template0, candidates, args, out, started, seconds, site) if "task" in args.parts else None
+    config = ExperimentConfig(sources=_sources(HELDOUT_SETS), samples_per_dataset=args.per_set, draws=args.draws,
+                              seed=args.seed, max_tokens=args.max_tokens, components=candidates, curve=False,
+                              control="magnitude", also_control="layer", outlier_rows=True)
+    clock = time.monotonic()
+    seeds = run_seeds(lm, template0, config, args.seeds, maps=built0.maps)
+    seeds.save(out, f"{site}_seeds")
+    seconds["seeds"] = round(time.monotonic() - clock, 1)
+    _log(f"{site}: {args.seeds} template seeds built and measured", started)
+    return {"site": site, "candidates": candidates, "seconds": seconds, "reading": seeds.reading(),
+            "first_reading": seeds.experiments[0].reading(), "task_reading": task.reading() if task else None,
+            "massive_channels": template0.stats.massive if template0.stats else None,
+            "massive_in_components": {c: template0.stats.massive_in(template0.components[c]) if template0.stats
+                                      else None for c in template0.component_ids},
+            "shares": {c: sum(map(len, template0.components[c].values())) / (N_LAYERS * template0.width)
+                       for c in template0.component_ids},
+            "recurrence": {fmt: {"reading": recurrence_reading(rec), "cells": [asdict(c) for c in rec.cells]}
+                           for fmt, rec in recurrence.items()},
+            "task": _task_summary(task) if task else None}
+
+
+def _task_and_dose(lm, template0, candidates, args, out: Path, started: float, seconds: dict, site: str):
+    """The strongest candidate on the sentiment task, and scaled by alpha from 0 to 2 (seed 0's template)."""
     clock = time.monotonic()
     task_config = ExperimentConfig(sources=_sources(HELDOUT_SETS[:4]), samples_per_dataset=1, draws=args.task_draws,
                                    seed=args.seed, max_tokens=args.max_tokens, components=candidates[:1],
@@ -106,27 +130,14 @@ def site_evidence(lm, site: str, args, out: Path, started: float) -> dict:
     task.save(out, f"{site}_task_dose")
     seconds["task_dose"] = round(time.monotonic() - clock, 1)
     _log(f"{site}: task accuracy and dose-response", started)
-    config = ExperimentConfig(sources=_sources(HELDOUT_SETS), samples_per_dataset=args.per_set, draws=args.draws,
-                              seed=args.seed, max_tokens=args.max_tokens, components=candidates, curve=False,
-                              control="magnitude", also_control="layer", outlier_rows=True)
-    clock = time.monotonic()
-    seeds = run_seeds(lm, template0, config, args.seeds, maps=built0.maps)
-    seeds.save(out, f"{site}_seeds")
-    seconds["seeds"] = round(time.monotonic() - clock, 1)
-    _log(f"{site}: {args.seeds} template seeds built and measured", started)
+    return task
+
+
+def _task_summary(task) -> dict:
     row = task.rows[0]
-    return {"site": site, "candidates": candidates, "seconds": seconds, "reading": seeds.reading(),
-            "first_reading": seeds.experiments[0].reading(), "task_reading": task.reading(),
-            "massive_channels": template0.stats.massive if template0.stats else None,
-            "massive_in_components": {c: template0.stats.massive_in(template0.components[c]) if template0.stats
-                                      else None for c in template0.component_ids},
-            "shares": {c: sum(map(len, template0.components[c].values())) / (N_LAYERS * template0.width)
-                       for c in template0.component_ids},
-            "recurrence": {fmt: {"reading": recurrence_reading(rec), "cells": [asdict(c) for c in rec.cells]}
-                           for fmt, rec in recurrence.items()},
-            "task": {"baseline_acc": task.baseline_acc, "summary": task.task, "acc": row.network.get("acc"),
-                     "random_acc": row.random["acc"].mean if "acc" in row.random else None,
-                     "acc_interval": [row.tests["acc"].low, row.tests["acc"].high] if "acc" in row.tests else None}}
+    return {"baseline_acc": task.baseline_acc, "summary": task.task, "acc": row.network.get("acc"),
+            "random_acc": row.random["acc"].mean if "acc" in row.random else None,
+            "acc_interval": [row.tests["acc"].low, row.tests["acc"].high] if "acc" in row.tests else None}
 
 
 def preset_evidence(lm, args, out: Path, started: float) -> dict:
@@ -174,6 +185,7 @@ def main(argv=None) -> int:
     p.add_argument("--task_items", type=int, default=16)
     p.add_argument("--task_draws", type=int, default=4)
     p.add_argument("--recurrence_per_set", type=int, default=1)
+    p.add_argument("--parts", default="recurrence,task,seeds", help="which parts to run (seeds always)")
     p.add_argument("--presets", action="store_true", help="also test the demo presets' components (their template)")
     args = p.parse_args(argv)
     out = Path(args.output)
