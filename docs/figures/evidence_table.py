@@ -56,9 +56,10 @@ def main(argv=None) -> int:
     print()
     for site in record["sites"]:
         task = site["task"]
-        print(f"- {site['site']} task: baseline {_fmt(task['baseline_acc'], '.3f')}, component lesioned "
-              f"{_fmt(task['acc'], '.3f')} {task['acc_interval']}, random {_fmt(task['random_acc'], '.3f')}; "
-              f"chance {task['summary']['chance'] if task['summary'] else '—'}")
+        if task:
+            print(f"- {site['site']} task: baseline {_fmt(task['baseline_acc'], '.3f')}, component lesioned "
+                  f"{_fmt(task['acc'], '.3f')} {task['acc_interval']}, random {_fmt(task['random_acc'], '.3f')}; "
+                  f"chance {task['summary']['chance'] if task['summary'] else '—'}")
         for fmt, rec in site["recurrence"].items():
             shares = {}
             for cell in rec["cells"]:
@@ -66,7 +67,9 @@ def main(argv=None) -> int:
             print(f"- {site['site']} recurrence ({fmt}): " + ", ".join(
                 f"c{c} {sum(v) / len(v):.0%}" for c, v in shares.items()))
         print(f"- {site['site']} seconds: {site['seconds']}")
-    print(f"- wall: {record.get('wall_seconds')} s; load {record['load_start']} -> {record.get('load_end')}")
+    for run in record.get("runs", [record]):
+        print(f"- run: {run.get('command', '')} wall {run.get('wall_seconds', run.get('neurons_wall_seconds'))} s; "
+              f"load {run.get('load_start')}")
     return 0
 
 
