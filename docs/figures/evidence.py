@@ -25,9 +25,10 @@ three seeds and two controls, is tens of thousands of forward rows: hours on a 2
 earlier ten-component runs (docs/figures/embedded_*.json, other prompts and draws); the
 other components were within their controls there. The Holm family is these two per site.
 
-Writes ``<site>_seeds.json/.csv``, ``<site>_task_dose.json``, ``<site>_dose.csv``,
-``<site>_recurrence.json/.csv`` and ``evidence.json`` (the table, timings and the machine's
-load) to the output folder. The numbers describe this model and these settings.
+Writes ``<site>_seeds.json/.csv``, ``<site>_task_dose.json`` (with its ``_components``,
+``_curve`` and ``_dose`` CSVs), ``<site>_recurrence_{auto,basic}.json/.csv`` and
+``evidence.json`` (readings, timings, the machine's load) to the output folder; ``--parts``
+leaves out recurrence or the task. The numbers describe this model and these settings.
 """
 
 from __future__ import annotations
