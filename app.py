@@ -2,6 +2,7 @@
 
 Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT as usual (a Space sets them). Knobs:
 FNWEB_MODEL_JOBS: model jobs at once (default 2; jobs on one model take turns);
+FNWEB_MODEL_WAITING: how many more model jobs may wait their turn, saying their place (default 8);
 FNWEB_CONCURRENCY / FNWEB_QUEUE_SIZE: Gradio's default concurrency and queue bound;
 FNWEB_PRELOAD=0: do not load the default model at start;
 FNWEB_TORCH_THREADS: torch's CPU threads (on a machine shared with other work, 1 can be

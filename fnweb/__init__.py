@@ -7,7 +7,8 @@ What varies along an axis lives in one table, one record per entry; the code rea
 records and does not branch on their names:
 
 - architectures: ``ARCHITECTURES`` in ``fnweb/archs.py`` (where a family keeps its
-  decoder blocks, down-projection, MLP and default LoRA targets);
+  decoder blocks, down-projection, MLP and default LoRA targets), and ``OUTPUT_HEADS``
+  there (its final norm and unembedding, for direct effects);
 - capture sites: ``SITES`` in ``fnweb/archs.py`` (the hooked module, input or output,
   width, the down-projection's weight axis, bias, unit names), hooked only through
   ``hook_site``;
@@ -17,7 +18,20 @@ records and does not branch on their names:
   better, the per-token computation); experiments pick theirs in
   ``LESION_METRICS`` / ``CURVE_METRICS`` (``fnweb/experiment_results.py``);
 - interventions: ``INTERVENTIONS`` in ``fnweb/interventions.py`` (which channels it
-  changes and by what factor; masks are ``x * keep + add`` per layer).
+  changes and by what factor; masks are ``x * keep + add`` per layer), and
+  ``PRESERVE_SCOPES`` in ``fnweb/masks.py`` (which layers a preserve edits);
+- tasks: ``TASKS`` in ``fnweb/tasks.py`` (where a labelled task's items come from, how
+  they are asked) and ``SCORINGS`` there (how an answer is judged, and chance).
+
+Each file format has one home: templates ``fnweb/templates.py``; run folders, their file
+names and ``mask.json`` ``fnweb/finetune/runs.py``; experiment results
+``fnweb/experiment_results.py``; model cards ``fnweb/hubcard.py`` (templates) and
+``fnweb/finetune/card.py`` (runs, local and Hub). Users' files are read, and every file
+written atomically, through ``fnweb/io.py``; what a model, dataset or repo name stands
+for (the embedded model, a built-in set, a path, a Hub id) is ``fnweb/ids.py``'s.
+
+The web app is ``fnweb.ui`` (its tabs in ``fnweb/ui/__init__.py``'s ``TABS``); the
+README's "Where things live" maps every module.
 """
 
 __version__ = "0.1.0"

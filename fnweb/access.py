@@ -83,15 +83,13 @@ def check_hub_id(name: str, what: str) -> str:
     convenience for one user), which on a shared server would let a visitor read files
     of the server or of other visitors (uploads, sessions, runs).
     """
-    from pathlib import Path
-
     from .errors import FnwebError
+    from .ids import is_local
 
     text = (name or "").strip()
     if not multi_user() or not text:
         return text
-    looks_local = text.startswith(("/", ".", "~", "\\")) or text.count("/") > 1 or ".." in text
-    if looks_local or Path(text).expanduser().exists():
+    if is_local(text):
         raise FnwebError(f"'{text}' is not a Hub id: on this shared app {what} must be a Hub id like "
                          "'namespace/name', never a path on the server.")
     return text

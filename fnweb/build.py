@@ -20,12 +20,13 @@ from . import __version__
 from .archs import DEFAULT_SITE, check_site, layout_of
 from .capture import capture
 from .channel_stats import ChannelStats
+from .checks import check_seed
 from .decompose import decompose
 from .errors import FnwebError
 from .explain import DEFAULT_TOP, cards_from_build
 from .models import LoadedModel
 from .progress import Progress, ProgressFn, StopFlag, no_progress
-from .prompts import LOCAL_SUFFIXES, PromptSource, encode_pairs, sample_pairs
+from .prompts import LOCAL_SUFFIXES, Pair, PromptSource, encode_pairs, sample_pairs
 from .stability import DEFAULT_RUNS, component_stability
 from .templates import Template, TemplateMeta
 from .thresholds import DEFAULT_RULE, resolved_value, threshold, threshold_rule
@@ -67,6 +68,7 @@ class BuildConfig:
             raise FnwebError(f"Stability re-runs must lie between 0 and 100 (got {self.stability_runs}).")
         if not 0 <= self.card_contexts <= 200:
             raise FnwebError(f"Card contexts per component must lie between 0 and 200 (got {self.card_contexts}).")
+        check_seed(self.seed)
         check_site(self.site)
         threshold_rule(self.threshold).check(self.resolved_threshold)
 
@@ -90,22 +92,19 @@ def build_template(
     output: Optional[str | Path] = None,
     progress: ProgressFn = no_progress,
     stop: Optional[StopFlag] = None,
+    pairs: Optional[Sequence[Pair]] = None,
 ) -> BuildResult:
-    """Run the whole pipeline; save to ``output`` (a .json path) when given."""
+    """Run the whole pipeline; save to ``output`` (a .json path) when given.
+
+    ``pairs``: the prompts ``sample_pairs`` gives for the config, when the caller read them
+    already (before loading the model, so that an unreadable dataset fails first).
+    """
     stop = stop or StopFlag()
     config.validate()  # bad values fail before any work
     layout = layout_of(lm.model)
     seconds, clock = {}, time.perf_counter()
-    progress(Progress("loading", 0, 1, "", "Reading prompts"))
-    pairs = sample_pairs(config.sources, config.samples_per_dataset, config.seed)
-    sequences = encode_pairs(lm.tokenizer, pairs, config.max_tokens, config.prompt_format)
+    pairs, sequences = _prompts(lm, config, pairs, progress)
     seconds["prompts"], clock = time.perf_counter() - clock, time.perf_counter()
-    n_tokens = sum(len(s) for s in sequences)
-    if config.k >= n_tokens:  # say so before the capture, not after it
-        raise FnwebError(
-            f"k = {config.k} components need more data: only {n_tokens} tokens were captured. "
-            "Use more samples or longer prompts, or a smaller k."
-        )
     stop.check()
 
     acts = capture(
@@ -126,7 +125,37 @@ def build_template(
 
     progress(Progress("thresholding", 0, 1, "", "Thresholding"))
     masks = threshold(result.maps, config.threshold, config.resolved_threshold)
-    meta = TemplateMeta(
+    meta = _meta(lm, config, layout, acts, pairs, result, stability)
+    template = Template.from_masks(masks, acts.layers, acts.width, meta)
+    template.stats = ChannelStats.from_moments(acts.layers, acts.mean, acts.std, acts.n_tokens)  # for mean ablation
+    seconds["threshold"] = time.perf_counter() - clock
+    seconds.update(_add_cards(lm, template, config, (result, acts, sequences, pairs), progress, stop))
+    stop.check()  # a stop during the last phase still leaves nothing behind
+    path = template.save(output) if output is not None else None
+    progress(Progress("done", 1, 1, "", "Done"))
+    return BuildResult(template=template, seconds=seconds, n_tokens=acts.n_tokens, path=path, maps=result.maps)
+
+
+def _prompts(lm: LoadedModel, config: BuildConfig, pairs: Optional[Sequence[Pair]],
+             progress: ProgressFn) -> tuple[Sequence[Pair], list]:
+    """The prompts (read now unless given) and their token sequences; too few tokens for k is said here,
+    before the capture, not after it."""
+    progress(Progress("loading", 0, 1, "", "Reading prompts"))
+    if pairs is None:
+        pairs = sample_pairs(config.sources, config.samples_per_dataset, config.seed)
+    sequences = encode_pairs(lm.tokenizer, pairs, config.max_tokens, config.prompt_format)
+    n_tokens = sum(len(s) for s in sequences)
+    if config.k >= n_tokens:
+        raise FnwebError(
+            f"k = {config.k} components need more data: only {n_tokens} tokens were captured. "
+            "Use more samples or longer prompts, or a smaller k."
+        )
+    return pairs, sequences
+
+
+def _meta(lm: LoadedModel, config: BuildConfig, layout, acts, pairs, result, stability) -> TemplateMeta:
+    """What the template records about how it was made (model, site, data, ICA and its stability)."""
+    return TemplateMeta(
         model_id=lm.model_id, model_revision=lm.request.revision, architecture=layout.model_type,
         site=config.site, n_layers=layout.n_layers, width=acts.width, k=config.k,
         threshold=config.threshold, threshold_value=config.resolved_threshold,
@@ -136,14 +165,6 @@ def build_template(
         ica={"converged": result.converged, "explained_variance": result.explained_variance.round(4).tolist(),
              **result.info, **({"stability": stability} if stability else {})},
     )
-    template = Template.from_masks(masks, acts.layers, acts.width, meta)
-    template.stats = ChannelStats.from_moments(acts.layers, acts.mean, acts.std, acts.n_tokens)  # for mean ablation
-    seconds["threshold"] = time.perf_counter() - clock
-    seconds.update(_add_cards(lm, template, config, (result, acts, sequences, pairs), progress, stop))
-    stop.check()  # a stop during the last phase still leaves nothing behind
-    path = template.save(output) if output is not None else None
-    progress(Progress("done", 1, 1, "", "Done"))
-    return BuildResult(template=template, seconds=seconds, n_tokens=acts.n_tokens, path=path, maps=result.maps)
 
 
 def _add_cards(lm, template: Template, config: BuildConfig, made, progress: ProgressFn, stop: StopFlag) -> dict:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Optional
 
 from .activity import Context
 from .direct_effect import TokenEffect
 from .errors import FnwebError
+from .ids import short_name
 from .readout import Readout
 
 VERSION = 1
@@ -195,9 +195,7 @@ def context_text(context: Context, mark: str = "[[{}]]") -> str:
 
 def set_name(name: str) -> str:
     """A short name for a prompt set: ``builtin:code`` -> code, a file -> its stem, a Hub id -> its last part."""
-    if name.startswith("builtin:"):
-        return name[len("builtin:"):]
-    return Path(name).stem if Path(name).suffix else name.split("/")[-1]
+    return short_name(name)
 
 
 def _quoted(piece: str) -> str:

@@ -26,10 +26,13 @@ from typing import Callable, ContextManager, Iterator, Optional, Sequence
 import torch
 
 from .archs import DEFAULT_SITE, layout_of
+from .checks import check_seed
 from .errors import FnwebError
 from .controls import CONTROLS, DEFAULT_CONTROL, check_choice, draw_seed
 from .interventions import DEFAULT_INTERVENTION, INTERVENTIONS, check_alpha
-from .masks import MaskSpec, apply_masks, layer_masks, masked_share, stacked_masks
+from .masks import (
+    DEFAULT_PRESERVE_SCOPE, MaskSpec, apply_masks, check_preserve_scope, layer_masks, masked_share, stacked_masks,
+)
 from .metrics import TOKEN_METRICS, Stat, next_token_stats, stat_of
 from .models import LoadedModel
 from .progress import StopFlag
@@ -54,8 +57,11 @@ class GenerationSettings:
     alpha: float = DEFAULT_ALPHA  # the factor of the columns whose intervention takes one (scale)
     control_of: str = CONTROL_OF  # the intervention the random column applies (a name in INTERVENTIONS)
     control: str = DEFAULT_CONTROL  # how its neurons are drawn (a name in fnweb.controls.CONTROLS)
+    preserve_scope: str = DEFAULT_PRESERVE_SCOPE  # fnweb.masks.PRESERVE_SCOPES: the preserve column's layers
 
     def validate(self) -> None:
+        check_preserve_scope(self.preserve_scope)
+        check_seed(self.seed)
         if not 1 <= self.max_new_tokens <= 1024:
             raise FnwebError(f"Max new tokens must lie between 1 and 1024 (got {self.max_new_tokens}).")
         if not self.greedy and not 0.05 <= self.temperature <= 5.0:
@@ -116,10 +122,12 @@ def plan_rows(template: Optional[Template], components: Sequence[int], columns: 
     for column in masked_columns:
         if column == RANDOM:
             rows += [Row(RANDOM, MaskSpec(components, settings.control_of, random_seed=draw_seed(settings.seed, draw),
-                                          control=settings.control, alpha=settings.alpha))
+                                          control=settings.control, alpha=settings.alpha,
+                                          preserve_scope=settings.preserve_scope))
                      for draw in range(settings.random_draws)]
         else:
-            rows.append(Row(column, MaskSpec(components, column, alpha=settings.alpha)))
+            rows.append(Row(column, MaskSpec(components, column, alpha=settings.alpha,
+                                             preserve_scope=settings.preserve_scope)))
     return rows
 
 

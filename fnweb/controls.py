@@ -102,8 +102,8 @@ CONTROLS: dict[str, Control] = {
     "layer": Control("layer", "same count per layer", False, "as many channels per layer, drawn from the rest",
                      _uniform),
     "magnitude": Control("magnitude", "same count and scale per layer", True,
-                         f"as many channels per layer and per decile of activation scale (root mean square), drawn "
-                         f"from the rest", _by_magnitude),
+                         "as many channels per layer and per decile of activation scale (root mean square), drawn "
+                         "from the rest", _by_magnitude),
 }
 DEFAULT_CONTROL = "layer"
 

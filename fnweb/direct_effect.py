@@ -1,7 +1,8 @@
 """A component's direct effect on the output: the tokens its neurons push up and down through the unembedding.
 
 Each neuron of a component writes into the residual stream along its down-projection
-column (for the ``mlp_output`` site, the channel is a residual direction itself).
+column (at a site on the down-projection's output side, ``mlp_output``, the channel is a
+residual direction itself: ``Site.weight_axis`` says which).
 Weighted by how much each channel moves when the component is expressed (its map
 weight times the channel's standard deviation), the writes of all its layers add up
 to one residual direction; through the final norm's per-channel scale (mean removed
@@ -23,7 +24,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .archs import Layout, OutputHead, get_path, input_axis, unwrap
+from .archs import Layout, OutputHead, get_path, input_axis, site_of, unwrap
 from .errors import FnwebError
 
 TOP_TOKENS = 10
@@ -56,13 +57,14 @@ def written_direction(model: torch.nn.Module, layout: Layout, site: str,
     moves per unit of the component's signal (activation units).
     """
     direction = torch.zeros(layout.hidden_size)
+    writes_through_down = site_of(site).weight_axis == "in"  # a channel is an input of the down-projection
     for layer, chosen in channels.items():
         if len(chosen) == 0:
             continue
         coefficients = torch.as_tensor(np.asarray(weights[layer], dtype=np.float32))
-        if site == "neurons":
+        if writes_through_down:
             direction += _down_columns(model, layout, layer, chosen) @ coefficients
-        else:  # mlp_output channels are residual-stream channels
+        else:  # channels on the down-projection's output side are residual-stream channels
             direction.index_add_(0, torch.as_tensor(chosen, dtype=torch.long), coefficients)
     return direction
 

@@ -27,7 +27,7 @@ from typing import Optional
 from .archs import DEFAULT_SITE, SITES
 from .errors import FnwebError
 from .evidence_results import DoseCurve, dose_sentence, variant_sentences
-from .io import read_text, write_atomic
+from .io import parse_json, read_text, write_atomic
 from .metrics import METRICS, Stat
 from .significance import LEVEL, draws_needed, smallest_p
 
@@ -151,10 +151,7 @@ class ExperimentResult:
 
     @classmethod
     def from_json(cls, text: str) -> "ExperimentResult":
-        try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise FnwebError(f"The experiment file is not valid JSON: {exc.msg} at line {exc.lineno}.") from exc
+        return cls.from_dict(parse_json(text, "The experiment file"))
 
     @classmethod
     def load(cls, path: str | Path) -> "ExperimentResult":

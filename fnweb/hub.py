@@ -24,8 +24,11 @@
 
 Faults (no token, a rejected token, no write access, the network or the Hub failing,
 a bad repo id, a repo holding something else) become ``FnwebError`` messages that
-say what to do. The Hub address is ``huggingface_hub``'s (``HF_ENDPOINT``). This
-module knows nothing about Gradio or how the files were made.
+say what to do (``fnweb.huberrors``). The Hub address is ``huggingface_hub``'s
+(``HF_ENDPOINT``). This module is transport and cards only: what a run folder holds
+and how it is checked is ``fnweb.finetune.runs``'s, the cards' text ``fnweb.hubcard``'s
+and ``fnweb.finetune.card``'s, what a repo id is ``fnweb.ids``'s. It knows nothing
+about Gradio or how the files were made.
 """
 
 from __future__ import annotations
@@ -35,28 +38,27 @@ import os
 import re
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 from . import __version__
 from .access import mode_reason, multi_user
 from .errors import FnwebError
-from .hubcard import HEATMAP_FILENAME, run_card, template_card
-from .io import read_json
-from .masks import MaskSpec
+from .finetune.card import run_card
+from .finetune.runs import CARD_FILE, RUN_OPTIONAL, RUN_REQUIRED, STATE_FILE, RunFiles, read_run
+from .hubcard import HEATMAP_FILENAME, template_card
+from .huberrors import ANONYMOUS, NO_CHANGE, hub_errors
+from .ids import check_repo_id, model_short_name, short_name
+from .io import read_text
 from .templates import MAX_TEMPLATE_BYTES, TEMPLATE_FILENAME, Template
 
 # What a local Gradio sign-in puts where the OAuth token would be (gradio/oauth.py).
 PLACEHOLDER_TOKENS = frozenset({"mock-oauth-token-for-local-dev"})
 
 TEMPLATE_KIND, RUN_KIND = "template", "run"
-RUN_REQUIRED = ("adapter_config.json", "adapter_model.safetensors", "template.json", "mask.json", "train_config.json")
-RUN_OPTIONAL = ("metrics.jsonl", "summary.json", "README.md")
 # Never published from a run folder: pickles (fnweb loads none) and resumable-training leftovers.
 RUN_SKIP = re.compile(r"(^|/)(\.|checkpoint[^/]*/)|\.(bin|pt|pth|pkl|pickle|ckpt|tmp)$")
-NO_CHANGE = "Nothing was pushed and the local files are unchanged"
-ANONYMOUS = "no sign-in (anonymous)"
 # A run's adapter is small next to its model (LoRA r 16 on a 7B model: ~40 MB); 2 GB covers r 256 on a 70B model.
 DEFAULT_MAX_RUN_MB = 2048
 
@@ -132,7 +134,7 @@ def account(token: Optional[str] = None) -> Account:
 
 
 def _whoami(token: str, source: str) -> Account:
-    with _hub_errors("checking the token", None, source):
+    with hub_errors("checking the token", None, source):
         info = _api(token).whoami(token=token)
     role = ((info.get("auth") or {}).get("accessToken") or {}).get("role")
     orgs = tuple(o.get("name") for o in info.get("orgs") or [] if o.get("name"))
@@ -154,33 +156,10 @@ def describe_target(repo_id: str, token: Optional[str] = None) -> str:
 
 # ---- repo ids ----
 
-def check_repo_id(repo_id: Optional[str]) -> str:
-    """A repo id ('name' or 'namespace/name', or a Hub URL) checked without any network call."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    text = (repo_id or "").strip()
-    text = re.sub(r"^https?://[^/]+/", "", text).strip("/")  # a pasted repo URL
-    if not text:
-        raise FnwebError("No repo id given: enter one like 'your-name/my-template'.")
-    try:
-        validate_repo_id(text)
-    except HFValidationError as exc:
-        raise FnwebError(
-            f"'{repo_id}' is not a valid Hub repo id: use 'name' or 'namespace/name' with letters, digits, '-', "
-            "'_' or '.', at most 96 characters, no '--' or '..', not starting or ending with '-' or '.'."
-        ) from exc
-    return text
-
-
 def default_repo_name(model_id: str, datasets: list[str], kind: str = TEMPLATE_KIND) -> str:
     """A repo name from the model and datasets, e.g. 'SmolLM2-135M-Instruct-fnweb-factual-code'."""
-    model = Path(str(model_id).replace("embedded:", "")).name or "model"
-
-    def short(name: str) -> str:
-        name = name.replace("builtin:", "")
-        return Path(name).stem if Path(name).suffix else name.split("/")[-1]
-
-    parts = [model, "fnweb", *[short(d) for d in datasets]] + (["lora"] if kind == RUN_KIND else [])
+    model = model_short_name(model_id) or "model"
+    parts = [model, "fnweb", *[short_name(d) for d in datasets]] + (["lora"] if kind == RUN_KIND else [])
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts))
     name = re.sub(r"-{2,}", "-", re.sub(r"\.{2,}", ".", name))
     return name[:96].strip("-.") or "fnweb-template"
@@ -244,13 +223,12 @@ def push_run(
     files: dict[str, bytes | Path] = {}
     for path in sorted(p for p in run.folder.rglob("*") if p.is_file()):
         rel = path.relative_to(run.folder).as_posix()
-        if rel != "README.md" and not RUN_SKIP.search(rel):
+        if rel != CARD_FILE and not RUN_SKIP.search(rel):
             files[rel] = path
-    existing = (run.folder / "README.md").read_text(encoding="utf-8") if (run.folder / "README.md").exists() else None
 
     def card(full_id: str) -> bytes:
-        return run_card(full_id, run.adapter_config, run.train_config, run.mask_dict, run.template, run.summary,
-                        existing, merged=merged).encode("utf-8")
+        return run_card(run.train_config, run.summary, run.mask_file, run.template, run.adapter_config,
+                        repo_id=full_id, existing=run.card, merged=merged).encode("utf-8")
 
     what = run.mask.label() if run.mask else "no mask"
     message = commit_message or f"Upload fnweb LoRA run ({what}{', merged model' if merged else ''})"
@@ -265,7 +243,8 @@ def _merged_files(folder: Path, scratch: Path, trust_remote_code: bool = False) 
     """The run's merged model, written to ``scratch``, as repo paths under ``merged/``."""
     from .finetune.merge import MERGED_FOLDER, merged_run, save_merged
 
-    saved = save_merged(merged_run(folder, trust_remote_code=trust_remote_code), scratch)  # merged_run refuses a 4/8-bit run before loading anything
+    # merged_run refuses a 4/8-bit run before loading anything
+    saved = save_merged(merged_run(folder, trust_remote_code=trust_remote_code), scratch)
     return {f"{MERGED_FOLDER}/{p.relative_to(saved).as_posix()}": p for p in sorted(saved.rglob("*")) if p.is_file()}
 
 
@@ -277,7 +256,7 @@ def _push(kind, name, files, card, token, private, message, overwrite) -> str:
     who = _whoami(token, source)
     repo_id = name if "/" in name else f"{who.name}/{name}"
     api = _api(token)
-    with _hub_errors("pushing to", repo_id, source, who):
+    with hub_errors("pushing to", repo_id, source, who):
         try:
             info = api.model_info(repo_id)
         except RepositoryNotFoundError:
@@ -290,8 +269,8 @@ def _push(kind, name, files, card, token, private, message, overwrite) -> str:
                     f"The repo {repo_id} exists and is public, but a private push was asked for. {NO_CHANGE}. "
                     "Make the repo private on the Hub first, or choose another repo name."
                 )
-            _check_owner(api, repo_id, _names(info), kind, overwrite, [*files, "README.md"])
-        operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card(repo_id))]
+            _check_owner(api, repo_id, _names(info), kind, overwrite, [*files, CARD_FILE])
+        operations = [CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card(repo_id))]
         operations += [
             CommitOperationAdd(path_in_repo=path, path_or_fileobj=data if isinstance(data, bytes) else str(data))
             for path, data in files.items()
@@ -305,7 +284,7 @@ def _check_owner(api, repo_id: str, present: list[str], kind: str, overwrite: bo
     others = [f for f in present if f != ".gitattributes"]
     if not others or overwrite:
         return
-    found = _repo_kind(api, repo_id) if "README.md" in others else None
+    found = _repo_kind(api, repo_id) if CARD_FILE in others else None
     if found == kind:
         return
     what = f"an fnweb {found}, not a {kind}" if found else "files that fnweb did not write"
@@ -324,85 +303,13 @@ def _repo_kind(api, repo_id: str) -> Optional[str]:
     from huggingface_hub import ModelCard
 
     with tempfile.TemporaryDirectory(prefix="fnweb-card-") as folder:
-        path = api.hf_hub_download(repo_id, "README.md", cache_dir=folder)
+        path = api.hf_hub_download(repo_id, CARD_FILE, cache_dir=folder)
         try:
-            data = ModelCard(Path(path).read_text(encoding="utf-8"), ignore_metadata_errors=True).data.to_dict()
-        except Exception:  # an unparsable card is simply not ours
+            data = ModelCard(read_text(path), ignore_metadata_errors=True).data.to_dict()
+        except Exception:  # an unreadable or unparsable card is simply not ours
             return None
     block = data.get("fnweb")
     return block.get("kind") if isinstance(block, dict) and "fnweb" in (data.get("tags") or []) else None
-
-
-# ---- runs on disk ----
-
-@dataclass
-class RunFiles:
-    """A fine-tuning run folder, read and checked (local or downloaded)."""
-
-    folder: Path
-    template: Optional[Template]  # None only for a run trained without a mask
-    mask: Optional[MaskSpec]  # None: trained without a mask
-    mask_dict: Optional[dict]
-    adapter_config: dict
-    train_config: dict
-    summary: dict = field(default_factory=dict)
-
-
-def _read_json(path: Path, what: str):
-    return read_json(path, f"{what}: {path.name}")
-
-
-def mask_from_dict(data: Optional[dict], source: str = "mask.json") -> Optional[MaskSpec]:
-    """A ``MaskSpec`` from its JSON form (its fields); None for no mask (null or mode 'none')."""
-    if data is None or (isinstance(data, dict) and "none" in (data.get("mode"), data.get("mask_mode"))):
-        return None
-    if not isinstance(data, dict) or "components" not in data:
-        raise FnwebError(
-            f"{source} must be null or an object with 'components' (and 'mode', 'random_seed', 'layers')."
-        )
-    try:
-        return MaskSpec.from_dict(data)  # its fields by name; those it lacks take their defaults
-    except (TypeError, ValueError) as exc:
-        raise FnwebError(f"{source} is malformed ({exc}).") from exc
-
-
-def read_run(run_dir: str | os.PathLike, what: str = "The run folder") -> RunFiles:
-    """Check a run folder has its files and that they parse; the template and mask must agree."""
-    folder = Path(run_dir)
-    if not folder.is_dir():
-        raise FnwebError(f"{what} {folder} does not exist or is not a folder.")
-    missing = [name for name in RUN_REQUIRED if not (folder / name).is_file()]
-    mask_dict = _read_json(folder / "mask.json", what) if "mask.json" not in missing else None
-    mask = mask_from_dict(mask_dict) if "mask.json" not in missing else None
-    if "mask.json" not in missing and mask is None and "template.json" in missing:
-        missing.remove("template.json")  # a run without a mask needs no template
-    if missing:
-        raise FnwebError(
-            f"{what} {folder} lacks {', '.join(missing)}: it is not a complete fnweb fine-tuning run "
-            "(expected the adapter, template.json, mask.json and train_config.json)."
-        )
-    _check_not_running(folder, what)
-    adapter = _read_json(folder / "adapter_config.json", what)
-    if not isinstance(adapter, dict) or "peft_type" not in adapter:
-        raise FnwebError(f"{what}: adapter_config.json is not a PEFT adapter config (no peft_type).")
-    template = Template.load(folder / "template.json") if (folder / "template.json").exists() else None
-    if mask is not None:
-        template.check_components(mask.components)
-    summary_path = folder / "summary.json"
-    summary = _read_json(summary_path, what) if summary_path.exists() else {}
-    train = _read_json(folder / "train_config.json", what)
-    return RunFiles(folder, template, mask, mask_dict, adapter, train if isinstance(train, dict) else {},
-                    summary if isinstance(summary, dict) else {})
-
-
-def _check_not_running(folder: Path, what: str) -> None:
-    """A run still training has no final adapter yet: refuse to push or load it."""
-    if not (folder / "state.json").exists():
-        return
-    from .finetune.runs import read_state  # the run folders' own reading (a dead process is not running)
-
-    if read_state(folder).get("state") == "running":
-        raise FnwebError(f"{what} {folder} is still training: push it once it has finished or been stopped.")
 
 
 # ---- loading ----
@@ -432,7 +339,7 @@ def download_run(
 ) -> RunFiles:
     """Download a run repo's own files (not ``merged/`` nor anything else) and check them like a local run folder."""
     repo_id = check_repo_id(repo_id)
-    wanted = (*RUN_REQUIRED, *RUN_OPTIONAL, "state.json")
+    wanted = (*RUN_REQUIRED, *RUN_OPTIONAL, STATE_FILE)
     with _loading(repo_id, token) as api:
         sizes = _sizes(api.model_info(repo_id, revision=revision, files_metadata=True))
         _check_size(repo_id, revision, {f: n for f, n in sizes.items() if f in wanted}, max_run_bytes(),
@@ -480,92 +387,10 @@ def _api(token: Optional[str]):
     return HfApi(token=token if token else False, library_name="fnweb", library_version=__version__)
 
 
-def _cause(exc: BaseException, kinds) -> Optional[BaseException]:
-    """The first exception of ``kinds`` in ``exc``'s chain (upload errors wrap the HTTP one)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, kinds):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 @contextmanager
 def _loading(repo_id: str, token: Optional[str]):
     """A client for reading ``repo_id`` (a token only if one is at hand), Hub errors made plain."""
     token, source = resolve_token(token, required=False)
     api = _api(token)
-    with _hub_errors("loading", repo_id, source, action_kind="load"):
+    with hub_errors("loading", repo_id, source, action_kind="load"):
         yield api
-
-
-@contextmanager
-def _hub_errors(action: str, repo_id: Optional[str], source: str, who: Optional[Account] = None,
-                action_kind: str = "push") -> Iterator[None]:
-    """Turn the client's exceptions into messages that say what happened and what to do."""
-    import httpx2
-    from huggingface_hub import constants
-    from huggingface_hub.errors import (
-        HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    where = f" {repo_id}" if repo_id else ""
-    unchanged = NO_CHANGE if action_kind == "push" else "Nothing was loaded"
-    try:
-        yield
-    except FnwebError:
-        raise
-    except Exception as exc:
-        if _cause(exc, OfflineModeIsEnabled):
-            raise FnwebError(
-                f"Hub access is switched off here (HF_HUB_OFFLINE is set): unset it to reach the Hub. {unchanged}."
-            ) from None
-        http = _cause(exc, HfHubHTTPError)
-        status = http.response.status_code if http is not None and http.response is not None else None
-        detail = _server_detail(http)
-        if isinstance(http, RevisionNotFoundError):
-            raise FnwebError(f"The repo{where} has no such revision: check the branch, tag or commit.") from None
-        if isinstance(http, RepositoryNotFoundError) and action_kind == "load":
-            raise FnwebError(
-                f"No repo{where} on the Hub, or it is private and " + (
-                    "you are not signed in: sign in first to load your private repos. " if source == ANONYMOUS else
-                    f"the token from {source} cannot read it. Check the repo id and your sign-in.")
-            ) from None
-        if status == 401:
-            raise FnwebError(
-                f"The Hugging Face token from {source} was rejected (401: invalid, expired or revoked). Sign in "
-                f"again, or set a valid HF_TOKEN, or run `hf auth login`. {unchanged}."
-            ) from None
-        if status == 403:
-            namespace = repo_id.split("/")[0] if repo_id else "this namespace"
-            yours = f"{who.name} may write to {', '.join(who.namespaces)}" if who else "check the token's rights"
-            raise FnwebError(
-                f"No write access to '{namespace}' (403{detail}): {yours}. Push to a namespace you can write to, "
-                f"with a token that has write permission. {unchanged}."
-            ) from None
-        if status is not None and status >= 500:
-            raise FnwebError(
-                f"The Hub answered an error ({status}{detail}) while {action}{where}; the push did not complete and "
-                f"the repo keeps its previous state. {unchanged}: try again."
-                if action_kind == "push" else
-                f"The Hub answered an error ({status}{detail}) while {action}{where}. {unchanged}: try again."
-            ) from None
-        if status is not None:
-            raise FnwebError(f"The Hub refused {action}{where} ({status}{detail}). {unchanged}.") from None
-        if _cause(exc, (httpx2.TransportError, ConnectionError, TimeoutError, LocalEntryNotFoundError)):
-            raise FnwebError(
-                f"Cannot reach the Hugging Face Hub at {constants.ENDPOINT} while {action}{where}: check the network "
-                f"(and HF_ENDPOINT), then try again. {unchanged}."
-            ) from None
-        raise
-
-
-def _server_detail(http) -> str:
-    """The Hub's own short reason, if it gave one (never request headers)."""
-    message = getattr(http, "server_message", None) if http is not None else None
-    if not message:
-        return ""
-    first = str(message).strip().splitlines()[0][:200]
-    return f": {first}"

@@ -1,73 +1,42 @@
-"""Model cards (README.md with Hub metadata) for shared templates and runs, and a coverage image.
+"""Model cards (README.md with Hub metadata) for shared templates, their shared parts, and a coverage image.
 
-``template_card`` and ``run_card`` return the text of a Hub model card: a YAML front
-matter that ``huggingface_hub.ModelCard`` parses (``base_model``, ``datasets``,
-``tags`` including ``fnweb``, ``library_name: peft`` for runs, and an ``fnweb`` block
-with the settings), then a body with the coverage table or the run's figures and how
-to load it (and, when the template keeps cards, what each component does).
-``coverage_png`` draws the component x layer coverage as a PNG (no plotting library
-needed). This module knows nothing about the network.
+``template_card`` returns the text of a template repo's model card: a YAML front matter
+that ``huggingface_hub.ModelCard`` parses (``base_model``, ``datasets``, ``tags``
+including ``fnweb``, and an ``fnweb`` block with the settings), then a body with the
+coverage table and how to load it (and, when the template keeps cards, what each
+component does). ``front_matter`` and ``markdown_table`` are shared with the run card
+(``fnweb.finetune.card``). ``coverage_png`` draws the component x layer coverage as a
+PNG (no plotting library needed). This module knows nothing about the network.
 """
 
 from __future__ import annotations
 
-import json
 import struct
 import zlib
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from . import __version__
 from .cards import DIRECT_NOTE, shown, stored_cards
-from .models import EMBEDDED_HUB_ID, EMBEDDED_ID
-from .prompts import LOCAL_SUFFIXES
+from .ids import hub_model_id, is_hub_dataset
 from .templates import TEMPLATE_FILENAME, Template
 
 HEATMAP_FILENAME = "coverage.png"
 TEMPLATE_TAGS = ["fnweb", "functional-networks", "ica", "interpretability"]
-RUN_TAGS = ["fnweb", "functional-networks", "peft", "lora", "masked-fine-tuning"]
 
 
 # ---- metadata helpers ----
 
-def hub_model_id(model_id: Optional[str]) -> Optional[str]:
-    """The Hub id a model id stands for (the embedded copy's original), or None for local folders."""
-    if not model_id:
-        return None
-    if model_id == EMBEDDED_ID:
-        return EMBEDDED_HUB_ID
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if "/" not in model_id or Path(model_id).expanduser().exists():
-        return None
-    try:
-        validate_repo_id(model_id)
-    except HFValidationError:
-        return None
-    return model_id
-
-
-def hub_datasets(names: list[str]) -> list[str]:
-    """The names that are Hub datasets (not built-in sets, not local files)."""
-    keep = []
-    for name in names:
-        if name.startswith("builtin:") or Path(name).suffix.lower() in LOCAL_SUFFIXES:
-            continue
-        if name not in keep:
-            keep.append(name)
-    return keep
-
-
-def _front_matter(data: dict) -> str:
+def front_matter(data: dict) -> str:
+    """A card's YAML front matter, as the Hub parses it (empty values left out)."""
     from huggingface_hub import ModelCardData
 
     clean = {k: v for k, v in data.items() if v not in (None, [], {})}
     return "---\n" + ModelCardData(**clean).to_yaml() + "\n---\n"
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -98,9 +67,9 @@ def template_card(template: Template, repo_id: str, heatmap: Optional[str] = Non
     meta = template.meta
     fields = template_fields(template)
     datasets = [d.get("name", "") for d in meta.datasets] if meta else []
-    front = _front_matter({
+    front = front_matter({
         "base_model": hub_model_id(meta.model_id) if meta else None,
-        "datasets": hub_datasets(datasets),
+        "datasets": [d for d in dict.fromkeys(datasets) if is_hub_dataset(d)],
         "tags": TEMPLATE_TAGS,
         "fnweb": fields,
     })
@@ -122,14 +91,14 @@ def template_card(template: Template, repo_id: str, heatmap: Optional[str] = Non
             ["threshold", f"{meta.threshold} {meta.threshold_value:g}"], ["seed", meta.seed],
             ["standardised", meta.standardise], ["created", meta.created or "-"],
         ]
-        parts += ["## Settings\n", _table(["setting", "value"], settings) + "\n"]
+        parts += ["## Settings\n", markdown_table(["setting", "value"], settings) + "\n"]
     coverage = template.coverage()
     stable = bool(coverage) and all("stability" in r for r in coverage)
     rows = [[r["component"], f"{r['channels']:,}", r["layers"], f"{100 * r['share']:.2f} %"]
             + ([f"{r['stability']:.2f}", f"{r['mask_stability']:.2f}"] if stable else []) for r in coverage]
     header = ["component", "channels", "layers", "share of all channels"]
     header += ["stability (map)", "stability (mask)"] if stable else []
-    parts += ["## Coverage\n", _table(header, rows) + "\n"]
+    parts += ["## Coverage\n", markdown_table(header, rows) + "\n"]
     if stable:
         parts += [f"Stability: the mean matched |correlation| of each component's map, and the mean IoU of its "
                   f"mask, over {template.stability()['runs']} re-runs of the PCA and ICA on bootstrap resamples "
@@ -196,145 +165,6 @@ import json
 from huggingface_hub import hf_hub_download
 
 data = json.load(open(hf_hub_download("{repo_id}", "{file}")))
-```
-'''
-
-
-# ---- runs ----
-
-def _figures(summary: dict, prefix: str = "") -> list[list]:
-    """Numeric entries of summary.json, flattened to (name, value) rows ('learning.task_loss')."""
-    rows = []
-    for key, value in summary.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            rows += _figures(value, name + ".")
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            rows.append([name, value])
-    return rows
-
-
-def _shown(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-TRAIN_FIELDS = ("dataset", "model_id", "quantization", "lora_r", "lora_alpha", "lora_targets", "mask_mode",
-                "control_of", "component_ids", "mask_layers", "restrict_updates", "learning_rate", "num_epochs",
-                "max_steps", "batch_size", "grad_accum", "seed")
-
-
-def run_fields(adapter_config: dict, train_config: dict, mask: Optional[dict], template: Optional[Template],
-               summary: dict) -> dict:
-    """The ``fnweb`` block of a run card."""
-    fields = {
-        "kind": "run", "fnweb_version": __version__,
-        "mask": mask, "template_components": len(template.components) if template else None,
-        "template_site": template.site if template else None,
-        "summary": {r[0]: r[1] for r in _figures(summary)},
-        "train": {k: train_config[k] for k in TRAIN_FIELDS if train_config.get(k) is not None},
-    }
-    return {k: v for k, v in fields.items() if v not in (None, {}, [])}
-
-
-def _train_datasets(train_config: dict) -> list[str]:
-    names = train_config.get("datasets") or [train_config.get("dataset")]
-    return [str(n) for n in names if n]
-
-
-def run_card(repo_id: str, adapter_config: dict, train_config: dict, mask: Optional[dict],
-             template: Optional[Template], summary: dict, existing: Optional[str] = None,
-             merged: bool = False) -> str:
-    """README.md for a run repo. An existing card keeps its text; its metadata is refreshed.
-
-    ``merged``: the repo also holds ``merged/``, and the card says how to load it.
-    """
-    from huggingface_hub import ModelCard
-
-    candidates = [adapter_config.get("base_model_name_or_path"), train_config.get("model_id"),
-                  template.meta.model_id if template and template.meta else None]
-    base = next((hub_model_id(c) for c in candidates if hub_model_id(c)), None)  # the first that is a Hub id
-    base_id = base or next((c for c in candidates if c), None)
-    metadata = {
-        "base_model": base, "library_name": "peft", "datasets": hub_datasets(_train_datasets(train_config)),
-        "fnweb": run_fields(adapter_config, train_config, mask, template, summary),
-    }
-    if existing:
-        card = ModelCard(existing, ignore_metadata_errors=True)
-        data = card.data.to_dict()
-        data.update({k: v for k, v in metadata.items() if v not in (None, [], {})})
-        data["tags"] = list(dict.fromkeys(list(data.get("tags") or []) + RUN_TAGS))
-        body = card.text
-        if "fnweb.hub import download_run" not in body:  # say how to load it from the Hub with its mask
-            body = body.rstrip() + "\n\n## Loading it from the Hub (with its mask)\n\n" + _RUN_USAGE.format(
-                repo_id=repo_id, base=base or base_id)
-    else:
-        data = {**metadata, "tags": RUN_TAGS}
-        body = _run_body(repo_id, base, base_id, mask, summary, train_config)
-    if merged and "subfolder=\"merged\"" not in body:
-        body = body.rstrip() + "\n\n" + _MERGED_USAGE.format(repo_id=repo_id, baked=_baked(mask))
-    return _front_matter(data) + body
-
-
-def _run_body(repo_id, base, base_id, mask, summary, train_config) -> str:
-    if mask:
-        how = (f"with a functional-network mask applied ({mask.get('mode', '?')} of components "
-               f"{', '.join(map(str, mask.get('components', [])))} of the included template"
-               + (", as a matched random control" if mask.get("random_seed") is not None else "") + ")")
-    else:
-        how = "without a mask"
-    parts = [
-        f"# LoRA fine-tune with fnweb: {repo_id.split('/')[-1]}\n",
-        f"A LoRA adapter for **{base_id or 'its base model'}**, trained with fnweb {__version__} {how}.\n",
-    ]
-    figures = _figures(summary)
-    if figures:
-        rows = [[name, _shown(value)] for name, value in figures]
-        parts += ["## Learning and forgetting\n", _table(["figure", "value"], rows) + "\n"]
-    settings = [[k, f"`{json.dumps(train_config[k])}`"] for k in TRAIN_FIELDS if train_config.get(k) is not None]
-    if settings:
-        parts += ["## Training settings\n", _table(["setting", "value"], settings) + "\n"]
-    parts += ["## Loading it from the Hub (with its mask)\n", _RUN_USAGE.format(repo_id=repo_id, base=base or base_id)]
-    return "\n".join(parts)
-
-
-_RUN_USAGE = '''```python
-from fnweb.hub import download_run
-from fnweb.finetune import load_run
-
-files = download_run("{repo_id}")  # adapter, template.json, mask.json, configs: checked like a local run
-run = load_run(files.folder)  # the adapter on a private copy of its base model
-with run.masked():  # the mask it was trained with
-    ...
-```
-
-Without fnweb's fine-tuning module: `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base}"),
-files.folder)`, then `with fnweb.masks.masked(model, files.template, files.mask): ...`. The adapter was
-trained with the mask on: loaded without it, it is a different model.
-
-A run is data: `load_run` loads its base model with `trust_remote_code=False` whatever the run's files say
-(a base model that needs custom code is refused). Pass `trust_remote_code=True` yourself, only if you trust
-that model's code.
-'''
-
-
-def _baked(mask: Optional[dict]) -> str:
-    if not mask or mask.get("mask_mode") == "none" or not mask.get("components"):
-        return "The run was trained without a mask."
-    if mask.get("mask_activations") is False:
-        return "It needs no mask: the run's mask only chose which weights could change."
-    return ("The run's mask is baked into its down-projections (the masked channels' weights are zero), "
-            "so it behaves as the adapter does with the mask on, with no hooks.")
-
-
-_MERGED_USAGE = '''## The merged model
-
-`merged/` holds the adapter folded into the base weights: a plain model. {baked}
-
-```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-model = AutoModelForCausalLM.from_pretrained("{repo_id}", subfolder="merged")
-tokenizer = AutoTokenizer.from_pretrained("{repo_id}", subfolder="merged")
 ```
 '''
 

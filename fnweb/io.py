@@ -1,11 +1,16 @@
-"""Users' files in and out: text read as UTF-8, JSON, atomic writes, and writability probes.
+"""Users' files in and out: text read as UTF-8, JSON, atomic writes, plain records, and writability probes.
 
 Every text file a person hands fnweb (datasets, templates, run folders' JSON) is read
 through ``read_text``: UTF-8 with or without a byte-order mark (Excel writes one), and
 otherwise one clear sentence saying the file is binary, UTF-16, or in another encoding,
-and what to do. Writes go to a temp file in the same folder and are renamed into place,
-so a reader never sees half a file. ``check_writable_folder`` and ``check_writable_file``
-probe an output location before long work starts, leaving nothing behind.
+and what to do. Every JSON document goes through ``read_json`` (a file) or ``parse_json``
+(text already read), so a bad one is always said the same way. Writes (``write_atomic``,
+text or bytes) go to a temp file in the same folder and are renamed into place, so a
+reader never sees half a file. ``to_plain`` and ``from_plain`` turn a dataclass record
+into JSON-ready values and back, field by field from its type hints, so a file format
+built on a record gains a field when the record does. ``check_writable_folder`` and
+``check_writable_file`` probe an output location before long work starts, leaving
+nothing behind.
 
 This module knows nothing about what the files hold.
 """
@@ -13,11 +18,14 @@ This module knows nothing about what the files hold.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import json
 import os
 import tempfile
+import types
+import typing
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Union
 
 from .errors import FnwebError
 
@@ -87,6 +95,18 @@ def read_text(path: str | os.PathLike, what: Optional[str] = None) -> str:
     return decode_text(read_bytes(path, what), _subject(path, what))
 
 
+def parse_json(text: str, subject: str, one_line: bool = False):
+    """The value of a JSON document; ``subject`` names it in the one-line error a malformed one gets.
+
+    ``one_line``: the text is one line of a larger file (JSON Lines), which ``subject`` names.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"column {exc.colno}" if one_line else f"line {exc.lineno}, column {exc.colno}"
+        raise FnwebError(f"{subject} is not valid JSON: {exc.msg} at {where}.") from exc
+
+
 def read_json(path: str | os.PathLike, what: Optional[str] = None):
     """A JSON file's value; an empty, binary, non-UTF-8 or malformed file is a one-line error."""
     path = Path(path)
@@ -94,14 +114,11 @@ def read_json(path: str | os.PathLike, what: Optional[str] = None):
     text = read_text(path, what)
     if not text.strip():
         raise FnwebError(f"{subject} is empty: it holds no JSON.")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise FnwebError(f"{subject} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from exc
+    return parse_json(text, subject)
 
 
-def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temp file in the same folder and a rename."""
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write ``data`` (text as UTF-8, or bytes) to ``path`` via a temp file in the same folder and a rename."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,13 +126,89 @@ def write_atomic(path: Path, text: str) -> Path:
     except OSError as exc:
         raise FnwebError(f"Cannot write to {path.parent}: {exc.strerror}. Choose a writable folder.") from exc
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
+        with os.fdopen(handle, "wb") as out:
+            out.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+# ---- plain records: dataclasses as JSON values, by their fields ---------------------
+
+
+def to_plain(record) -> dict:
+    """A dataclass record as JSON-ready values, field by field (tuples become lists, records dicts)."""
+    return {f.name: _plain(getattr(record, f.name)) for f in dataclasses.fields(record)}
+
+
+def _plain(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_plain(value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def from_plain(cls, data, source: str):
+    """A ``cls`` record from JSON values: each field present converted to its type hint, the others defaulted.
+
+    Keys that are not fields are ignored (a newer file read by an older fnweb). A value of
+    the wrong kind is an ``FnwebError`` naming ``source`` and the field; the record's own
+    checks (``__post_init__``) then run as for any other record.
+    """
+    if not isinstance(data, dict):
+        raise FnwebError(f"{source} must be a JSON object, not {_kind(data)}.")
+    hints = typing.get_type_hints(cls)
+    values = {f.name: _converted(data[f.name], hints[f.name], f"{source}: {f.name}")
+              for f in dataclasses.fields(cls) if f.init and f.name in data}
+    try:
+        return cls(**values)
+    except FnwebError as exc:  # the record's own check: say which file broke it
+        raise FnwebError(f"{source}: {exc}") from exc
+
+
+def _kind(value) -> str:
+    return "null" if value is None else f"{type(value).__name__} {value!r:.40}"
+
+
+def _converted(value, hint, where: str):
+    """``value`` as the type ``hint`` names (Optional, tuple/list of one kind, record, bool, int, float, str)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        kinds = [a for a in args if a is not type(None)]
+        if len(kinds) == 1:
+            return _converted(value, kinds[0], where)
+    elif origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise FnwebError(f"{where} must be a list, not {_kind(value)}.")
+        item = args[0] if args else Any
+        return origin(_converted(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    elif origin is typing.Literal:
+        if value in args:
+            return value
+        raise FnwebError(f"{where} must be one of {', '.join(map(repr, args))}, not {_kind(value)}.")
+    elif dataclasses.is_dataclass(hint):
+        return from_plain(hint, value, where)
+    check = _SCALARS.get(hint)
+    if check is None:
+        return value  # Any, or a kind with no JSON form to check
+    if not check[0](value):
+        raise FnwebError(f"{where} must be {check[1]}, not {_kind(value)}.")
+    return hint(value)
+
+
+# A JSON value accepted as each scalar kind, and how an error names the kind (bools are not numbers).
+_SCALARS = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool)
+          or isinstance(v, float) and v.is_integer(), "a whole number"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
 
 
 # ---- probing outputs before the work ------------------------------------------------

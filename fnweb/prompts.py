@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import random
 import re
 from dataclasses import dataclass
@@ -22,11 +21,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from .errors import FnwebError
-from .io import read_text
+from .ids import BUILTIN_PREFIX, LOCAL_SUFFIXES, builtin_name, is_builtin  # noqa: F401  (also imported from here)
+from .io import parse_json, read_text
 
 BUILTIN_DIR = Path(__file__).parent / "data" / "prompts"
-BUILTIN_PREFIX = "builtin:"
-LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 FORMATS = ("auto", "chat", "alpaca", "chatml", "basic")
 
 
@@ -66,19 +64,10 @@ def _read_json(path: Path) -> list[dict]:
     text = read_text(path, f"Dataset file {path.name}")
     if not text.strip():
         return []  # reported as an empty dataset, as for any file without records
-    try:
-        if path.suffix == ".jsonl":
-            rows = []
-            for number, line in enumerate(text.splitlines(), start=1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise FnwebError(f"{path.name}: line {number} is not valid JSON ({exc.msg}).") from exc
-            return rows
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise FnwebError(f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from exc
+    if path.suffix == ".jsonl":
+        return [parse_json(line, f"{path.name}: line {number}", one_line=True)
+                for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    data = parse_json(text, path.name)
     if isinstance(data, dict):  # {"data": [...]} or {"train": [...]} wrappers
         lists = [v for v in data.values() if isinstance(v, list)]
         data = lists[0] if len(lists) == 1 else [data]
@@ -134,8 +123,8 @@ def _read_hub(source: PromptSource) -> list[dict]:
 def read_rows(source: PromptSource) -> list[dict]:
     """The raw records of a source, as dicts."""
     name = source.name.strip()
-    if name.startswith(BUILTIN_PREFIX):
-        set_name = name[len(BUILTIN_PREFIX):]
+    if is_builtin(name):
+        set_name = builtin_name(name)
         path = BUILTIN_DIR / f"{set_name}.jsonl"
         if not path.exists():
             raise FnwebError(f"No built-in prompt set '{set_name}'; there are: {', '.join(builtin_sets())}.")

@@ -32,6 +32,7 @@ import numpy as np
 
 from .archs import SITES, Layout
 from .channel_stats import STATS_KEY, ChannelStats
+from .checks import whole_number
 from .errors import FnwebError
 from .io import read_json, write_atomic  # noqa: F401  (write_atomic: also imported from here)
 
@@ -123,11 +124,8 @@ class Template:
         return len(self.layers) * self.width
 
     def check_components(self, ids: Sequence[int]) -> list[int]:
-        """The ids as ints, or an error naming those not in the template."""
-        try:
-            ids = [int(i) for i in ids]
-        except (TypeError, ValueError) as exc:
-            raise FnwebError(f"Component ids must be whole numbers (got {list(ids)}).") from exc
+        """The ids as ints, or an error naming those not in the template (or not whole numbers)."""
+        ids = [whole_number(i, "A component id") for i in ids]
         unknown = [i for i in ids if i not in self.components]
         if unknown:
             raise FnwebError(
@@ -269,12 +267,15 @@ class Template:
         try:
             layout = data["layout"]
             components = {
-                int(c): {int(layer): sorted(int(x) for x in ch) for layer, ch in per_layer.items()}
+                _whole(c, source, "component id"): {
+                    _whole(layer, source, f"component {c}'s layer"): _channels(ch, source, c)
+                    for layer, ch in per_layer.items()
+                }
                 for c, per_layer in data["templates"].items()
             }
             template = cls(
-                layers=sorted(int(x) for x in layout["captured_layers_sorted"]),
-                width=int(layout["hidden_size"]),
+                layers=sorted(_whole(x, source, "captured layer") for x in layout["captured_layers_sorted"]),
+                width=_whole(layout["hidden_size"], source, "hidden_size"),
                 components=components,
                 name=str(data.get("name", "global_templates_v1")),
                 meta=TemplateMeta.from_dict(data["fnweb"]) if "fnweb" in data else None,
@@ -349,6 +350,23 @@ def check_claims(data: dict, source: str = "template") -> None:
             raise FnwebError(
                 f"{source} claims {what.format(value)}, more than fnweb accepts ({limit:,}; the largest real models "
                 "need a fraction of that). It was refused before anything was built from it.")
+
+def _whole(value, source: str, what: str) -> int:
+    """A whole number of a template file: '3', 3 or 3.0; 2.5, 'x' or true make the file refused."""
+    try:
+        return whole_number(value, what)
+    except FnwebError as exc:
+        raise FnwebError(f"{source}: {what} {value!r} is not a whole number; the file was not loaded.") from exc
+
+
+def _channels(values, source: str, component) -> list[int]:
+    """A layer's sorted channel indices (plain ints pass at list speed; anything else one by one)."""
+    if not isinstance(values, list):
+        raise TypeError(f"component {component} has {type(values).__name__} where a list of channels belongs")
+    if all(type(x) is int for x in values):
+        return sorted(values)
+    return sorted(_whole(x, source, f"component {component}'s channel") for x in values)
+
 
 _CARDS_SLOT = "\u0000cards\u0000"  # stands in for the cards while the rest is indented
 

@@ -51,16 +51,24 @@ class Threshold:
     cli_flag: str  # the original CLI's flag for its value
 
     def check(self, value: float) -> float:
-        """The value as a float, or an error saying the range it must lie in."""
-        value = float(value)
+        """The value as a finite float, or an error saying the range it must lie in."""
+        try:
+            value = float(value)
+        except (TypeError, ValueError) as exc:
+            raise FnwebError(f"The {self.value_name} must be a number (got {value!r}).") from exc
+        if not math.isfinite(value):  # inf is no threshold (and NaN compares false with every bound)
+            raise FnwebError(f"The {self.value_name} must be a finite number that {self.range_words(third=True)} "
+                             f"(got {value:g}).")
         if not self.low < value < self.high:
             raise FnwebError(f"The {self.value_name} must {self.range_words()} (got {value:g}).")
         return value
 
-    def range_words(self) -> str:
+    def range_words(self, third: bool = False) -> str:
+        """'be positive', 'lie ...' (or 'is positive', 'lies ...' after 'a number that')."""
+        be, lie = ("is", "lies") if third else ("be", "lie")
         if math.isinf(self.high):
-            return "be positive" if self.low == 0 else f"lie above {self.low:g}"
-        return f"lie strictly between {self.low:g} and {self.high:g}"
+            return f"{be} positive" if self.low == 0 else f"{lie} above {self.low:g}"
+        return f"{lie} strictly between {self.low:g} and {self.high:g}"
 
 
 THRESHOLDS: dict[str, Threshold] = {

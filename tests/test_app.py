@@ -30,8 +30,9 @@ def build(client, sets=("factual",), samples=20, max_tokens=64, k=5, files=(), h
 
 def compare(client, template, prompt="What is the capital of France?", components=(0,), columns=ALL_COLUMNS,
             tokens=8, decoding="greedy", temperature=0.8, draws=3):
-    return client.predict(template, prompt, list(components), list(columns), tokens, decoding, temperature, 0,
-                          draws, api_name="/compare")
+    html, metrics, _status = client.predict(template, prompt, list(components), list(columns), tokens, decoding,
+                                            temperature, 0, draws, api_name="/compare")
+    return html, metrics
 
 
 # ---- the main path ------------------------------------------------------------------

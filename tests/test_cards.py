@@ -242,7 +242,7 @@ def test_networks_card_panel_shows_cards_without_the_model(planted, monkeypatch)
 
     from fnweb.ui import cards_panel, state
     from fnweb.ui.compare_tab import component_choices
-    from fnweb.ui.experiments_tab import _lesion_frame
+    from fnweb.ui.render import lesion_frame as _lesion_frame
 
     def no_model(*_):
         raise AssertionError("the card panel must not load a model")

@@ -14,7 +14,8 @@ from fnweb.channel_stats import ChannelStats
 from fnweb.compare import DEFAULT_COLUMNS, GenerationSettings, compare, plan_rows
 from fnweb.controls import CONTROLS, STRATA, draw_control, draw_seed, strata_of
 from fnweb.errors import FnwebError
-from fnweb.finetune.network import MaskPlan, plan_for
+from fnweb.finetune.network import plan_for
+from fnweb.finetune.runs import MaskFile
 from fnweb.interventions import ALPHA_RANGE, INTERVENTIONS
 from fnweb.masks import MaskSpec, apply_masks, chosen_neurons, layer_masks, spilled
 from fnweb.templates import Template
@@ -164,11 +165,13 @@ def test_mask_json_keeps_every_field_and_older_files_load(built, tmp_path):
     layout = layout_of(tiny.make_model("llama"))
     spec = MaskSpec((0,), "scale", random_seed=draw_seed(1, 2), control="magnitude", massive="undrawn", alpha=1.5)
     plan = plan_for(built, spec, "random", "neurons", restrict=False)
-    again = MaskPlan.from_json(plan.to_json(layout), built)
+    written = json.loads(json.dumps(MaskFile.of(plan, plan.share(layout)).to_dict()))
+    read = MaskFile.from_dict(written)
+    again = plan_for(built, read.spec, read.mask_mode, read.site, read.restrict_updates, read.mask_activations)
     assert again.spec == spec and all(torch.equal(again.masks[k].keep, plan.masks[k].keep) for k in plan.masks)
     older = {"mask_mode": "lesion", "site": "neurons", "components": [0], "mode": "lesion", "random_seed": None,
              "layers": None, "restrict_updates": False}
-    assert MaskPlan.from_json(json.dumps(older), built).spec == MaskSpec((0,), "lesion")
+    assert MaskFile.from_dict(older).spec == MaskSpec((0,), "lesion")
     assert MaskSpec.from_dict(spec.to_dict()) == spec and json.loads(json.dumps(spec.to_dict())) == spec.to_dict()
 
 

@@ -22,7 +22,7 @@ from fnweb.experiment_results import ExperimentResult
 from fnweb.experiment_tables import lesion_table
 from fnweb.experiments import run_experiment
 from fnweb.experiments.config import MAX_DOSES
-from test_experiments import LAYERS, PLANTED, make_config, make_template, planted_lm  # noqa: F401 (fixture)
+from test_experiments import LAYERS, PLANTED, make_config, make_template
 
 MASSIVE_CHANNEL = PLANTED[0]
 

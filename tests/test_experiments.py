@@ -28,25 +28,13 @@ from fnweb.experiments import (
 )
 from fnweb.masks import MaskSpec, masked
 from fnweb.metrics import METRICS
-from fnweb.models import LoadedModel, ModelRequest
 from fnweb.progress import StopFlag
 from fnweb.prompts import PromptSource, encode_prompt_and_response
 from fnweb.templates import Template, TemplateMeta
 
-PLANTED = list(range(6))  # neurons 0..5 of every layer
+PLANTED = tiny.PLANTED  # neurons 0..5 of every layer, made loud by the planted_lm fixture (conftest.py)
 ORDINARY = list(range(40, 46))
 LAYERS = [0, 1, 2]
-
-
-@pytest.fixture(scope="module")
-def planted_lm(tokenizer) -> LoadedModel:
-    model = tiny.make_model("llama", seed=0)
-    with torch.no_grad():
-        for block in model.model.layers:
-            block.mlp.down_proj.weight[:, PLANTED] *= 30.0
-        # An untied, sharper head: logits of a random model are otherwise nearly uniform.
-        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone() * 20.0)
-    return LoadedModel(model, tokenizer, ModelRequest(model_id="tiny-llama"))
 
 
 def make_template(width: int = tiny.INTERMEDIATE, samples: int = 5) -> Template:
@@ -298,3 +286,19 @@ def test_cli_writes_the_files(tiny_model_dir, tmp_path, capsys):
     assert ExperimentResult.load(out / "experiment.json").settings["draws"] == 2
     code = main([str(tiny_model_dir), str(tmp_path / "missing.json"), "builtin:arithmetic"])
     assert code == 2 and "Template file not found" in capsys.readouterr().err
+
+
+def test_preserve_scope_reaches_the_curve_and_is_recorded(planted_lm, tmp_path):
+    template = make_template()
+    template.components = {0: {0: PLANTED, 2: PLANTED}, 1: {l: ORDINARY for l in LAYERS}}  # 0: none in layer 1
+    config = make_config(draws=1, samples_per_dataset=2, preserve_scope="network_layers")
+    result = run_experiment(planted_lm, template, config)
+    assert result.settings["preserve_scope"] == "network_layers"
+    first = result.curve[0]
+    kept = MaskSpec(tuple(first.ids), "preserve", preserve_scope="network_layers")
+    assert first.network["ce"] == pytest.approx(direct_ce(planted_lm, template, config, kept), abs=1e-4)
+    assert first.ids == [0]  # the planted group, strongest lesion effect
+    assert first.share_kept == pytest.approx((64 + 12) / 192)  # layer 1 is left whole: its 64 channels are kept
+    assert ExperimentResult.load(result.save(tmp_path)["json"]).settings["preserve_scope"] == "network_layers"
+    with pytest.raises(FnwebError, match="Unknown preserve scope"):
+        make_config(preserve_scope="layers").validate()

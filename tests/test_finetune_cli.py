@@ -114,3 +114,37 @@ def test_fnsft_runs_under_accelerate_launch_with_two_processes(tiny_model_dir, t
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in steps if e["event"] == "step"] == [1, 2]
     assert json.loads((out / "state.json").read_text())["state"] == "finished"
+
+
+def test_the_originals_forms_run_and_the_preserve_scope_is_recorded(tiny_model_dir, tmp_path, capsys):
+    from fnweb.archs import layout_of
+    from fnweb.templates import Template, TemplateMeta
+
+    model = tiny.make_model("llama")
+    width, layers = layout_of(model).width("neurons"), [0, 1, 2]
+    meta = TemplateMeta(model_id=str(tiny_model_dir), site="neurons", n_layers=3, width=width, k=2,
+                        threshold="percentile", threshold_value=98.0)
+    template = Template(layers, width, {0: {0: [1, 5]}, 1: {2: [3, 4, 9]}}, meta=meta).save(tmp_path / "t.json")
+    out = tmp_path / "run"
+    code = main(args_for(tiny_model_dir, out, "--max_steps", "1", "--ica_template_path", str(template),
+                         "--mask_mode", "complement", "--ica_component_ids", "0", "1",
+                         "--preserve_scope", "network_layers"))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert ("note: --mask_mode complement is the original package's name for preserve; using --mask_mode preserve."
+            in captured.err.splitlines())
+    mask = json.loads((out / "mask.json").read_text())
+    assert mask["components"] == [0, 1] and mask["mode"] == "preserve" and mask["preserve_scope"] == "network_layers"
+    assert json.loads((out / "train_config.json").read_text())["preserve_scope"] == "network_layers"
+    plan = load_run(out).plan
+    assert sorted(plan.masks) == [0, 2]  # layer 1 holds no network channel: left untouched, as the original did
+    assert plan.spec.preserve_scope == "network_layers" and "(network_layers)" in plan.label()
+
+
+def test_mask_mode_aliases_and_component_id_forms_parse():
+    base = ["--dataset_name_or_path", "d", "--output_dir", "o"]
+    for alias, mode in (("key", "lesion"), ("complement", "preserve")):
+        assert config_from_args(parser().parse_args([*base, "--mask_mode", alias])).mask_mode == mode
+    for ids in (["0", "1", "2"], ["0,1,2"], ["[0,1,2]"], ["[0,", "1,", "2]"]):
+        assert config_from_args(parser().parse_args([*base, "--ica_component_ids", *ids])).component_ids == [0, 1, 2]
+    assert config_from_args(parser().parse_args(base)).preserve_scope == "all_layers"

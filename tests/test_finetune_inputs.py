@@ -9,8 +9,7 @@ import torch
 import tiny
 from fnweb.errors import FnwebError
 from fnweb.finetune import TrainConfig, finetune, prepare
-from fnweb.finetune.data import IGNORE, Example, collate, encode_example, split_pairs
-from fnweb.finetune.lora import check_quantization
+from fnweb.finetune.data import IGNORE, collate, encode_example, split_pairs
 from fnweb.prompts import Pair
 from fnweb.templates import Template, TemplateMeta
 from ftkit import save_planted, small_config

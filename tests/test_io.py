@@ -91,14 +91,12 @@ def _damaged_parquet() -> bytes:
     return bytes(data)
 
 
+# bin.jsonl, latin.csv and empty.csv go through the commands and the app in tests/test_bad_inputs.py.
 @pytest.mark.parametrize("name, data, message", [
-    ("bin.jsonl", BINARY, "Dataset file bin.jsonl looks like a binary file, not text"),
     ("bin.csv", BINARY, "Dataset file bin.csv looks like a binary file, not text"),
     ("bin.json", b"PAR1" + BINARY, "Dataset file bin.json looks like a binary file, not text (a Parquet file: "
                                    "give it the .parquet extension)."),
-    ("latin.csv", LATIN1_CSV, "Dataset file latin.csv is not UTF-8 (byte 0xE9 on line 2); save it as UTF-8"),
     ("latin.jsonl", '{"prompt": "café"}\n'.encode("latin-1"), "Dataset file latin.jsonl is not UTF-8"),
-    ("empty.csv", b"", "Dataset empty.csv is empty: it has no records."),
     ("empty.json", b"", "Dataset empty.json is empty: it has no records."),
     ("empty.parquet", b"", "Dataset file empty.parquet is not a readable Parquet file (damaged, or not Parquet): "
                            "Parquet file size is 0 bytes"),
@@ -131,7 +129,7 @@ def test_template_with_a_byte_order_mark_loads(tmp_path):
 
 
 def test_run_folder_json_that_is_binary_is_named(tmp_path):
-    from fnweb.hub import read_run
+    from fnweb.finetune.runs import read_run
 
     folder = tmp_path / "run"
     folder.mkdir()
@@ -186,3 +184,61 @@ def test_read_only_folder_is_refused(tmp_path):
     finally:
         if folder.is_relative_to(tmp_path):
             folder.chmod(0o700)
+
+
+# ---- JSON, atomic writes and plain records ------------------------------------------
+
+
+def test_a_json_lines_error_names_the_line_and_its_column(tmp_path):
+    from fnweb.io import parse_json
+
+    with pytest.raises(FnwebError, match=r"^d.jsonl: line 2 is not valid JSON: Expecting value at column 7\.$"):
+        parse_json('{"a": }', "d.jsonl: line 2", one_line=True)
+
+
+def test_write_atomic_writes_text_and_bytes_whole_and_leaves_no_temp_file(tmp_path):
+    from fnweb.io import write_atomic
+
+    write_atomic(tmp_path / "deep" / "t.txt", "é\n")
+    write_atomic(tmp_path / "deep" / "b.png", b"\x89PNG\r\n")
+    assert (tmp_path / "deep" / "t.txt").read_bytes() == "é\n".encode("utf-8")
+    assert (tmp_path / "deep" / "b.png").read_bytes() == b"\x89PNG\r\n"
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["b.png", "t.txt"]
+
+
+def test_plain_records_round_trip_field_by_field_and_bad_values_name_the_field():
+    from dataclasses import dataclass, field
+    from typing import Literal, Optional
+
+    from fnweb.io import from_plain, to_plain
+
+    @dataclass(frozen=True)
+    class Inner:
+        name: str
+        scale: float = 1.0
+
+    @dataclass(frozen=True)
+    class Outer:
+        ids: tuple[int, ...]
+        seed: Optional[int] = None
+        kind: Literal["a", "b"] = "a"
+        flag: bool = False
+        inner: Optional[Inner] = None
+        tags: list[str] = field(default_factory=list)
+
+    record = Outer((3, 1), 7, "b", True, Inner("x", 0.5), ["t"])
+    data = json.loads(json.dumps(to_plain(record)))
+    assert data == {"ids": [3, 1], "seed": 7, "kind": "b", "flag": True, "inner": {"name": "x", "scale": 0.5},
+                    "tags": ["t"]}
+    assert from_plain(Outer, data, "f.json") == record
+    assert from_plain(Outer, {"ids": [1], "later": "ignored"}, "f.json") == Outer((1,))  # absent: the defaults
+    assert from_plain(Outer, {"ids": [2.0], "inner": {"name": "y", "scale": 2}}, "f.json") == \
+        Outer((2,), inner=Inner("y", 2.0))  # JSON numbers as the record's kinds
+    for bad, message in [({"ids": [1.5]}, r"^f.json: ids\[0\] must be a whole number, not float 1.5\.$"),
+                         ({"ids": [1], "seed": True}, r"^f.json: seed must be a whole number, not bool True\.$"),
+                         ({"ids": [1], "kind": "c"}, r"^f.json: kind must be one of 'a', 'b', not str 'c'\.$"),
+                         ({"ids": [1], "inner": {"name": 3}}, r"^f.json: inner: name must be a string, not int 3\.$"),
+                         ({"ids": "1"}, r"^f.json: ids must be a list, not str '1'\.$"),
+                         ([], r"^f.json must be a JSON object, not list \[\]\.$")]:
+        with pytest.raises(FnwebError, match=message):
+            from_plain(Outer, bad, "f.json")

@@ -111,15 +111,6 @@ def test_available_devices_match_torch():
             check_device("cuda")
 
 
-def test_cli_bad_device_exits_2_with_one_line(saved, tmp_path):
-    done = _cli("fnweb.cli.buildtemplates", str(saved), "builtin:code", "--device", "tpu9",
-                "--output_file", str(tmp_path / "t.json"), cwd=tmp_path)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines() == [f"error: Unknown device 'tpu9'. Available here: "
-                                                f"{', '.join(available_devices())}."]
-    assert list(tmp_path.iterdir()) == []
-
-
 # ---- the Hub --------------------------------------------------------------------------
 
 

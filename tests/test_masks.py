@@ -1,5 +1,7 @@
 """Masks zero exactly what they should, leave the rest alone, and always come off."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -159,3 +161,89 @@ def test_mask_can_be_restricted_to_some_layers():
     masks = layer_masks(template, MaskSpec((0,), "preserve", layers=(2,)))
     assert list(masks) == [2]
     assert masks[2].keep.sum() == 2
+
+
+# ---- preserve scope: the paper's all_layers, the original's network_layers ----------------
+
+
+def original_preserve_hooks(model, template: Template, ids):
+    """The original package's preserve masking, written from its description (original-system.md): in each
+    layer where the components have channels, a pre-hook on the down-projection multiplies its input by
+    zeros with those channels at 1; a layer where they have none is skipped."""
+    layout = layout_of(model)
+    handles = []
+    for layer, channels in template.neurons(ids).items():
+        mask = torch.zeros(layout.intermediate_size)
+        mask[torch.as_tensor(channels)] = 1.0
+        module = layout.module(model, layer, "neurons")
+        handles.append(module.register_forward_pre_hook(lambda _m, args, m=mask: (args[0] * m,) + args[1:]))
+    return handles
+
+
+def test_preserve_scope_network_layers_gives_the_original_masks():
+    model = tiny.make_model("llama")
+    template = planted_template(layout_of(model))  # component 0 has channels in layers 0 and 2, none in 1
+    ids = torch.tensor([SEQUENCES[2]])
+    original = layer_masks(template, MaskSpec((0,), "preserve", preserve_scope="network_layers"))
+    paper = layer_masks(template, MaskSpec((0,), "preserve"))
+    assert sorted(original) == [0, 2] and sorted(paper) == [0, 1, 2]
+    assert torch.all(paper[1].keep == 0)  # the paper's code zeroes a layer without network channels whole
+    for layer in (0, 2):
+        assert torch.equal(original[layer].keep, paper[layer].keep)
+    handles = original_preserve_hooks(model, template, [0])
+    try:
+        with torch.no_grad():
+            reference = model(ids).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+    with torch.no_grad(), masked(model, template, MaskSpec((0,), "preserve", preserve_scope="network_layers")):
+        scoped = model(ids).logits
+    with torch.no_grad(), masked(model, template, MaskSpec((0,), "preserve")):
+        whole_model = model(ids).logits
+    assert torch.equal(scoped, reference)
+    assert (scoped - whole_model).abs().max() > 1e-3  # the two scopes differ where a layer has no network
+
+
+def test_preserve_scope_leaves_lesions_alone_and_random_controls_follow_it():
+    template = planted_template(layout_of(tiny.make_model("llama")))
+    for scope in ("all_layers", "network_layers"):
+        lesion = layer_masks(template, MaskSpec((0,), "lesion", preserve_scope=scope))
+        assert sorted(lesion) == [0, 2]
+    control = layer_masks(template, MaskSpec((0,), "preserve", random_seed=3, preserve_scope="network_layers"))
+    assert sorted(control) == [0, 2] and [int(control[k].keep.sum()) for k in (0, 2)] == [3, 2]
+    assert MaskSpec((0,), "preserve", preserve_scope="network_layers").label() == "preserve components 0 (network_layers)"
+    assert MaskSpec((0,), "lesion", preserve_scope="network_layers").label() == "lesion components 0"
+    with pytest.raises(FnwebError, match="Unknown preserve scope 'some'; choose all_layers or network_layers"):
+        MaskSpec((0,), "preserve", preserve_scope="some")
+
+
+@pytest.mark.parametrize("text, n_layers, expected", [
+    ("0,2:5,8", 10, (0, 2, 3, 4, 8)), (":3", 10, (0, 1, 2)), ("7:", 10, (7, 8, 9)), ("1,,2", 10, (1, 2)),
+    (":", 4, (0, 1, 2, 3)), ("", 10, None), ("  ", 10, None), (None, 10, None), ("3:", None, (3,)),
+])
+def test_mask_layers_that_select_layers(text, n_layers, expected):
+    assert layers_from_text(text, n_layers) == expected
+
+
+@pytest.mark.parametrize("text, n_layers, message", [
+    ("2:1", 10, "the range '2:1' is empty"), ("5:5", 10, "the range '5:5' is empty"),
+    ("2:-1", 10, "the range '2:-1' is empty"), (",", 10, "select no layer"), (" , ", 10, "select no layer"),
+    ("15:", 12, "the range '15:' starts past this model's last layer, 11"), ("0,12", 10, "Mask layer 12 is outside"),
+    ("0:20", 12, "the range '0:20' ends past this model's last layer, 11"), ("-1", None, "Mask layer -1 is outside"),
+    ("0:99999999999", None, "the range '0:99999999999' ends past layer 1023"), ("-2:2", 10, "Mask layers -2, -1 are"),
+    ("0,12,13,14,15", 10, "Mask layers 12..15 are outside this model's 0..9"),
+    ("a", 10, "must look like '0,2:5,8'"), ("1:2:3", 10, "'1:2:3' is not a layer or a range"),
+])
+def test_mask_layers_that_select_nothing_or_too_much_are_errors(text, n_layers, message):
+    with pytest.raises(FnwebError, match=re.escape(message)):
+        layers_from_text(text, n_layers)
+
+
+def test_component_ids_in_every_form_of_the_original():
+    for given in ("0 1 2", "0,1,2", "[0,1,2]", "[0, 1, 2]", ["0", "1", "2"], ["[0,", "1,", "2]"], [0, 1, 2]):
+        assert component_ids_from_text(given) == [0, 1, 2]
+    for given, message in (("1.5", "whole numbers like '0,3'"), ([1.5], "must be a whole number"),
+                           ([True], "must be a whole number"), (["0", "x"], "whole numbers like '0,3'")):
+        with pytest.raises(FnwebError, match=re.escape(message)):
+            component_ids_from_text(given)

@@ -87,7 +87,7 @@ def test_implicit_tokens_off_means_no_library_sends_the_servers_token(one_user):
 
 
 def test_serving_many_a_visitors_field_is_a_hub_id_never_a_server_path(one_user, tmp_path):
-    from fnweb.ui.templates_tab import parse_hub
+    from fnweb.ui.forms import parse_hub
 
     local = tmp_path / "someone-elses.jsonl"
     local.write_text('{"prompt": "secret", "response": "data"}\n')
@@ -178,14 +178,15 @@ def test_the_marker_is_written_when_the_user_does_pass_the_flag(tmp_path):
 
 
 def test_run_cards_say_a_run_never_switches_custom_code_on():
-    from fnweb.finetune.card import model_card
+    from fnweb.finetune.card import run_card
     from fnweb.finetune.config import TrainConfig
-    from fnweb.hubcard import run_card
+    from fnweb.finetune.runs import MaskFile
 
     config = TrainConfig(dataset="builtin:arithmetic", output_dir="x", mask_mode="lesion")
-    assert "trust_remote_code=False" in model_card(config, {"general_sets": []}, "org/base")
-    card = run_card("alice/run", {"peft_type": "LORA", "r": 4}, {"model_id": "org/base"},
-                    {"components": [0], "mode": "lesion"}, None, {})
+    mask = MaskFile.from_dict({"components": [0], "mode": "lesion"})
+    assert "trust_remote_code=False" in run_card(config.to_dict(), {"general_sets": []}, mask, None,
+                                                 {"base_model_name_or_path": "org/base"})
+    card = run_card({"model_id": "org/base"}, {}, mask, None, {"peft_type": "LORA", "r": 4}, repo_id="alice/run")
     assert "trust_remote_code=False" in card and "whatever the run's files say" in card
 
 
@@ -231,7 +232,7 @@ def test_layer_ids_and_files_are_bounded_too(tmp_path):
 
 
 def test_handlers_check_the_size_of_what_reached_them(tmp_path, monkeypatch):
-    from fnweb.ui.templates_tab import _paths
+    from fnweb.ui.forms import upload_paths as _paths
 
     monkeypatch.setenv("FNWEB_MAX_UPLOAD_MB", "1")
     data = tmp_path / "prompts.jsonl"
@@ -425,11 +426,7 @@ def test_two_templates_whose_labels_share_80_characters_keep_their_own_files(tin
                 general_per_set=1, task_examples=2, k=3, ica_samples=8, seed=0)
     for entry, template in ((a, first), (b, second)):
         args = {**form, "template": entry.name}
-        config = finetune_tab.config_from_form(session, *[args[k] for k in (
-            "source", "builtin", "file", "hub", "template", "components", "mode", "control_of", "restrict",
-            "quantization", "lora_r", "lora_alpha", "lora_dropout", "steps", "learning_rate", "batch_size",
-            "grad_accum", "max_seq_len", "eval_every", "general_per_set", "task_examples", "k", "ica_samples",
-            "seed")])
+        config = finetune_tab.config_from_form(session, args)
         config = dataclasses.replace(config, output_dir=str(tmp_path / entry.path.stem))
         result = finetune(config, tiny_lm)  # the tab's choice trains with that template's own masks
         assert Template.load(result.folder / "template.json").components == template.components

@@ -21,7 +21,7 @@ from fnweb.progress import no_progress
 from fnweb.significance import (
     bootstrap_interval, draws_needed, fisher, holm, permutation_p, resample_weights, smallest_p,
 )
-from test_experiments import LAYERS, PLANTED, make_config, make_template, planted_lm  # noqa: F401 (fixture)
+from test_experiments import LAYERS, make_config, make_template
 
 
 def test_permutation_p_counts_draws_at_least_as_bad():

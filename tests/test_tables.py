@@ -129,7 +129,9 @@ def test_a_new_site_entry_is_captured_masked_baked_and_accepted(down_output):
     test_every_site_bakes_into_the_weights_what_its_hooks_do("llama", down_output)
     BuildConfig([PromptSource("builtin:factual")], site=down_output).validate()
     TrainConfig(dataset="builtin:factual", output_dir="x", site=down_output).validate()
-    assert config_from_form(["factual"], "", None, 10, 32, 3, down_output, "percentile", 98, 0).site == down_output
+    assert config_from_form(dict(builtin=["factual"], hub="", files=None, samples=10, max_tokens=32, k=3,
+                                 site=down_output, threshold="percentile", threshold_value=98,
+                                 seed=0)).site == down_output
     assert parser().parse_args(["m", "d", "--site", down_output]).site == down_output
     with pytest.raises(FnwebError, match="Unknown site 'attention'; choose one of: neurons, mlp_output, down_output"):
         BuildConfig([PromptSource("builtin:factual")], site="attention").validate()
@@ -169,7 +171,8 @@ def test_every_threshold_rule_is_a_choice_of_the_cli_and_the_form(kind):
     args = parser().parse_args(["m", "d", "--threshold", kind, f"--{rule.cli_flag}", str(rule.default)])
     assert args.threshold == kind and getattr(args, rule.cli_flag) == rule.default
     assert _default_value(kind) == rule.default
-    config = config_from_form(["factual"], "", None, 10, 32, 3, "neurons", kind, None, 0)
+    config = config_from_form(dict(builtin=["factual"], hub="", files=None, samples=10, max_tokens=32, k=3,
+                                   site="neurons", threshold=kind, threshold_value=None, seed=0))
     assert config.resolved_threshold == rule.default
 
 

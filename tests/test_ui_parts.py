@@ -207,6 +207,103 @@ def test_a_reader_that_goes_away_stops_the_work():
     assert stopped.wait(2)
 
 
+def test_turns_are_first_come_first_served_and_say_each_place_in_the_line():
+    from fnweb.progress import StopFlag
+    from fnweb.ui.jobs import Turns
+
+    turns, model, other = Turns(slots=lambda: 2, poll=0.01), object(), object()
+    order, places, lock = [], {}, threading.Lock()
+
+    def job(name, on):
+        with turns.turn(on, StopFlag(), lambda place: places.setdefault(name, []).append(place)):
+            with lock:
+                order.append(name)
+            time.sleep(0.3)
+
+    threads = [threading.Thread(target=job, args=(name, model)) for name in ("a", "b", "c")]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)  # a, then b, then c ask for the model
+    for thread in threads:
+        thread.join(5)
+    assert order == ["a", "b", "c"] and "a" not in places
+    assert [(w.position, w.reason) for w in places["b"]] == [(1, "model")]
+    assert [(w.position, w.reason) for w in places["c"]] == [(2, "model"), (1, "model")]  # it moves up
+
+    one_slot = Turns(slots=lambda: 1, poll=0.01)
+    said = []
+    with one_slot.turn(model, StopFlag(), said.append):
+        waiter = threading.Thread(target=lambda: one_slot.turn(other, StopFlag(), said.append).__enter__())
+        waiter.start()
+        time.sleep(0.1)
+    waiter.join(5)
+    assert [(w.position, w.reason, w.slots) for w in said] == [(1, "slots", 1)]  # another model, no free slot
+
+
+def test_the_runner_keeps_what_it_knew_between_ticks_and_says_when_a_job_waits():
+    """The status never falls back to an older state: a tick keeps the last progress; a waiting job says so."""
+    from fnweb.progress import Progress
+    from fnweb.ui import runner
+    from fnweb.ui.jobs import Turns, stream
+    from fnweb.ui.state import Session
+
+    turns, model, release = Turns(poll=0.01), object(), threading.Event()
+
+    def device(request, job, hold=True):
+        def work(emit, stop):
+            emit(Progress("measuring", 3, 10, "passes", "Lesions and random controls"))
+            while hold and not release.is_set():  # a long phase without events: only ticks arrive
+                stop.check()
+                time.sleep(0.01)
+            return "result"
+        yield from stream(work, model, job, tick=0.02, turns=turns)
+
+    def session():
+        visitor = Session()
+        visitor.require_model = lambda: None  # no model is loaded: the work above needs none
+        return visitor
+
+    first, second = session(), session()
+    views = runner.run(first, device, title="Running the experiment")
+    statuses = [next(views).status_html()]
+    assert "Queued" in statuses[0]
+    while "3 of 10 passes" not in statuses[-1]:
+        statuses.append(next(views).status_html())
+    later = [next(views).status_html() for _ in range(5)]  # ticks
+    assert all("3 of 10 passes" in html and "Lesions and random controls" in html for html in later)
+
+    waiting = runner.run(second, lambda request, job: device(request, job, hold=False), title="Building")
+    seen = [next(waiting).status_html() for _ in range(3)]
+    assert any("Waiting for another job on this model (position 1)" in html for html in seen)
+    release.set()
+    *_, done = views
+    assert done.state == "done" and done.result == "result" and first.job is None
+    *_, done = waiting
+    assert done.result == "result" and second.job is None
+
+
+def test_a_stop_while_waiting_ends_the_job_as_stopped():
+    from fnweb.progress import StopFlag
+    from fnweb.ui import runner
+    from fnweb.ui.jobs import Turns, stream
+    from fnweb.ui.state import Session
+
+    turns, model = Turns(poll=0.01), object()
+    visitor = Session()
+    visitor.require_model = lambda: None
+
+    def device(request, job):
+        yield from stream(lambda emit, stop: "never", model, job, tick=0.02, turns=turns)
+
+    with turns.turn(model, StopFlag(), lambda place: None):  # another job holds the model throughout
+        views = runner.run(visitor, device, title="Generating")
+        while next(views).state != "waiting":
+            pass
+        assert runner.stop(visitor)
+        *_, last = views
+    assert last.stopped and last.done and visitor.job is None
+
+
 # ---- sessions, presets, forms --------------------------------------------------------
 
 
@@ -236,17 +333,18 @@ def test_presets_are_valid_forms():
 
     keys = set()
     for preset in PRESETS:
-        config = config_from_form(*preset.template_form())
-        prompt, components, columns, *generation = preset.compare_form()
-        settings_from_form(*generation)
+        config = config_from_form(preset.template_form())
+        form = preset.compare_form()
+        settings_from_form(form)
+        prompt, components, columns = form["prompt"], form["components"], form["columns"]
         assert prompt and columns and all(0 <= c < config.k for c in components)
         keys.add(repr(preset.template_form()))
     assert len(keys) == 1  # one shared template: after the first preset the others start at once
 
 
 def test_forms_name_the_setting_that_is_wrong():
-    from fnweb.ui.forms import whole
-    from fnweb.ui.templates_tab import config_from_form, parse_hub
+    from fnweb.ui.forms import parse_hub, whole
+    from fnweb.ui.templates_tab import config_from_form
 
     with pytest.raises(FnwebError, match="Seed is empty"):
         whole(None, "Seed")
@@ -255,4 +353,5 @@ def test_forms_name_the_setting_that_is_wrong():
     assert [s.label() for s in parse_hub("tatsu-lab/alpaca\n\nglue, sst2, validation")] == [
         "tatsu-lab/alpaca", "glue[sst2]:validation"]
     with pytest.raises(FnwebError, match="Unknown site"):
-        config_from_form(["factual"], "", None, 10, 32, 3, "attention", "percentile", 98, 0)
+        config_from_form(dict(builtin=["factual"], hub="", files=None, samples=10, max_tokens=32, k=3, site="attention",
+                              threshold="percentile", threshold_value=98, seed=0))

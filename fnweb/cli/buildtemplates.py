@@ -24,10 +24,11 @@ from ..capture import STORAGE_DTYPES
 from ..errors import FnwebError
 from ..explain import DEFAULT_TOP
 from ..hubcard import coverage_png
+from ..ids import model_alias
 from ..io import check_writable_file
-from ..models import DTYPES, EMBEDDED_ID, ModelRequest, load_model
+from ..models import DTYPES, ModelRequest, load_model
 from ..progress import Progress
-from ..prompts import FORMATS, PromptSource, builtin_sets
+from ..prompts import FORMATS, PromptSource, builtin_sets, sample_pairs
 from ..stability import DEFAULT_RUNS
 from ..thresholds import DEFAULT_RULE, THRESHOLDS
 from . import run_cli
@@ -89,7 +90,7 @@ def _model_id(args) -> str:
     model = args.model_name_or_path or args.model
     if not model:
         raise FnwebError("No model given: pass MODEL (a Hub id, a folder, or 'embedded').")
-    return EMBEDDED_ID if model in ("embedded", EMBEDDED_ID) else model
+    return model_alias(model)
 
 
 def _sources(args) -> list[PromptSource]:
@@ -148,6 +149,8 @@ def main(argv=None) -> int:
             card_contexts=args.card_contexts, card_negative=args.card_negative,
         )
         config.validate()
+        for rule in THRESHOLDS.values():  # a value given for the other rule is refused too, not ignored
+            rule.check(getattr(args, rule.cli_flag))
         if args.explain and not args.card_contexts:
             raise FnwebError("--explain prints the cards, but --card_contexts 0 makes none: drop one of the two.")
         if args.push_to_hub:  # fail before the build, not after it: no network needed for these checks
@@ -156,9 +159,11 @@ def main(argv=None) -> int:
         output = args.output_file or default_output_path(args.ica_template_output, model_id, sources)
         check_writable_file(output, "the template file")  # now, not after the build
         quant = "4bit" if args.use_4bit else "8bit" if args.use_8bit else "none"
-        lm = load_model(ModelRequest(model_id, args.torch_dtype, args.device, quant, args.revision,
-                                     args.trust_remote_code))
-        result = build_template(lm, config, output=output, progress=_printer(args.quiet))
+        request = ModelRequest(model_id, args.torch_dtype, args.device, quant, args.revision, args.trust_remote_code)
+        request.validate()  # the device, before the datasets are read
+        pairs = sample_pairs(sources, config.samples_per_dataset, config.seed)  # readable, before the model loads
+        lm = load_model(request)
+        result = build_template(lm, config, output=output, progress=_printer(args.quiet), pairs=pairs)
         print(f"Templates saved to: {result.path}")
         print(f"Number of components: {len(result.template.components)}")
         print(f"Tokens captured: {result.n_tokens:,}; "

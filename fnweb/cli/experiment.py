@@ -24,10 +24,11 @@ from ..cards import component_labels
 from ..errors import Stopped
 from ..experiment_plots import write_figures, write_html
 from ..experiment_tables import table_text
-from ..experiments import DEFAULT_DRAWS, IN_PROGRESS, MAX_DRAWS, STOPPED, ExperimentConfig, experiment_stream
+from ..experiments import DEFAULT_DRAWS, IN_PROGRESS, MAX_DRAWS, STOPPED, ExperimentConfig, check_readable, experiment_stream
 from ..io import check_writable_folder
-from ..masks import component_ids_from_text
-from ..models import DTYPES, EMBEDDED_ID, ModelRequest, load_model
+from ..masks import DEFAULT_PRESERVE_SCOPE, PRESERVE_SCOPES, component_ids_from_text, preserve_scopes_help
+from ..ids import model_alias
+from ..models import DTYPES, ModelRequest, load_model
 from ..prompts import FORMATS, PromptSource, builtin_sets
 from ..recurrence import recurrence_stream
 from ..recurrence_results import recurrence_figure, recurrence_reading, save_recurrence
@@ -54,7 +55,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"random-control draws per condition, 1 to {MAX_DRAWS} ({DEFAULT_DRAWS})")
     p.add_argument("--seed", type=int, default=0, help="held-out sampling and random draws (0)")
     p.add_argument("--output", default="./experiment/", help="output folder (./experiment/)")
-    p.add_argument("--components", default=None, help="components to test, e.g. '0,3,5' (all)")
+    p.add_argument("--components", nargs="+", default=None, help="components to test: '0 3 5', '0,3,5' or "
+                   "'[0, 3, 5]' (all)")
     p.add_argument("--max_tokens", type=int, default=128, help="tokens per prompt + response (128)")
     p.add_argument("--score", choices=["response", "all"], default="response",
                    help="score the response's tokens (default) or every next token")
@@ -67,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--task_items", type=int, default=0, help="task items, 0 = all (0)")
     p.add_argument("--task_source", default=None,
                    help="another labelled set for the task (a file with the task's fields; default: its built-in set)")
+    p.add_argument("--preserve_scope", choices=list(PRESERVE_SCOPES), default=DEFAULT_PRESERVE_SCOPE,
+                   help=f"which layers the preservation curve edits ({preserve_scopes_help()}; "
+                        f"{DEFAULT_PRESERVE_SCOPE})")
     p.add_argument("--mcq", nargs="?", const="builtin:mcq", default=None,
                    help="the same as --task mcq (with a multiple-choice file, --task_source too)")
     p.add_argument("--template_format", choices=list(FORMATS), default="auto", help="prompt format (auto)")
@@ -92,7 +97,8 @@ def config_from(args) -> ExperimentConfig:
         exclude_template_prompts=not args.keep_overlap, curve=not args.no_curve,
         task="mcq" if args.mcq and not args.task else args.task, task_items=args.task_items,
         task_source=args.task_source or (args.mcq if args.mcq and args.mcq != "builtin:mcq" else None),
-        prompt_format=args.template_format, batch_tokens=args.batch_tokens, **evidence_fields(args),
+        prompt_format=args.template_format, batch_tokens=args.batch_tokens, preserve_scope=args.preserve_scope,
+        **evidence_fields(args),
     )
 
 
@@ -162,9 +168,13 @@ def main(argv=None) -> int:
             recurrence_config(args, config.sources)  # its settings checked now, not after the experiment
         check_writable_folder(args.output)  # now, not after the run
         template = Template.load(args.template)
-        model_id = EMBEDDED_ID if args.model in ("embedded", EMBEDDED_ID) else args.model
-        lm = load_model(ModelRequest(model_id, args.torch_dtype, args.device, "none", args.revision,
-                                     args.trust_remote_code))
+        if config.components:
+            template.check_components(config.components)
+        model_id = model_alias(args.model)
+        request = ModelRequest(model_id, args.torch_dtype, args.device, "none", args.revision, args.trust_remote_code)
+        request.validate()  # the device, before the prompts are read
+        check_readable(config)  # the held-out sets, before the model loads
+        lm = load_model(request)
         paths = _experiment(lm, template, config, args, _printer(args.quiet))
         if args.recurrence:
             paths.update(_recurrence(lm, template, args, config.sources, _printer(args.quiet)))

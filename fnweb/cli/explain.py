@@ -17,10 +17,13 @@ import sys
 from ..cards import card_text
 from ..errors import FnwebError
 from ..explain import ON_DEMAND_SAMPLES, cards_for
-from ..models import EMBEDDED_ID, ModelRequest, load_model
-from ..prompts import PromptSource
+from ..ids import model_alias
+from ..models import ModelRequest, load_model
+from ..prompts import PromptSource, sample_pairs
 from ..templates import Template
 from . import run_cli
+
+MAX_SAMPLES = 1000  # prompts per set for on-demand cards: each is a forward pass
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,14 +55,20 @@ def main(argv=None) -> int:
     def body() -> int:
         if not 1 <= args.top <= 200:
             raise FnwebError(f"--top must lie between 1 and 200 (got {args.top}).")
+        if not 1 <= args.samples <= MAX_SAMPLES:
+            raise FnwebError(f"--samples must lie between 1 and {MAX_SAMPLES} (got {args.samples}).")
         template = Template.load(args.template)
         if args.component:
             template.check_components(args.component)
+        sources = [PromptSource(n) for n in args.datasets] if args.datasets else None
         lm = None
         if args.model:
-            model_id = EMBEDDED_ID if args.model in ("embedded", EMBEDDED_ID) else args.model
-            lm = load_model(ModelRequest(model_id, device=args.device))
-        sources = [PromptSource(n) for n in args.datasets] if args.datasets else None
+            model_id = model_alias(args.model)
+            request = ModelRequest(model_id, device=args.device)
+            request.validate()
+            if sources:
+                sample_pairs(sources, args.samples)  # readable, before the model loads
+            lm = load_model(request)
         cards, note = cards_for(template, lm, sources=sources, samples=args.samples, top=max(args.top, 20))
         if note:
             print(f"note: {note}", file=sys.stderr)

@@ -15,13 +15,14 @@ from contextlib import contextmanager
 
 from ..archs import SITES, sites_help
 from ..errors import FnwebError, Stopped
+from ..ids import EMBEDDED_ID, model_alias
 from ..interventions import interventions_help
-from ..masks import component_ids_from_text
-from ..models import DTYPES, EMBEDDED_ID
+from ..masks import DEFAULT_PRESERVE_SCOPE, PRESERVE_SCOPES, component_ids_from_text, preserve_scopes_help
+from ..models import DTYPES
 from ..progress import StopFlag
 from ..prompts import FORMATS, builtin_sets
 from ..finetune.card import figures_table
-from ..finetune.config import CONTROL_OF, LOSS_ON, MASK_MODES, SCHEDULES, TrainConfig
+from ..finetune.config import CONTROL_OF, LOSS_ON, MASK_MODE_ALIASES, MASK_MODES, SCHEDULES, TrainConfig
 from ..finetune.pipeline import execute, prepare
 from . import run_cli
 
@@ -133,14 +134,16 @@ def _model_args(g, d: TrainConfig) -> None:
 
 
 def _mask_args(g, d: TrainConfig) -> None:
-    g.add_argument("--mask_mode", choices=list(MASK_MODES), default=d.mask_mode,
+    g.add_argument("--mask_mode", choices=[*MASK_MODES, *MASK_MODE_ALIASES], default=d.mask_mode,
                    help=f"none; an intervention on the components ({interventions_help()}); "
-                        "or random: a matched random control")
+                        "or random: a matched random control. The original's names are accepted: "
+                        + ", ".join(f"{old} = {new}" for old, new in MASK_MODE_ALIASES.items()))
     g.add_argument("--random_control_of", choices=list(CONTROL_OF), default=d.control_of,
                    help=f"the intervention a random control copies ({d.control_of})")
     g.add_argument("--ica_template_path", default=None,
                    help="a template file; without it one is computed from the training data")
-    g.add_argument("--ica_component_ids", default="0", help="components: '0,3' or '[0, 3]' (0)")
+    g.add_argument("--ica_component_ids", nargs="+", default=["0"],
+                   help="components: '0 3' (the original's form), '0,3' or '[0, 3]' (0)")
     g.add_argument("--ica_components", type=int, default=d.ica_components,
                    help=f"k when computing a template ({d.ica_components})")
     g.add_argument("--ica_percentile", type=float, default=d.ica_percentile,
@@ -148,11 +151,23 @@ def _mask_args(g, d: TrainConfig) -> None:
     g.add_argument("--ica_site", choices=list(SITES), default=d.site,
                    help=f"site when computing a template ({d.site}; {sites_help()})")
     g.add_argument("--ica_mask_layers", default=None, help="layers to mask, e.g. '0,2:5,8' (all)")
+    g.add_argument("--preserve_scope", choices=list(PRESERVE_SCOPES), default=DEFAULT_PRESERVE_SCOPE,
+                   help=f"which layers preserve edits ({preserve_scopes_help()}; {DEFAULT_PRESERVE_SCOPE})")
     g.add_argument("--restrict_updates", action="store_true",
                    help="only the kept neurons' MLP weights may change (everything else stays bit-identical)")
     g.add_argument("--mask_activations", action=argparse.BooleanOptionalAction, default=True,
                    help="apply the mask to activations (on); off with --restrict_updates: "
                         "the mask only limits which weights change")
+
+
+def mask_mode_of(args) -> str:
+    """The mask mode, the original's older name mapped to fnweb's (with a one-line note)."""
+    if args.mask_mode in MASK_MODE_ALIASES:
+        mode = MASK_MODE_ALIASES[args.mask_mode]
+        print(f"note: --mask_mode {args.mask_mode} is the original package's name for {mode}; "
+              f"using --mask_mode {mode}.", file=sys.stderr)
+        return mode
+    return args.mask_mode
 
 
 def config_from_args(args) -> TrainConfig:
@@ -161,7 +176,7 @@ def config_from_args(args) -> TrainConfig:
     targets = None
     if args.lora_target_modules:
         targets = [t for part in args.lora_target_modules for t in part.split(",") if t.strip()]
-    model = EMBEDDED_ID if args.model_name_or_path in ("embedded", EMBEDDED_ID) else args.model_name_or_path
+    model = model_alias(args.model_name_or_path)
     return TrainConfig(
         dataset=args.dataset_name_or_path, output_dir=args.output_dir, dataset_config=args.dataset_config,
         dataset_split=args.dataset_split, overwrite=args.overwrite_output_dir, model_id=model,
@@ -169,8 +184,9 @@ def config_from_args(args) -> TrainConfig:
         quantization="4bit" if args.use_4bit else "8bit" if args.use_8bit else "none",
         revision=args.revision, trust_remote_code=args.trust_remote_code, lora_r=args.lora_r,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_targets=targets,
-        mask_mode=args.mask_mode, control_of=args.random_control_of, template_path=args.ica_template_path,
+        mask_mode=mask_mode_of(args), control_of=args.random_control_of, template_path=args.ica_template_path,
         component_ids=component_ids_from_text(args.ica_component_ids), mask_layers=args.ica_mask_layers,
+        preserve_scope=args.preserve_scope,
         restrict_updates=args.restrict_updates, mask_activations=args.mask_activations,
         ica_components=args.ica_components,
         ica_percentile=args.ica_percentile, site=args.ica_site, max_steps=args.max_steps,

@@ -42,11 +42,11 @@ from ..progress import Progress, ProgressFn, StopFlag, no_progress
 from ..templates import Template
 from .assemble import IN_PROGRESS, STOPPED, assemble, order
 from .config import DEFAULT_DRAWS, MAX_DRAWS, MIN_PROMPTS, SCORES, ExperimentConfig
-from .heldout import Unit, heldout_pairs, split_units, template_prompts
+from .heldout import Unit, check_readable, heldout_pairs, split_units, template_prompts
 from .measure import measure_unit
 from .plan import LESION, PRESERVE, Phase, Run, controllable, draw_seed, prepare, with_controls
 
-__all__ = ["ExperimentConfig", "ExperimentResult", "LesionRow", "CurvePoint", "experiment_stream",
+__all__ = ["ExperimentConfig", "ExperimentResult", "LesionRow", "CurvePoint", "experiment_stream", "check_readable",
            "run_experiment", "template_prompts", "heldout_pairs", "with_controls", "draw_seed", "split_units", "Unit",
            "IN_PROGRESS", "STOPPED", "SCORES", "MIN_PROMPTS", "MAX_DRAWS", "DEFAULT_DRAWS"]
 

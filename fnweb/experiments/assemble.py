@@ -127,7 +127,7 @@ def _stability(template: Template, ids: Sequence[int]) -> Optional[float]:
 
 
 def _curve_point(run: Run, m: int) -> CurvePoint:
-    specs = run.controls(run.order[:m], PRESERVE)
+    specs = run.keeps(run.order[:m])
     texts, tasks = measured_units(run, PRESERVE)
     network, random_, _ = _compared(run, specs, (texts, tasks), 0.0, CURVE_METRICS)
     return CurvePoint(m=m, ids=list(run.order[:m]), share_kept=run.shares[specs[0]],
@@ -151,6 +151,7 @@ def _settings(run: Run) -> dict:
         "intervention": config.intervention, "alpha": config.alpha, "control": config.control,
         "massive": config.massive, "also_control": config.also_control,
         "massive_channels": [list(x) for x in run.template.stats.massive] if run.template.stats else None,
+        "preserve_scope": config.preserve_scope,
     }
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..checks import check_seed
 from ..controls import CONTROLS, DEFAULT_CONTROL, DEFAULT_MASSIVE, MASSIVE, check_choice
 from ..errors import FnwebError
 from ..interventions import DEFAULT_INTERVENTION, INTERVENTIONS, check_alpha
+from ..masks import DEFAULT_PRESERVE_SCOPE, check_preserve_scope
 from ..prompts import PromptSource
 from ..significance import LEVEL
 from ..tasks import get_task
@@ -22,6 +24,8 @@ MAX_DRAWS = 200  # each draw is one more forward row per condition and prompt; 1
 DOSE_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)  # the dose-response's factors: removal to amplification
 MAX_DOSES = 16  # factors of one dose-response (each is 1 + draws x controls rows per prompt)
 DOSE_DRAWS = 5  # random twins per factor and control: a band, not a test
+MAX_ITEMS = 1_000_000  # prompts per set and task items: far more than a run can score
+MAX_BATCH_TOKENS = 2**24  # rows x tokens per pass: 16 M tokens is beyond any accelerator's memory
 
 
 @dataclass
@@ -54,6 +58,7 @@ class ExperimentConfig:
     dose_alphas: tuple[float, ...] = DOSE_ALPHAS
     dose_controls: tuple[str, ...] = tuple(CONTROLS)  # the dose's twins (those needing statistics only with them)
     dose_draws: int = DOSE_DRAWS
+    preserve_scope: str = DEFAULT_PRESERVE_SCOPE  # fnweb.masks.PRESERVE_SCOPES: the preservation curve's layers
 
     def validate(self) -> None:
         if not self.sources:
@@ -62,22 +67,25 @@ class ExperimentConfig:
             raise FnwebError(f"Random draws must lie between 1 and {MAX_DRAWS} (got {self.draws}): each draw is one "
                              "more forward pass per condition and prompt, so more would take too long. Lower the "
                              "draws, or test fewer components (Holm needs fewer draws for fewer tests).")
-        if self.samples_per_dataset < 0:
-            raise FnwebError(f"Prompts per set must be 0 (all) or more (got {self.samples_per_dataset}).")
+        if not 0 <= self.samples_per_dataset <= MAX_ITEMS:
+            raise FnwebError(f"Prompts per set must lie between 0 (all) and {MAX_ITEMS} "
+                             f"(got {self.samples_per_dataset}).")
+        check_seed(self.seed)
+        check_preserve_scope(self.preserve_scope)
         if not 2 <= self.max_tokens <= 8192:
             raise FnwebError(f"Max tokens per prompt must lie between 2 and 8192 (got {self.max_tokens}).")
         if self.score not in SCORES:
             raise FnwebError(f"Unknown scoring '{self.score}'; choose response or all.")
-        if self.batch_tokens < 1:
-            raise FnwebError(f"Batch tokens must be at least 1 (got {self.batch_tokens}).")
+        if not 1 <= self.batch_tokens <= MAX_BATCH_TOKENS:
+            raise FnwebError(f"Batch tokens must lie between 1 and {MAX_BATCH_TOKENS} (got {self.batch_tokens}).")
         if self.task is not None:
             get_task(self.task)  # an unknown task fails here, with the list of tasks
-        if self.task_items < 0:
-            raise FnwebError(f"Task items must be 0 (all) or more (got {self.task_items}).")
+        if not 0 <= self.task_items <= MAX_ITEMS:
+            raise FnwebError(f"Task items must lie between 0 (all) and {MAX_ITEMS} (got {self.task_items}).")
+        if self.components is not None and not self.components:
+            raise FnwebError("No components chosen: name at least one, or leave the choice out for all.")
         if not 0.0 < self.level < 1.0:
             raise FnwebError(f"The significance level must lie between 0 and 1 (got {self.level}).")
-        if self.seed < 0:
-            raise FnwebError(f"The seed must be a whole number from 0 up (got {self.seed}).")
         self._check_evidence()
 
     def _check_evidence(self) -> None:

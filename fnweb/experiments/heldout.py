@@ -18,7 +18,7 @@ from typing import Optional
 from ..errors import FnwebError
 from ..models import LoadedModel
 from ..prompts import Pair, PromptSource, encode_pair, encode_prompt_and_response, load_pairs, sample_pairs
-from ..tasks import TaskData, task_data
+from ..tasks import TaskData, get_task, load_items, task_data
 from ..templates import Template
 from .config import MIN_PROMPTS, ExperimentConfig
 
@@ -72,6 +72,14 @@ def heldout_pairs(config: ExperimentConfig, used: Optional[set[str]]) -> tuple[l
                 "and the effects may be overstated. Leave them out (the default) or choose other prompts."
             )
     return pairs, notes
+
+
+def check_readable(config: ExperimentConfig) -> None:
+    """Read every held-out set and the task's items once, so that a bad one fails before a model loads."""
+    for source in config.sources:
+        load_pairs(source)
+    if config.task is not None:
+        load_items(get_task(config.task), config.task_source, config.task_items, config.seed)
 
 
 def _text_unit(tokenizer, pair: Pair, config: ExperimentConfig) -> Optional[Unit]:

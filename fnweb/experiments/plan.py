@@ -40,7 +40,7 @@ def with_controls(ids: Sequence[int], mode: str, draws: int, seed: int, stream: 
     ``draw_seed`` (fnweb.controls) gives draw d its seed: no two (seed, stream, draw) share
     one, so experiments with seeds s and s + 1 share no draw, nor do experiments on
     templates of different build seeds. ``fields``: the masks' other ``MaskSpec`` fields
-    (control, massive, alpha).
+    (control, massive, alpha, preserve_scope).
     """
     ids = tuple(ids)
     return [MaskSpec(ids, mode, **fields)] + [MaskSpec(ids, mode, random_seed=draw_seed(seed, d, stream), **fields)
@@ -98,10 +98,6 @@ class Run:
         """The draws' stream: the template's build seed (templates of other seeds draw other controls)."""
         return int(self.template.meta.seed or 0) if self.template.meta else 0
 
-    def controls(self, ids: Sequence[int], mode: str) -> list[MaskSpec]:
-        """The components' spec, then their random draws (``with_controls`` with this run's seeds)."""
-        return with_controls(ids, mode, self.config.draws, self.config.seed, self.stream)
-
     def row_specs(self, ids: Sequence[int], control: Optional[str] = None, massive: Optional[str] = None
                   ) -> list[MaskSpec]:
         """A row's condition (the config's intervention) and its random twins (the config's control, or another)."""
@@ -126,7 +122,12 @@ class Run:
                         for s in self.dose_specs(alpha, control)]
 
     def preserve_specs(self) -> list[MaskSpec]:
-        return [s for m in range(1, self.curve_len + 1) for s in self.controls(self.order[:m], PRESERVE)]
+        return [s for m in range(1, self.curve_len + 1) for s in self.keeps(self.order[:m])]
+
+    def keeps(self, ids: Sequence[int]) -> list[MaskSpec]:
+        """The preserve condition of ``ids`` and its random keeps (in the config's preserve scope)."""
+        return with_controls(ids, PRESERVE, self.config.draws, self.config.seed, self.stream,
+                             preserve_scope=self.config.preserve_scope)
 
     @property
     def total_channels(self) -> int:

@@ -11,13 +11,18 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
 from ..archs import DEFAULT_SITE, SITES
+from ..checks import check_seed, whole_numbers
 from ..errors import FnwebError
 from ..interventions import DEFAULT_INTERVENTION, INTERVENTIONS
+from ..masks import DEFAULT_PRESERVE_SCOPE, PRESERVE_SCOPES, layers_from_text
 from ..models import DTYPES, EMBEDDED_ID, QUANTIZATIONS, check_device
 
 NO_MASK, RANDOM = "none", "random"
 _FIXED = tuple(name for name, i in INTERVENTIONS.items() if not i.takes_alpha)  # a run has no alpha to give
 MASK_MODES = (NO_MASK, *_FIXED, RANDOM)  # none, an intervention on the network, or a random control
+# The original package's older names for the modes: "key" zeroed the key (network) neurons,
+# "complement" zeroed every neuron but them (its ica_mask.py); accepted on the command line.
+MASK_MODE_ALIASES = {"key": "lesion", "complement": "preserve"}
 CONTROL_OF = _FIXED  # what a random control mimics
 LOSS_ON = ("response", "all")
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -55,6 +60,7 @@ class TrainConfig:
     component_ids: list[int] = field(default_factory=lambda: [0])
     mask_layers: Optional[str] = None  # '0,2:5,8' (ranges end-exclusive); None: every layer
     random_seed: Optional[int] = None  # draw of the random control; None: the run's seed
+    preserve_scope: str = DEFAULT_PRESERVE_SCOPE  # fnweb.masks.PRESERVE_SCOPES: may preserve leave a layer untouched?
     restrict_updates: bool = False  # only the allowed neurons' MLP weights may change
     mask_activations: bool = True  # False (with restrict_updates): the mask limits updates, the model runs unmasked
     ica_components: int = 5  # k of a template computed on the fly
@@ -92,7 +98,7 @@ class TrainConfig:
             self.lora_targets = [t.strip() for t in self.lora_targets.split(",") if t.strip()]
         if self.lora_targets is not None:
             self.lora_targets = list(self.lora_targets) or None
-        self.component_ids = [int(c) for c in self.component_ids]
+        self.component_ids = whole_numbers(self.component_ids, "A component id")  # never 2.5 quietly made 2
         if self.general_sets is not None:
             self.general_sets = list(self.general_sets)
 
@@ -158,6 +164,11 @@ def _check_mask(c: TrainConfig) -> None:
     _choice("mask mode", c.mask_mode, MASK_MODES)
     _choice("random-control mode", c.control_of, CONTROL_OF)
     _choice("site", c.site, tuple(SITES))
+    _choice("preserve scope", c.preserve_scope, tuple(PRESERVE_SCOPES))
+    if c.mask_mode != NO_MASK:
+        layers_from_text(c.mask_layers, None)  # its form now; against the model's layers once it is loaded
+    if c.random_seed is not None:
+        check_seed(c.random_seed, "Random-control seed")
     if c.restrict_updates and c.mask_mode == NO_MASK:
         raise FnwebError("Restricted updates need a mask: choose mask mode lesion, preserve or random.")
     if not c.mask_activations and not c.restrict_updates and c.mask_mode != NO_MASK:
@@ -190,5 +201,6 @@ def _check_training(c: TrainConfig) -> None:
     _range("Warmup ratio", c.warmup_ratio, 0.0, 0.5)
     _range("Weight decay", c.weight_decay, 0.0, 1.0)
     _range("Max gradient norm", c.max_grad_norm, 0.0, 1e6)
+    check_seed(c.seed)
     if c.eval_interval is not None:
         _range("Eval interval", c.eval_interval, 0, 1_000_000)

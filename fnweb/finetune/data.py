@@ -94,10 +94,15 @@ def usable_pairs(pairs: Sequence[Pair], loss_on: str, label: str) -> list[Pair]:
     return with_response
 
 
+def read_training_pairs(source: PromptSource, loss_on: str) -> list[Pair]:
+    """The dataset's usable pairs (read before a model is loaded: a bad file fails at once)."""
+    return usable_pairs(load_pairs(source), loss_on, source.label())
+
+
 def load_training_data(tokenizer, source: PromptSource, max_len: int, validation_split: float, loss_on: str,
-                       seed: int, fmt: str = "auto") -> TrainData:
-    """Read, split and tokenise a dataset for training."""
-    pairs = usable_pairs(load_pairs(source), loss_on, source.label())
+                       seed: int, fmt: str = "auto", pairs: Optional[Sequence[Pair]] = None) -> TrainData:
+    """Read (unless ``pairs`` were read already), split and tokenise a dataset for training."""
+    pairs = read_training_pairs(source, loss_on) if pairs is None else pairs
     train_pairs, val_pairs = split_pairs(pairs, validation_split, seed)
     train, dropped = encode_examples(tokenizer, train_pairs, max_len, loss_on, fmt)
     val, dropped_val = encode_examples(tokenizer, val_pairs, max_len, loss_on, fmt)

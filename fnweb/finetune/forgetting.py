@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..ids import BUILTIN_PREFIX, builtin_name
 from ..masks import apply_masks
 from ..metrics import TOKEN_METRICS, next_token_stats
 from ..progress import StopFlag
@@ -58,8 +59,8 @@ class Figures:
 def general_set_names(config: TrainConfig) -> list[str]:
     """Built-in sets for the forgetting test: those named, or every one the run does not train on."""
     if config.general_sets is not None:
-        return [s.removeprefix("builtin:") for s in config.general_sets]
-    return [s for s in builtin_sets() if f"builtin:{s}" != config.dataset.strip()]
+        return [builtin_name(s) for s in config.general_sets]
+    return [s for s in builtin_sets() if BUILTIN_PREFIX + s != config.dataset.strip()]
 
 
 def general_examples(tokenizer, config: TrainConfig) -> tuple[list[Example], list[str]]:
@@ -67,7 +68,7 @@ def general_examples(tokenizer, config: TrainConfig) -> tuple[list[Example], lis
     names = general_set_names(config)
     if not names or config.general_per_set == 0:
         return [], []
-    pairs = sample_pairs([PromptSource(f"builtin:{n}") for n in names], config.general_per_set, config.seed + 1)
+    pairs = sample_pairs([PromptSource(BUILTIN_PREFIX + n) for n in names], config.general_per_set, config.seed + 1)
     pairs = [p for p in pairs if p.response]
     examples, _ = encode_examples(tokenizer, pairs, min(config.max_seq_len, GENERAL_MAX_TOKENS), "response",
                                   config.prompt_format)

@@ -30,11 +30,12 @@ from torch.nn.utils import parametrize
 
 from ..archs import Layout, get_path, io_features, site_of, unwrap
 from ..errors import FnwebError
-from ..models import EMBEDDED_HUB_ID, EMBEDDED_ID, LoadedModel, ModelRequest, load_fresh, pick_device
+from ..models import LoadedModel, ModelRequest, load_fresh, pick_device
 from .config import TrainConfig
 from .network import MaskPlan
+from .runs import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE
 
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+ADAPTER_FILES = (ADAPTER_WEIGHTS_FILE, ADAPTER_CONFIG_FILE)
 
 
 def check_quantization(quantization: str, device: str = "auto") -> None:
@@ -174,11 +175,6 @@ def adapter_state(peft_model: nn.Module) -> dict[str, torch.Tensor]:
         if parametrize.is_parametrized(module, "weight"):
             state[f"{name}.weight"] = module.weight.detach()
     return state
-
-
-def hub_base_id(model_id: str) -> str:
-    """What an adapter's base model is called outside this machine."""
-    return EMBEDDED_HUB_ID if model_id == EMBEDDED_ID else model_id
 
 
 def save_adapter(peft_model: nn.Module, folder: Path, base_model: str) -> None:

@@ -30,14 +30,15 @@ from ..errors import FnwebError
 from ..interventions import LayerMask, as_layer_mask
 from ..models import LoadedModel
 from .config import TrainConfig
-from .runs import FinetunedRun, load_run, read_json
+from .loading import FinetunedRun, load_run
+from .runs import TRAIN_CONFIG_FILE, read_json
 
 MERGED_FOLDER = "merged"  # where a run repo keeps its merged model
 
 
 def check_mergeable(folder: Path) -> None:
     """Refuse, with the reason, a run whose adapter cannot be folded into full-precision weights."""
-    config = TrainConfig.from_dict(read_json(Path(folder) / "train_config.json") or {})
+    config = TrainConfig.from_dict(read_json(Path(folder) / TRAIN_CONFIG_FILE) or {})
     if config.quantization != "none":
         raise FnwebError(
             f"This run was trained on a {config.quantization} base model (QLoRA): folding its adapter into "

@@ -6,7 +6,8 @@ whose weights may change in each layer: those the mask leaves as they are in a m
 layer; in a layer without a mask, every neuron for an intervention on the network
 (lesion) and none for one on the rest (preserve).
 With ``mask_activations`` off, the mask only restricts which weights change and the
-model runs unmasked ("train only the network"). A plan is saved as ``mask.json`` (plain data) beside ``template.json``.
+model runs unmasked ("train only the network"). A plan is saved as ``mask.json`` beside
+``template.json`` (``fnweb.finetune.runs.MaskFile``, the one codec of that file).
 
 The template comes from a file (checked against the model) or is computed from the
 training prompts with ``fnweb.build``. This module knows nothing about LoRA or training.
@@ -24,8 +25,9 @@ import torch
 
 from ..archs import DEFAULT_SITE, Layout
 from ..build import BuildConfig, build_template
-from ..errors import FnwebError
 from ..interventions import INTERVENTIONS, LayerMask
+from ..errors import FnwebError
+from ..io import write_atomic
 from ..masks import MaskSpec, layer_masks, layers_from_text, masked_share
 from ..models import LoadedModel
 from ..progress import ProgressFn, StopFlag, no_progress
@@ -72,38 +74,23 @@ class MaskPlan:
         what = self.spec.label()
         if self.mask_mode == RANDOM:
             what = f"random control of {self.spec.mode} (draw {self.spec.random_seed}), matched to components " + (
-                ",".join(map(str, self.spec.components)))
+                ",".join(map(str, self.spec.components))) + self.spec.scope_note()
         if not self.mask_activations:
             return what + ", updates only (activations unmasked)"
         return what + (", restricted updates" if self.restrict_updates else "")
-
-    def to_json(self, layout: Optional[Layout] = None) -> str:
-        data = {"mask_mode": self.mask_mode, "site": self.site, "restrict_updates": self.restrict_updates,
-                "mask_activations": self.mask_activations}
-        if self.spec is not None:
-            data.update(self.spec.to_dict())
-        if layout is not None:
-            data["masked_share"] = round(self.share(layout), 6)
-        return json.dumps(data, indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str, template: Optional[Template]) -> "MaskPlan":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise FnwebError(f"The run's mask.json is not valid JSON: {exc.msg} at line {exc.lineno}.") from exc
-        if data.get("mask_mode", NO_MASK) == NO_MASK:
-            return cls(NO_MASK, data.get("site", DEFAULT_SITE))
-        if template is None:
-            raise FnwebError("This run was trained with a mask, but its template.json is missing.")
-        spec = MaskSpec.from_dict(data)
-        return plan_for(template, spec, data["mask_mode"], data["site"], bool(data.get("restrict_updates")),
-                        bool(data.get("mask_activations", True)))
 
 
 def plan_for(template: Template, spec: MaskSpec, mask_mode: str, site: str, restrict: bool,
              mask_activations: bool = True) -> MaskPlan:
     return MaskPlan(mask_mode, site, template, spec, restrict, layer_masks(template, spec), mask_activations)
+
+
+def check_masks_something(template: Template, spec: Optional[MaskSpec]) -> None:
+    """Refuse a mask that would change nothing (the components have no neuron in the chosen layers)."""
+    if spec is not None and not layer_masks(template, spec):
+        where = f" in layers {', '.join(map(str, spec.layers))}" if spec.layers is not None else ""
+        raise FnwebError(f"Nothing would be masked: the chosen components ({', '.join(map(str, spec.components))}) "
+                         f"have no neurons{where}. Choose other components or mask layers (or mask mode none).")
 
 
 def spec_for(config: TrainConfig, n_layers: int) -> Optional[MaskSpec]:
@@ -112,17 +99,20 @@ def spec_for(config: TrainConfig, n_layers: int) -> Optional[MaskSpec]:
         return None
     layers = layers_from_text(config.mask_layers, n_layers)
     if config.mask_mode == RANDOM:
-        return MaskSpec(tuple(config.component_ids), config.control_of, config.random_draw, layers)
-    return MaskSpec(tuple(config.component_ids), config.mask_mode, None, layers)
+        return MaskSpec(tuple(config.component_ids), config.control_of, config.random_draw, layers,
+                        config.preserve_scope)
+    return MaskSpec(tuple(config.component_ids), config.mask_mode, None, layers, config.preserve_scope)
 
 
-def load_template(config: TrainConfig, layout: Layout, model_id: str) -> Optional[Template]:
-    """The given template, checked against the model and the chosen components (None: none given)."""
+def load_template(config: TrainConfig, layout: Optional[Layout] = None, model_id: Optional[str] = None
+                  ) -> Optional[Template]:
+    """The given template, checked against the chosen components and, given its layout, the model (None: none given)."""
     if config.template_path is None:
         return None
     template = Template.load(config.template_path)
-    template.check_fits(layout, model_id)
     template.check_components(config.component_ids)
+    if layout is not None:
+        template.check_fits(layout, model_id)
     return template
 
 
@@ -131,9 +121,8 @@ def template_from_pairs(lm: LoadedModel, config: TrainConfig, pairs: Sequence[Pa
     """A template computed from the training prompts only (the original's on-the-fly ICA)."""
     with tempfile.TemporaryDirectory(prefix="fnweb-train-prompts-") as folder:
         path = Path(folder) / "train.jsonl"
-        path.write_text("".join(
-            json.dumps({"prompt": p.prompt, "response": p.response}, ensure_ascii=False) + "\n" for p in pairs
-        ), encoding="utf-8")
+        write_atomic(path, "".join(
+            json.dumps({"prompt": p.prompt, "response": p.response}, ensure_ascii=False) + "\n" for p in pairs))
         build = BuildConfig(
             sources=[PromptSource(str(path))], samples_per_dataset=min(config.ica_samples, len(pairs)),
             max_tokens=min(config.max_seq_len, 512), k=config.ica_components, site=config.site,

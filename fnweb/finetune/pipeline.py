@@ -24,19 +24,29 @@ import torch
 from .. import __version__
 from ..archs import Layout, layout_of, unwrap
 from ..errors import FnwebError, Stopped
+from ..ids import hub_base_id
 from ..masks import layers_from_text
 from ..models import LoadedModel, ModelRequest, load_fresh
 from ..progress import Progress, ProgressFn, StopFlag, no_progress
 from ..prompts import PromptSource
 from ..templates import Template
-from .card import model_card
+from .card import run_card
 from .config import TrainConfig
-from .data import Example, TrainData, load_training_data
+from .data import Example, TrainData, load_training_data, read_training_pairs
 from .distributed import Distributed
 from .forgetting import BaseLogits, Figures, compare_figures, general_examples, measure
-from .lora import attach_lora, check_quantization, describe_trainable, hub_base_id, save_adapter, trainable_copy
-from .network import MaskPlan, load_template, plan_for, spec_for, template_from_pairs
-from .runs import RunWriter, check_output_folder
+from .lora import attach_lora, check_quantization, describe_trainable, save_adapter, trainable_copy
+from .network import MaskPlan, check_masks_something, load_template, plan_for, spec_for, template_from_pairs
+from .runs import (
+    CARD_FILE,
+    MASK_FILE,
+    SUMMARY_FILE,
+    TEMPLATE_FILE,
+    TRAIN_CONFIG_FILE,
+    MaskFile,
+    RunWriter,
+    check_output_folder,
+)
 from .train import LossFn, LoopResult, causal_lm_loss, total_steps, train_loop
 
 
@@ -89,28 +99,37 @@ def _check_targets(config: TrainConfig, model: torch.nn.Module) -> None:
 
 
 def prepare(config: TrainConfig, lm: Optional[LoadedModel] = None) -> PreparedRun:
-    """Check every input; load the model (unless given) and the data."""
+    """Check every input; load the model (unless given) and the data.
+
+    What needs no model is checked before it loads (settings, the output folder, the
+    dataset, the template file and its components); what does, right after (the template's
+    shape, the mask layers, LoRA targets), before any template is computed or step trained.
+    """
     config.validate()
     dist = Distributed()
     check_quantization(config.quantization, dist.device(config.device))
     if dist.is_main:
         check_output_folder(Path(config.output_dir), config.overwrite)
+    source = PromptSource(config.dataset, config.dataset_config, config.dataset_split)
+    pairs = read_training_pairs(source, config.loss_on)
+    template = load_template(config) if config.mask_mode != "none" else None
     owns = lm is None
     if lm is None:  # loaded for this run alone: trained in place, no second copy
         lm = load_fresh(ModelRequest(config.model_id, config.dtype, dist.device(config.device), config.quantization,
                                      config.revision, config.trust_remote_code))
     layout = layout_of(lm.model)
+    if template is not None:
+        template.check_fits(layout, lm.model_id)
+    if config.mask_mode != "none":
+        layers_from_text(config.mask_layers, layout.n_layers)  # bad layers fail now, not after a build
+    if template is not None:
+        check_masks_something(template, spec_for(config, layout.n_layers))
     _check_targets(config, lm.model)
-    data = load_training_data(lm.tokenizer, PromptSource(config.dataset, config.dataset_config, config.dataset_split),
-                              config.max_seq_len, config.validation_split, config.loss_on, config.seed,
-                              config.prompt_format)
+    data = load_training_data(lm.tokenizer, source, config.max_seq_len, config.validation_split, config.loss_on,
+                              config.seed, config.prompt_format, pairs)
     task_set = "validation" if data.val else "training"
     task_examples = (data.val or data.train)[: config.max_eval_examples]
     general, names = general_examples(lm.tokenizer, config)
-    template = None
-    if config.mask_mode != "none":
-        layers_from_text(config.mask_layers, layout.n_layers)  # bad layers fail now, not after a build
-        template = load_template(config, layout, lm.model_id)
     return PreparedRun(config, lm, owns, layout, data, task_examples, task_set, general, names, template, dist)
 
 
@@ -138,10 +157,11 @@ def _plan(run: PreparedRun, writer: RunWriter, progress: ProgressFn, stop: StopF
                           "message": f"Computing a template from {min(config.ica_samples, len(run.data.train_pairs))} "
                                      "training prompts"})
             template = template_from_pairs(run.lm, config, run.data.train_pairs, progress, stop)
+            check_masks_something(template, spec)
         site = template.infer_site(run.layout)
         plan = plan_for(template, spec, config.mask_mode, site, config.restrict_updates, config.mask_activations)
-        writer.write_text("template.json", template.to_json())
-    writer.write_text("mask.json", plan.to_json(run.layout))
+        writer.write_text(TEMPLATE_FILE, template.to_json())
+    writer.write_json(MASK_FILE, MaskFile.of(plan, plan.share(run.layout)).to_dict())
     return plan
 
 
@@ -171,7 +191,7 @@ def execute(run: PreparedRun, progress: ProgressFn = no_progress, stop: Optional
     config, dist, stop = run.config, run.dist, stop or StopFlag()
     folder = Path(config.output_dir)
     writer = RunWriter.create(folder, config.overwrite, dist.is_main, _progress_listener(progress, on_event))
-    writer.write_json("train_config.json", config.to_dict())
+    writer.write_json(TRAIN_CONFIG_FILE, config.to_dict())
     writer.set_state("running", step=0, total_steps=run.total_steps, message="Preparing")
     loop = None
     try:
@@ -196,8 +216,10 @@ def execute(run: PreparedRun, progress: ProgressFn = no_progress, stop: Optional
         after = measure(model, run.task_examples, run.general, plan, config, run.pad_id, base=base)
         _figures_event(writer, "after", after)
         summary = _summary(run, plan, loop, before, after, trainable, state)
-        writer.write_json("summary.json", summary)
-        writer.write_text("README.md", model_card(config, summary, hub_base_id(config.model_id)))
+        writer.write_json(SUMMARY_FILE, summary)
+        mask = MaskFile.of(plan, plan.share(run.layout))
+        adapter = {"base_model_name_or_path": hub_base_id(config.model_id)}
+        writer.write_text(CARD_FILE, run_card(config.to_dict(), summary, mask, plan.template, adapter))
         message = (f"Stopped at step {loop.steps} of {loop.total_steps}; the adapter as of step {loop.steps} was saved."
                    if loop.stopped else f"Finished {loop.steps} steps.")
         writer.event({"event": "end", "state": state, "message": message, "step": loop.steps})

@@ -1,6 +1,6 @@
-"""Run folders: what a fine-tune leaves behind, and how it is read back and re-loaded.
+"""Run folders: the one home of the format a fine-tune leaves behind, written, read back and checked.
 
-A run folder holds::
+A run folder holds (the names are this module's constants)::
 
     adapter_model.safetensors, adapter_config.json   the LoRA adapter (PEFT, safetensors)
     template.json, mask.json                          the template and the mask the run trained with
@@ -8,41 +8,59 @@ A run folder holds::
     metrics.jsonl                                     one JSON event per line, appended and flushed
     summary.json                                      learning and forgetting, before and after
     state.json                                        running | finished | stopped | failed, with a message
-    README.md                                         a model card
+    README.md                                         a model card (``fnweb.finetune.card``)
 
 An existing folder is never overwritten unless asked, and then only if it is an fnweb
 run (or empty) and not running. JSON files are written atomically; ``metrics.jsonl``
-is appended so a UI can tail it. ``load_run`` re-applies the run's mask when it
-generates (the original saved masked runs that then ran unmasked). A run folder is
-data: it may come from a stranger (the Hub), so nothing in it switches on
-``trust_remote_code``; that is the caller's own setting, off unless passed. It knows
-nothing about how runs are trained.
+is appended so a UI can tail it. ``read_run`` checks a finished folder (local or
+downloaded) before it is shared or loaded; ``load_plan`` turns its mask back into the
+plan it trained with (``fnweb.finetune.loading`` loads the model). A run folder is data:
+it may come from a stranger (the Hub), so nothing in it is run or trusted.
+
+**mask.json** has one codec, ``MaskFile``: the run's mask settings (``mask_mode``,
+``site``, ``restrict_updates``, ``mask_activations``, and ``masked_share`` for people)
+with the ``MaskSpec``'s fields beside them, written field by field (a field added to
+``MaskSpec`` is written and read with no change here). fnweb always writes ``mask_mode``.
+Every reader (Hub pushes and downloads, the Share tab, ``load_run``, merging, the run
+card) reads a file the same way:
+
+- ``null``, or ``mask_mode`` "none": no mask (any components are ignored);
+- another ``mask_mode``: a mask, and its components are required; ``mode`` and
+  ``random_seed`` must agree with it (``random`` needs a draw, an intervention names itself);
+- no ``mask_mode`` (a hand-made file): a mask exactly when it names ``components`` and
+  its ``mode`` is not "none"; ``mode`` defaults to lesion (the original's masking), and the
+  ``mask_mode`` is ``random`` when a ``random_seed`` is given, else the ``mode``.
+
+It knows nothing about how runs are trained or loaded.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
 import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
+from ..archs import DEFAULT_SITE, SITES
 from ..errors import FnwebError
-from ..io import check_writable_folder, read_text, write_atomic
+from ..io import check_writable_folder, from_plain, parse_json, read_text, to_plain, write_atomic
 from ..io import read_json as read_json_file
-from ..masks import apply_masks
-from ..models import LoadedModel, ModelRequest, load_model
+from ..masks import MaskSpec
 from ..templates import Template
-from .config import TrainConfig
-from .network import MaskPlan
+from .config import MASK_MODES, NO_MASK, RANDOM
+from .network import MaskPlan, plan_for
 
+ADAPTER_WEIGHTS_FILE, ADAPTER_CONFIG_FILE = "adapter_model.safetensors", "adapter_config.json"
+TEMPLATE_FILE, MASK_FILE, TRAIN_CONFIG_FILE = "template.json", "mask.json", "train_config.json"
+METRICS_FILE, SUMMARY_FILE, STATE_FILE, CARD_FILE = "metrics.jsonl", "summary.json", "state.json", "README.md"
+RUN_REQUIRED = (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, TEMPLATE_FILE, MASK_FILE, TRAIN_CONFIG_FILE)
+RUN_OPTIONAL = (METRICS_FILE, SUMMARY_FILE, CARD_FILE)
 STATES = ("running", "finished", "stopped", "failed")
-MARKERS = ("state.json", "train_config.json")  # files that make a folder an fnweb run
+MARKERS = (STATE_FILE, TRAIN_CONFIG_FILE)  # files that make a folder an fnweb run
 
 
 def _process_alive(pid: Optional[int]) -> bool:
@@ -71,7 +89,7 @@ def is_run_folder(folder: Path) -> bool:
 
 def read_state(folder: Path) -> dict:
     """The run's state; a 'running' run whose process has ended reads as failed (interrupted)."""
-    state = read_json(Path(folder) / "state.json") or {"state": "failed", "message": "No state.json: not a run."}
+    state = read_json(Path(folder) / STATE_FILE) or {"state": "failed", "message": f"No {STATE_FILE}: not a run."}
     if state.get("state") == "running" and not _process_alive(state.get("pid")):
         state = {**state, "state": "failed", "message": "Interrupted: the training process ended before the run did."}
     return state
@@ -126,7 +144,7 @@ class RunWriter:
             record = {"seq": self._seq, "time": round(time.time(), 3), **record}
             self._seq += 1
             if self.enabled:
-                with open(self.folder / "metrics.jsonl", "a", encoding="utf-8") as out:
+                with open(self.folder / METRICS_FILE, "a", encoding="utf-8") as out:
                     out.write(json.dumps(record, sort_keys=True) + "\n")
                     out.flush()
         if self.listener is not None:
@@ -143,12 +161,12 @@ class RunWriter:
     def set_state(self, state: str, **info) -> None:
         self._state.update(info, state=state, pid=os.getpid(), updated=round(time.time(), 3))
         self._state.setdefault("started", self._state["updated"])
-        self.write_json("state.json", self._state)
+        self.write_json(STATE_FILE, self._state)
 
 
 def read_events(folder: Path, since: int = 0) -> list[dict]:
     """Events with ``seq >= since``; a line still being written is left for the next read."""
-    path = Path(folder) / "metrics.jsonl"
+    path = Path(folder) / METRICS_FILE
     if not path.exists():
         return []
     events = []
@@ -157,8 +175,8 @@ def read_events(folder: Path, since: int = 0) -> list[dict]:
             if not line.endswith("\n"):
                 break
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+                record = parse_json(line, METRICS_FILE, one_line=True)
+            except FnwebError:  # a damaged line: the events around it still count
                 continue
             if record.get("seq", 0) >= since:
                 events.append(record)
@@ -191,11 +209,11 @@ class RunInfo:
 def run_info(folder: Path) -> RunInfo:
     folder = Path(folder)
     state = read_state(folder)
-    summary = read_json(folder / "summary.json")
+    summary = read_json(folder / SUMMARY_FILE)
     return RunInfo(
         run_id=folder.name, folder=folder, state=state.get("state", "failed"), message=state.get("message", ""),
         step=int(state.get("step", 0)), total_steps=int(state.get("total_steps", 0)), summary=summary,
-        config=read_json(folder / "train_config.json") or {},
+        config=read_json(folder / TRAIN_CONFIG_FILE) or {},
     )
 
 
@@ -205,79 +223,137 @@ def list_runs(base: Path) -> list[RunInfo]:
     if not base.is_dir():
         return []
     folders = [f for f in base.iterdir() if f.is_dir() and is_run_folder(f)]
-    folders.sort(key=lambda f: (f / "state.json").stat().st_mtime if (f / "state.json").exists() else 0, reverse=True)
+    folders.sort(key=lambda f: (f / STATE_FILE).stat().st_mtime if (f / STATE_FILE).exists() else 0, reverse=True)
     return [run_info(f) for f in folders]
 
 
-@dataclass
-class FinetunedRun:
-    """A run loaded for generation: the adapter on a private copy of the base, and its mask."""
-
-    folder: Path
-    config: TrainConfig
-    plan: MaskPlan
-    model: object  # a PeftModel (or the merged model)
-    tokenizer: object
-    summary: Optional[dict]
-
-    @contextmanager
-    def masked(self) -> Iterator[None]:
-        """The run's mask, applied as in training (no mask for a plain LoRA run)."""
-        with apply_masks(self.model, self.plan.hooks, self.plan.site):
-            yield
-
-    @property
-    def label(self) -> str:
-        return f"{self.folder.name}: LoRA, {self.plan.label()}"
-
-    def loaded_model(self) -> LoadedModel:
-        """The fine-tuned model as a LoadedModel (the caller applies ``masked()`` around its use)."""
-        return LoadedModel(self.model, self.tokenizer, ModelRequest(model_id=f"run:{self.folder}"))
+# ---- mask.json: the one codec -------------------------------------------------------------
 
 
-def check_remote_code(folder: Path, config: TrainConfig, trust_remote_code: bool) -> None:
-    """Refuse a run whose base model was loaded with custom code unless the caller allows that code."""
-    if config.trust_remote_code and not trust_remote_code:
-        raise FnwebError(
-            f"The run {Path(folder).name} was trained on {config.model_id} with custom model code "
-            "(trust_remote_code). fnweb never runs code because a run's own files ask for it. If you trust "
-            f"{config.model_id}'s code, pass the flag yourself: load_run(folder, trust_remote_code=True) (or "
-            "push_run(..., trust_remote_code=True); CLI: --trust_remote_code)."
-        )
+@dataclass(frozen=True)
+class MaskFile:
+    """What mask.json holds: the run's mask settings, and its ``MaskSpec`` (None: no mask) beside them."""
+
+    mask_mode: str = NO_MASK  # none | an intervention | random (fnweb.finetune.config.MASK_MODES)
+    site: str = DEFAULT_SITE
+    restrict_updates: bool = False
+    mask_activations: bool = True
+    masked_share: Optional[float] = None  # for people: the share of the site's channels the mask changes
+    spec: Optional[MaskSpec] = None  # its fields are written flat, beside the settings
+
+    def __post_init__(self):
+        if self.mask_mode not in MASK_MODES:
+            raise FnwebError(f"Unknown mask mode '{self.mask_mode}'; fnweb knows {', '.join(MASK_MODES)}.")
+        if self.site not in SITES:
+            raise FnwebError(f"Unknown site '{self.site}'; fnweb knows {', '.join(SITES)}.")
+
+    @classmethod
+    def of(cls, plan: MaskPlan, share: Optional[float] = None) -> "MaskFile":
+        return cls(plan.mask_mode, plan.site, plan.restrict_updates, plan.mask_activations,
+                   None if share is None else round(share, 6), plan.spec)
+
+    def to_dict(self) -> dict:
+        data = {k: v for k, v in to_plain(self).items() if k != "spec" and (k != "masked_share" or v is not None)}
+        return {**data, **(to_plain(self.spec) if self.spec is not None else {})}
+
+    @classmethod
+    def from_dict(cls, data, source: str = MASK_FILE) -> "MaskFile":
+        """The agreed reading (see the module docstring); a malformed file is an FnwebError naming ``source``."""
+        if data is None:
+            return cls()
+        settings = from_plain(cls, {k: v for k, v in data.items() if k != "spec"} if isinstance(data, dict)
+                              else data, source)
+        said = data.get("mask_mode")
+        if said == NO_MASK or (said is None and (data.get("mode") == NO_MASK or "components" not in data)):
+            return replace(settings, mask_mode=NO_MASK)
+        if "components" not in data:
+            raise FnwebError(f"{source} says mask_mode '{said}' but names no components: it is not a complete "
+                             "mask. Re-train the run, or write the components it masked.")
+        spec = from_plain(MaskSpec, data, source)
+        mask_mode = said or (RANDOM if spec.random_seed is not None else spec.mode)
+        if (mask_mode == RANDOM) != (spec.random_seed is not None) or mask_mode not in (RANDOM, spec.mode):
+            raise FnwebError(f"{source} contradicts itself: mask_mode '{mask_mode}' with mode '{spec.mode}' and "
+                             f"random_seed {spec.random_seed} (a random control needs a random_seed; an "
+                             "intervention's mask_mode is its mode). Fix or re-write the file.")
+        return replace(settings, mask_mode=mask_mode, spec=spec)
+
+    def plan(self) -> MaskPlan:
+        """The plan these settings describe, without its template (for its label)."""
+        return MaskPlan(self.mask_mode, self.site, None, self.spec, self.restrict_updates, {}, self.mask_activations)
+
+
+def read_mask(path: Path, what: str) -> MaskFile:
+    return MaskFile.from_dict(read_json_file(path, what), what)
 
 
 def load_plan(folder: Path) -> MaskPlan:
-    """The run's mask plan from template.json and mask.json."""
+    """The run's mask plan from template.json and mask.json (no mask.json: no mask)."""
     folder = Path(folder)
-    mask_path = folder / "mask.json"
-    if not mask_path.exists():
-        return MaskPlan("none")
-    template = Template.load(folder / "template.json") if (folder / "template.json").exists() else None
-    return MaskPlan.from_json(read_text(mask_path, f"{folder.name}/mask.json"), template)
+    if not (folder / MASK_FILE).exists():
+        return MaskPlan(NO_MASK)
+    mask = read_mask(folder / MASK_FILE, f"{folder.name}/{MASK_FILE}")
+    if mask.spec is None:
+        return MaskPlan(NO_MASK, mask.site)
+    if not (folder / TEMPLATE_FILE).exists():
+        raise FnwebError(f"This run was trained with a mask, but its {TEMPLATE_FILE} is missing.")
+    return plan_for(Template.load(folder / TEMPLATE_FILE), mask.spec, mask.mask_mode, mask.site,
+                    mask.restrict_updates, mask.mask_activations)
 
 
-def load_run(folder: str | Path, lm: Optional[LoadedModel] = None, merge: bool = False,
-             trust_remote_code: bool = False) -> FinetunedRun:
-    """Load a run's adapter onto a private copy of its base model, ready to generate with its mask.
+# ---- a finished run, read and checked --------------------------------------------------------
 
-    Without ``lm``, the base model named in the run is loaded with the caller's
-    ``trust_remote_code`` (off by default), whatever the run's train_config.json says.
-    """
-    from ..archs import layout_of
-    from .lora import load_adapter
 
-    folder = Path(folder)
-    if not (folder / "train_config.json").exists():
-        raise FnwebError(f"{folder} is not an fnweb run folder (no train_config.json).")
-    config = TrainConfig.from_dict(read_json(folder / "train_config.json") or {})
-    if lm is None:
-        check_remote_code(folder, config, trust_remote_code)
-        lm = load_model(ModelRequest(config.model_id, config.dtype, config.device, "none", config.revision,
-                                     trust_remote_code))
-    plan = load_plan(folder)
-    if plan.template is not None:
-        plan.template.check_fits(layout_of(lm.model), lm.model_id)
-    model = load_adapter(copy.deepcopy(lm.model), folder)  # the shared model is never changed
-    if merge:
-        model = model.merge_and_unload()  # a private copy: merging changes only it
-    return FinetunedRun(folder, config, plan, model, lm.tokenizer, read_json(folder / "summary.json"))
+@dataclass
+class RunFiles:
+    """A finished fine-tuning run folder, read and checked (local or downloaded)."""
+
+    folder: Path
+    template: Optional[Template]  # None only for a run trained without a mask
+    mask_file: MaskFile
+    adapter_config: dict
+    train_config: dict
+    summary: dict = field(default_factory=dict)
+    card: Optional[str] = None  # README.md's text, if the folder has one
+
+    @property
+    def mask(self) -> Optional[MaskSpec]:
+        """The mask the run trained with (None: none)."""
+        return self.mask_file.spec
+
+
+def read_run(run_dir: str | os.PathLike, what: str = "The run folder") -> RunFiles:
+    """Check a run folder has its files and that they parse; the template and mask must agree."""
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise FnwebError(f"{what} {folder} does not exist or is not a folder.")
+    missing = [name for name in RUN_REQUIRED if not (folder / name).is_file()]
+    mask = read_mask(folder / MASK_FILE, f"{what}: {MASK_FILE}") if MASK_FILE not in missing else None
+    if mask is not None and mask.spec is None and TEMPLATE_FILE in missing:
+        missing.remove(TEMPLATE_FILE)  # a run without a mask needs no template
+    if missing:
+        raise FnwebError(
+            f"{what} {folder} lacks {', '.join(missing)}: it is not a complete fnweb fine-tuning run "
+            f"(expected the adapter, {TEMPLATE_FILE}, {MASK_FILE} and {TRAIN_CONFIG_FILE})."
+        )
+    _check_not_running(folder, what)
+    adapter = _read(folder, ADAPTER_CONFIG_FILE, what)
+    if not isinstance(adapter, dict) or "peft_type" not in adapter:
+        raise FnwebError(f"{what}: {ADAPTER_CONFIG_FILE} is not a PEFT adapter config (no peft_type).")
+    template = Template.load(folder / TEMPLATE_FILE) if (folder / TEMPLATE_FILE).exists() else None
+    if mask.spec is not None:
+        template.check_components(mask.spec.components)
+    summary = _read(folder, SUMMARY_FILE, what) if (folder / SUMMARY_FILE).exists() else {}
+    train = _read(folder, TRAIN_CONFIG_FILE, what)
+    card = read_text(folder / CARD_FILE, f"{what}: {CARD_FILE}") if (folder / CARD_FILE).is_file() else None
+    return RunFiles(folder, template, mask, adapter, train if isinstance(train, dict) else {},
+                    summary if isinstance(summary, dict) else {}, card)
+
+
+def _read(folder: Path, name: str, what: str):
+    return read_json_file(folder / name, f"{what}: {name}")
+
+
+def _check_not_running(folder: Path, what: str) -> None:
+    """A run still training has no final adapter yet: refuse to push or load it."""
+    if (folder / STATE_FILE).exists() and read_state(folder).get("state") == "running":
+        raise FnwebError(f"{what} {folder} is still training: push it once it has finished or been stopped.")

@@ -1,19 +1,23 @@
 """The fnweb web app (Gradio): a model bar above one tab per task, over the engine in ``fnweb``.
 
 ``build_app()`` assembles the page: the model bar (model, dtype, Load, status, and
-the visitor's template picker), then the tabs listed in ``TABS``, in order. The
-engine never imports this package; handlers here only parse inputs, call the engine
-and format its results.
+the visitor's template picker), then the tabs listed in ``TABS``, in order, then the
+demo presets (``fnweb.ui.presets``, which fill two tabs' forms). The engine never
+imports this package; handlers here only parse inputs, call the engine and format its
+results. Tabs never import each other: what two tabs share lives in ``forms``,
+``runner``, ``feedback``, ``render`` or ``state``.
 
 Adding a tab
 ------------
 Write ``fnweb/ui/<name>_tab.py`` with one builder and add one line to ``TABS``::
 
-    ("Experiments", "fnweb.ui.experiments_tab:build_experiments_tab"),
+    ("Experiments", build_experiments_tab),
 
 The builder is called inside its ``gr.Tab`` as ``build_x_tab(ctx: UiContext)``; it
-creates its components, wires its events and returns an object holding its
-components (stored in ``ctx.tabs[title]`` for the tabs after it). What ``ctx`` gives:
+creates its components and returns a ``forms.Tab``: its settings as a ``forms.Form``
+(config field name -> component), its other parts by name, and the part its actions
+report in (stored in ``ctx.tabs[title]`` for the tabs after it; ``tab.prompt`` reads a
+field or part by name). What ``ctx`` gives:
 
 - ``ctx.session``: the ``gr.State`` holding the visitor's ``fnweb.ui.state.Session``
   (``session.require_model()`` -> the loaded model or a clear error;
@@ -21,56 +25,68 @@ components (stored in ``ctx.tabs[title]`` for the tabs after it). What ``ctx`` g
   ``session.add(template, origin, label)`` keeps a new template; ``session.job``
   is what the Stop buttons act on). Never keep visitor data in module globals.
 - ``ctx.template``: the template picker (``gr.Dropdown`` of the visitor's template
-  names). Read it as an input; listen to ``ctx.template.change`` to redraw. After
-  adding templates, return ``fnweb.ui.model_bar.template_choices(session)`` to it.
+  names). Read it as an input (or put it in a form); listen to ``ctx.template.change``
+  to redraw. After adding templates, return ``fnweb.ui.model_bar.template_choices(session)`` to it.
 - ``ctx.model``: the model bar's components (``model_id``, ``dtype``, ``load``,
   ``status``); ``ctx.model.status.change`` fires after every (re)load.
 - ``ctx.page``: the ``gr.Tabs``; return ``gr.Tabs(selected="compare")`` to it to switch tab.
-  A tab object with a ``connect(ctx)`` method has it called once every tab is built
+  A tab whose ``connect`` is set has it called with ``ctx`` once every tab is built
   (to wire events into later tabs).
-- ``ctx.model_queue`` / ``ctx.model_jobs``: pass them as ``concurrency_id`` /
-  ``concurrency_limit`` to every event that runs the model, so that model work
-  shares one bounded queue.
-- Long work: run it through ``fnweb.ui.jobs.stream`` inside a function decorated
-  with ``fnweb.ui.jobs.gpu(duration=...)`` (ZeroGPU; nothing elsewhere), with a
-  ``jobs.Job`` kept in ``session.job`` so Stop works; show ``render.progress_html``;
-  turn failures into messages with ``feedback.page_error`` / ``feedback.handled``.
+- ``ctx.model_work``: pass it (``**ctx.model_work``) to every event that runs the
+  model, so that model work shares one bounded queue.
+
+Wiring: ``forms.on(trigger, handler, inputs, outputs)``; a handler takes a form as one
+dict and gives back a dict of named outputs; ``feedback.action("part")`` shows its
+failures in that part and a toast, never as a red overlay. Long work: run it with
+``runner.run(session, device_fn, *args, title=...)``, where ``device_fn`` is decorated
+with ``jobs.gpu(duration=...)`` (ZeroGPU; nothing elsewhere) and streams through
+``jobs.stream``; each view's ``status_html()`` is the status line (waiting and its place
+in the line, or the phase, n of N and time left).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 
 from .. import __version__
 from ..access import forbid_implicit_token, multi_user
+from .compare_tab import build_compare_tab
+from .experiments_tab import build_experiments_tab
+from .finetune_tab import build_finetune_tab
+from .forms import on
+from .jobs import model_jobs
 from .model_bar import ModelBar, build_model_bar, cache_status, load_default, load_selected
+from .networks_tab import build_networks_tab
+from .presets import wire_presets
+from .share_tab import build_share_tab
 from .state import Session, delete_session
+from .templates_tab import build_templates_tab
 from .theme import launch_options as look_options
 from .uploads import max_upload_bytes
 
 __all__ = ["TABS", "UiContext", "build_app", "launch_options"]
 
-# (tab title, "module:builder"), in page order. Later tabs plug in with one line each.
-TABS: list[tuple[str, str]] = [
-    ("Templates", "fnweb.ui.templates_tab:build_templates_tab"),
-    ("Networks", "fnweb.ui.networks_tab:build_networks_tab"),
-    ("Compare", "fnweb.ui.compare_tab:build_compare_tab"),
-    ("Experiments", "fnweb.ui.experiments_tab:build_experiments_tab"),
-    ("Fine-tune", "fnweb.ui.finetune_tab:build_finetune_tab"),
-    ("Share", "fnweb.ui.share_tab:build_share_tab"),
+# (tab title, builder), in page order. Later tabs plug in with one line each.
+TABS: list[tuple[str, Callable]] = [
+    ("Templates", build_templates_tab),
+    ("Networks", build_networks_tab),
+    ("Compare", build_compare_tab),
+    ("Experiments", build_experiments_tab),
+    ("Fine-tune", build_finetune_tab),
+    ("Share", build_share_tab),
 ]
 
 MODEL_QUEUE = "model"
 
 
-def model_jobs() -> int:
-    """How many model jobs may run at once (jobs on the same model still take turns)."""
-    return max(1, int(os.environ.get("FNWEB_MODEL_JOBS", "2")))
+def model_events() -> int:
+    """How many model events Gradio lets in at once: the jobs that run (``jobs.model_jobs``) and those that wait
+    their turn in ``jobs.TURNS``, where they can say so (FNWEB_MODEL_WAITING more, default 8)."""
+    return model_jobs() + max(0, int(os.environ.get("FNWEB_MODEL_WAITING", "8")))
 
 
 @dataclass
@@ -80,13 +96,18 @@ class UiContext:
     session: gr.State
     model: ModelBar
     model_queue: str = MODEL_QUEUE
-    model_jobs: int = field(default_factory=model_jobs)
+    model_events: int = field(default_factory=model_events)
     tabs: dict[str, Any] = field(default_factory=dict)
     page: Any = None  # the gr.Tabs holding every tab (an output that switches tab: gr.Tabs(selected="compare"))
 
     @property
     def template(self) -> gr.Dropdown:
         return self.model.template
+
+    @property
+    def model_work(self) -> dict:
+        """Event keywords for model work: one shared queue (jobs take their turns in ``jobs.TURNS``)."""
+        return {"concurrency_id": self.model_queue, "concurrency_limit": self.model_events}
 
 
 INTRO = (
@@ -96,17 +117,12 @@ INTRO = (
 )
 
 
-def _builder(spec: str):
-    module, name = spec.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def launch_options() -> dict:
     """Keyword arguments for ``demo.launch``: the page's look, and the largest upload Gradio accepts."""
     return {**look_options(), "max_file_size": max_upload_bytes()}
 
 
-def build_app(tabs: list[tuple[str, str]] | None = None) -> gr.Blocks:
+def build_app(tabs: list[tuple[str, Callable]] | None = None) -> gr.Blocks:
     """The whole page; call ``.queue(...)`` and ``.launch(**launch_options())`` on it (see app.py).
 
     Serving many visitors (``fnweb.access``), it first stops every library from sending the
@@ -121,18 +137,21 @@ def build_app(tabs: list[tuple[str, str]] | None = None) -> gr.Blocks:
         gr.Markdown(f"# fnweb · functional networks\n{INTRO}", elem_id="fn-header")
         ctx = UiContext(session=session, model=build_model_bar())
         with gr.Tabs(elem_id="fn-tabs") as ctx.page:
-            for title, spec in tabs or TABS:
+            for title, builder in tabs or TABS:
                 with gr.Tab(title, id=title.lower(), elem_id=f"fn-tab-{title.lower()}"):
-                    ctx.tabs[title] = _builder(spec)(ctx)
+                    ctx.tabs[title] = builder(ctx)
         for tab in ctx.tabs.values():  # events between tabs, wired once every tab exists
             if callable(getattr(tab, "connect", None)):
                 tab.connect(ctx)
+        if "Templates" in ctx.tabs and "Compare" in ctx.tabs:
+            wire_presets(ctx)  # presets fill the Templates and Compare forms by name
         gr.Markdown(f"fnweb {__version__} · models are shared read-only; your templates stay in your session.",
                     elem_classes="fn-note")
         bar = ctx.model
-        bar.load.click(load_selected, [session, bar.model_id, bar.dtype], bar.status, api_name="load_model",
-                       concurrency_id="load", concurrency_limit=1)
-        bar.timer.tick(cache_status, [session, bar.status], bar.status, queue=False, api_visibility="private")
-        demo.load(load_default, session, bar.status, api_visibility="private", concurrency_id="load",
-                  concurrency_limit=1)
+        status = {"status": bar.status}
+        on(bar.load.click, load_selected, [session, bar.model_id, bar.dtype], status, api_name="load_model",
+           concurrency_id="load", concurrency_limit=1)
+        on(bar.timer.tick, cache_status, [session, bar.status], status, queue=False, api_visibility="private")
+        on(demo.load, load_default, [session], status, api_visibility="private", concurrency_id="load",
+           concurrency_limit=1)
     return demo

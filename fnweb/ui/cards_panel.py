@@ -2,8 +2,8 @@
 
 ``show_card`` draws the picked component's card (or every label, for all components)
 from the template's stored cards: no model work, so it is instant. For a template
-without them, "Make cards" runs ``fnweb.explain.cards_on_demand`` as a stoppable job
-and keeps the result on the visitor's template (and in its download). "Search" reads
+without them, "Make cards" runs ``fnweb.explain.cards_on_demand`` through the app's job
+runner (``fnweb.ui.runner``) and keeps the result on the visitor's template (and in its download). "Search" reads
 every component's signal on a typed text (the model runs once over it). A click on a
 context sends its prompt to Compare with that component chosen; a click on a
 component row picks it (``clicked``, wired by the Networks tab once Compare exists).
@@ -17,13 +17,15 @@ from typing import Optional
 import gradio as gr
 
 from ..cards import Cards, tokenizer_mismatch
-from ..errors import FnwebError, Stopped
+from ..checks import whole_number
+from ..errors import FnwebError
 from ..explain import ON_DEMAND_SAMPLES, cards_on_demand, search_text
 from ..models import ModelRequest, load_model
 from ..templates import Template
-from . import render
+from . import render, runner
 from .cards_view import CLICK_JS, CSS, card_html, overview_html, search_html
-from .feedback import handled, page_error
+from .feedback import action
+from .forms import on
 from .jobs import Job, gpu, stream
 from .state import Session
 
@@ -53,14 +55,15 @@ def build_card_panel(ctx, component: gr.Dropdown) -> CardPanel:
                    elem_id="fn-card", max_height=900)
     panel = CardPanel(query, search, make, status, card)
     shown = [ctx.session, ctx.template, component]
-    ctx.template.change(show_card, shown, [card, make], api_name="show_card")
-    component.input(show_card, shown, [card, make], api_visibility="private")
-    make.click(make_cards, shown, [status, card, make], api_name="make_cards",
-               concurrency_id=ctx.model_queue, concurrency_limit=ctx.model_jobs)
-    search.click(run_search, [ctx.session, ctx.template, query], card, api_name="search_networks",
-                 concurrency_id=ctx.model_queue, concurrency_limit=ctx.model_jobs)
-    query.submit(run_search, [ctx.session, ctx.template, query], card, api_visibility="private",
-                 concurrency_id=ctx.model_queue, concurrency_limit=ctx.model_jobs)
+    on(ctx.template.change, show_card, shown, {"card": card, "make": make}, api_name="show_card")
+    on(component.input, show_card, shown, {"card": card, "make": make}, api_visibility="private")
+    on(make.click, make_cards, shown, {"status": status, "card": card, "make": make}, api_name="make_cards",
+       **ctx.model_work)
+    searched = {"card": card, "status": status}
+    on(search.click, run_search, [ctx.session, ctx.template, query], searched, api_name="search_networks",
+       **ctx.model_work)
+    on(query.submit, run_search, [ctx.session, ctx.template, query], searched, api_visibility="private",
+       **ctx.model_work)
     return panel
 
 
@@ -80,10 +83,10 @@ def session_cards(session: Session, name: Optional[str]) -> tuple[Optional[Cards
 
 
 def _chosen(component) -> Optional[int]:
-    return None if component in (None, "", "all") else int(component)
+    return None if component in (None, "", "all") else whole_number(component, "A component")
 
 
-@handled
+@action()
 def show_card(session: Session, name: Optional[str], component):
     """The picked component's card, or every label; the Make cards button when there are none."""
     if not session.has(name):
@@ -105,30 +108,21 @@ def cards_on_device(request: ModelRequest, template: Template, job: Job):
     yield from stream(lambda emit, stop: cards_on_demand(lm, template, progress=emit, stop=stop), lm.model, job)
 
 
+@action("status")
 def make_cards(session: Session, name: Optional[str], component):
     """Make cards button: streams progress, then keeps the cards on the template and shows them."""
-    skip, job = gr.skip(), None
-    try:
-        session.require_model()
-        entry = session.get(name)
-        job = session.job = Job()
-        for update in cards_on_device(session.model, entry.template, job):
-            if update.kind == "done":
-                entry.template.cards = update.value.to_dict()
-                entry.template.save(entry.path)  # the download has them too
-                card, button = show_card(session, name, component)
-                yield render.message_html("ok", "Cards made on demand."), card, button
-                return
-            yield render.progress_html(update.value if update.kind == "event" else None, update.elapsed,
-                                       "Making cards", waiting=update.kind == "waiting"), skip, skip
-    except Stopped:
-        yield render.message_html("stopped", "Stopped; no cards were made."), skip, skip
-    except Exception as exc:
-        error = page_error(exc)
-        yield render.message_html("error", error.message), skip, skip
-        raise error from exc
-    finally:
-        session.finish(job)
+    session.require_model()
+    entry = session.get(name)
+    for view in runner.run(session, cards_on_device, entry.template, title="Making cards"):
+        if view.stopped:
+            yield {"status": render.message_html("stopped", "Stopped; no cards were made.")}
+            return
+        if not view.done:
+            yield {"status": view.status_html()}
+    entry.template.cards = view.result.to_dict()
+    entry.template.save(entry.path)  # the download has them too
+    card, button = show_card(session, name, component)
+    yield {"status": render.message_html("ok", "Cards made on demand."), "card": card, "make": button}
 
 
 @gpu(duration=30)
@@ -144,7 +138,7 @@ def search_on_device(request: ModelRequest, template: Template, cards: Cards, te
     yield from stream(work, lm.model, job)
 
 
-@handled
+@action("status")
 def run_search(session: Session, name: Optional[str], text):
     """Search: every component's signal on the text, ranked, the top ones shaded."""
     if not isinstance(text, str) or not text.strip():
@@ -153,17 +147,16 @@ def run_search(session: Session, name: Optional[str], text):
     cards, _ = session_cards(session, name)
     if cards is None:
         raise FnwebError("This template has no cards to search with: press Make cards first.")
-    job = session.job = Job()
-    try:
-        for update in search_on_device(session.model, session.get(name).template, cards, text, job):
-            if update.kind == "done":
-                return search_html(update.value, cards.labels())
-    finally:
-        session.finish(job)
-    raise FnwebError("The search ended without a result: press Search again.")
+    for view in runner.run(session, search_on_device, session.get(name).template, cards, text, title="Searching"):
+        if view.stopped:
+            yield {"status": render.message_html("stopped", "Stopped; nothing was searched.")}
+            return
+        if not view.done:
+            yield {"status": view.status_html()}
+    yield {"card": search_html(view.result, cards.labels()), "status": ""}
 
 
-@handled
+@action()
 def clicked(session: Session, name: Optional[str], evt: gr.EventData):
     """A click in the panel: a component row picks it; a context goes to Compare with its prompt and component."""
     skip = gr.skip()

@@ -1,11 +1,12 @@
 """The Compare tab: baseline, each intervention (lesion, preserve, mean, scale by α) and random-control generations.
 
 The columns follow the intervention table; α (the scale column's factor), the
-intervention the random column applies and how its neurons are drawn are inputs after the
-fine-tuned run, so older callers of the ``compare`` endpoint keep working. The handler
-reads the form into ``GenerationSettings``, runs
-``fnweb.compare.compare_stream`` as a streamed, stoppable job and re-renders the
-columns as tokens arrive; when the run is done it shows the metrics table. A
+intervention the random column applies and how its neurons are drawn are form fields too.
+The handler reads the form's record (``plan_from_form`` owns the field names) into a
+``ComparePlan``, runs ``fnweb.compare.compare_stream`` through the app's job runner
+(``fnweb.ui.runner``: the status line beside Generate says whether it waits or how many
+tokens are done) and re-renders the columns as tokens arrive; when the run is done it
+shows the metrics table. The demo presets above the form are wired by ``build_app``. A
 fine-tuned run of the visitor's (Fine-tune tab) can be added as one more column: after
 the batched columns, it is loaded with its adapter and mask and generates from the
 same prompt with the same seed, scored against the baseline's continuation. The work
@@ -22,20 +23,22 @@ import gradio as gr
 
 from ..archs import layout_of
 from ..cards import component_labels
-from ..compare import (COLUMNS, CONTROL_OF, DEFAULT_ALPHA, DEFAULT_COLUMNS, GenerationSettings, compare_stream,
-                       model_column_stream)
+from ..compare import (
+    COLUMNS, CONTROL_OF, DEFAULT_ALPHA, DEFAULT_COLUMNS, GenerationSettings, compare_stream, model_column_stream,
+)
 from ..controls import CONTROLS, DEFAULT_CONTROL, controls_help
 from ..interventions import ALPHA_RANGE, INTERVENTIONS, interventions_help
-from ..errors import FnwebError, Stopped
+from ..checks import whole_numbers
+from ..errors import FnwebError
 from ..finetune import load_run
 from ..finetune.runs import read_json
+from ..masks import DEFAULT_PRESERVE_SCOPE
 from ..models import ModelRequest, load_model
+from ..progress import Progress
 from ..templates import Template
-from . import render
-from .feedback import page_error
-from .finetune_runs import run_choices as finetuned_runs
-from .finetune_runs import run_folder
-from .forms import real, whole
+from . import finetune_runs, render, runner
+from .feedback import action
+from .forms import Form, Tab, on, real, scope_dropdown, whole
 from .jobs import Job, gpu, stream
 from .state import Session
 
@@ -49,35 +52,8 @@ EXAMPLE_PROMPTS = [
 ]
 
 
-@dataclass
-class CompareTab:
-    prompt: gr.Textbox
-    components: gr.Dropdown
-    columns: gr.CheckboxGroup
-    max_new_tokens: gr.Number
-    decoding: gr.Radio
-    temperature: gr.Number
-    seed: gr.Number
-    draws: gr.Number
-    generate: gr.Button
-    stop: gr.Button
-    output: gr.HTML
-    metrics: gr.Dataframe
-    presets: gr.Column  # where the demo preset buttons go
-    run: Optional[gr.Dropdown] = None  # a fine-tuned run as an extra column
-    alpha: Optional[gr.Slider] = None  # the scale column's factor
-    control_of: Optional[gr.Dropdown] = None  # the intervention the random column applies
-    control: Optional[gr.Radio] = None  # how the random column's neurons are drawn
-
-    @property
-    def settings(self) -> list:
-        """The form's inputs, in the order ``compare`` takes them after the session and template."""
-        return [self.prompt, self.components, self.columns, self.max_new_tokens, self.decoding,
-                self.temperature, self.seed, self.draws]
-
-
-def build_compare_tab(ctx) -> CompareTab:
-    presets = gr.Column(elem_classes="fn-presets")
+def build_compare_tab(ctx) -> Tab:
+    presets = gr.Column(elem_classes="fn-presets")  # the demo presets go here (wired by build_app)
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=320):
             prompt = gr.Textbox(label="Prompt", lines=2, value=EXAMPLE_PROMPTS[0], elem_id="fn-prompt")
@@ -92,9 +68,11 @@ def build_compare_tab(ctx) -> CompareTab:
                               info="0 zeroes the neurons, 1 leaves them, above 1 amplifies", elem_id="fn-alpha")
             run = gr.Dropdown([], value=None, label="Fine-tuned run (extra column)", allow_custom_value=True,
                               info="One of your runs (Fine-tune tab), with its mask", elem_id="fn-compare-run")
+            scope = scope_dropdown("fn-compare-scope")
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="fn-generate")
                 stop = gr.Button("Stop", variant="stop", elem_id="fn-compare-stop")
+            status = gr.HTML("", elem_id="fn-compare-status")
     with gr.Accordion("Generation settings", open=False):
         with gr.Row():
             max_new_tokens = gr.Number(48, label="Max new tokens (1-1024)", precision=0, elem_id="fn-new-tokens")
@@ -110,20 +88,18 @@ def build_compare_tab(ctx) -> CompareTab:
     output = gr.HTML(render.columns_html(None), elem_id="fn-compare-output")
     metrics = gr.Dataframe(render.metrics_frame(None), label="Metrics (teacher-forced on the baseline's text)",
                            interactive=False, elem_id="fn-metrics", wrap=True)
-    tab = CompareTab(prompt, components, columns, max_new_tokens, decoding, temperature, seed, draws,
-                     generate, stop, output, metrics, presets, run, alpha, control_of, control)
-    tab_inputs = [ctx.session, ctx.template, *tab.settings, run, alpha, control_of, control]
-    tab.generate.click(compare, tab_inputs, [output, metrics], api_name="compare",
-                       concurrency_id=ctx.model_queue, concurrency_limit=ctx.model_jobs)
-    tab.prompt.submit(compare, tab_inputs, [output, metrics], api_visibility="private",
-                      concurrency_id=ctx.model_queue, concurrency_limit=ctx.model_jobs)
-    tab.stop.click(_stop, ctx.session, None, api_visibility="private", concurrency_limit=None)
-    run.focus(offer_runs, [ctx.session, run], run, api_visibility="private", concurrency_limit=None)
-    ctx.template.change(component_choices, [ctx.session, ctx.template, components], components,
-                        api_visibility="private")
-    from .presets import build_presets  # presets fill this tab's and the Templates tab's fields
-
-    build_presets(ctx, tab)
+    form = Form(template=ctx.template, prompt=prompt, components=components, columns=columns,
+                max_new_tokens=max_new_tokens, decoding=decoding, temperature=temperature, seed=seed, draws=draws,
+                run=run, preserve_scope=scope, alpha=alpha, control_of=control_of, control=control)
+    tab = Tab(form, "status", generate=generate, stop=stop, status=status, output=output, metrics=metrics,
+              presets=presets)
+    results = tab.outputs("output", "metrics", "status")
+    on(generate.click, compare, [ctx.session, form], results, api_name="compare", **ctx.model_work)
+    on(prompt.submit, compare, [ctx.session, form], results, api_visibility="private", **ctx.model_work)
+    on(stop.click, _stop, [ctx.session], api_visibility="private", concurrency_limit=None)
+    on(run.focus, offer_runs, [ctx.session, run], {"run": run}, api_visibility="private", concurrency_limit=None)
+    on(ctx.template.change, component_choices, [ctx.session, ctx.template, components], {"components": components},
+       api_visibility="private")
     return tab
 
 
@@ -140,37 +116,82 @@ def component_choices(session: Session, name: Optional[str], current):
     return gr.update(choices=choices, value=ids[:1])
 
 
-def settings_from_form(max_new_tokens, decoding, temperature, seed, draws, alpha=DEFAULT_ALPHA,
-                       control_of=CONTROL_OF, control=DEFAULT_CONTROL) -> GenerationSettings:
+@dataclass
+class ComparePlan:
+    """The comparison a form asks for, checked: what ``compare_on_device`` runs."""
+
+    prompt: str
+    template: Optional[Template]
+    components: list[int]
+    columns: list[str]
+    settings: GenerationSettings
+    run_folder: Optional[Path] = None
+
+    @property
+    def note(self) -> str:
+        s = self.settings
+        return "greedy" if s.greedy else f"sampled at T {s.temperature:g}, seed {s.seed}"
+
+
+def settings_from_form(form: dict) -> GenerationSettings:
+    decoding = form["decoding"]
     if decoding not in ("greedy", "sampled"):
         raise FnwebError(f"Decoding must be greedy or sampled (got {decoding!r}).")
     settings = GenerationSettings(
-        max_new_tokens=whole(max_new_tokens, "Max new tokens"), greedy=decoding == "greedy",
-        temperature=real(temperature, "Temperature"), seed=whole(seed, "Seed"),
-        random_draws=whole(draws, "Random control draws"), alpha=real(alpha, "α"),
-        control_of=control_of or CONTROL_OF, control=control or DEFAULT_CONTROL,
+        max_new_tokens=whole(form["max_new_tokens"], "Max new tokens"), greedy=decoding == "greedy",
+        temperature=real(form["temperature"], "Temperature"), seed=whole(form["seed"], "Seed"),
+        random_draws=whole(form["draws"], "Random control draws"),
+        preserve_scope=form.get("preserve_scope") or DEFAULT_PRESERVE_SCOPE,
+        alpha=real(form.get("alpha", DEFAULT_ALPHA), "α"), control_of=form.get("control_of") or CONTROL_OF,
+        control=form.get("control") or DEFAULT_CONTROL,
     )
     settings.validate()
     return settings
 
 
-def _duration(request, prompt, template, components, columns, settings: GenerationSettings, job,
-              run_folder=None) -> int:
-    return int(min(180, 20 + settings.max_new_tokens * (0.5 if run_folder is None else 1.0)))
+def plan_from_form(session: Session, form: dict) -> ComparePlan:
+    """The form's record as a checked ``ComparePlan`` (field names as in the tab's ``Form``)."""
+    settings = settings_from_form(form)
+    prompt = form["prompt"]
+    if not prompt or not str(prompt).strip():
+        raise FnwebError("The prompt is empty: type a prompt or pick an example.")
+    columns = list(form["columns"] or [])
+    if not columns:
+        raise FnwebError(f"No columns chosen: tick at least one of {', '.join(COLUMNS)}.")
+    session.require_model()
+    run = form.get("run")
+    run_folder = None if run in (None, "", []) else finetune_runs.run_folder(session, run)
+    needs_template = any(c != "baseline" for c in columns)
+    template = session.get(form["template"]).template if needs_template else None
+    ids = _component_ids(form["components"])
+    if template is not None:
+        template.check_components(ids)
+    return ComparePlan(str(prompt), template, ids, columns, settings, run_folder)
+
+
+def _duration(request, plan: ComparePlan, job) -> int:
+    return int(min(180, 20 + plan.settings.max_new_tokens * (0.5 if plan.run_folder is None else 1.0)))
 
 
 @gpu(duration=_duration)
-def compare_on_device(request: ModelRequest, prompt: str, template: Optional[Template], components: list[int],
-                      columns: list[str], settings: GenerationSettings, job: Job, run_folder: Optional[Path] = None):
-    """The comparison job: yields ``jobs.Update``s of Comparisons, the last ``done`` with the final one."""
+def compare_on_device(request: ModelRequest, plan: ComparePlan, job: Job):
+    """The comparison job: yields ``jobs.Update``s (progress and Comparisons), the last ``done`` with the final one."""
     lm = load_model(request)
 
     def work(emit, stop):
         last = None
-        for last in compare_stream(lm, prompt, template, components, columns, settings, stop):
+        report = Progress("generating", 0, plan.settings.max_new_tokens, "tokens", "Generating")
+        for last in compare_stream(lm, plan.prompt, plan.template, plan.components, plan.columns, plan.settings,
+                                   stop):
+            report.done = last.step
+            emit(report)
             emit(last)
-        if run_folder is not None:
-            for last in run_column(lm, last, run_folder, settings, stop):
+        if plan.run_folder is not None:
+            report = Progress("generating", 0, plan.settings.max_new_tokens, "tokens", "Generating the run's column")
+            batched = last
+            for last in run_column(lm, batched, plan.run_folder, plan.settings, stop):
+                report.done = last.step
+                emit(report)
                 emit(last)
         return last
 
@@ -191,67 +212,39 @@ def run_column(lm, comparison, run_folder: Path, settings: GenerationSettings, s
 
 def offer_runs(session: Session, current):
     """The run list: the visitor's runs with a saved adapter (keeps the current choice)."""
-    listed = finetuned_runs(session)
+    listed = finetune_runs.run_choices(session)
     value = current if current in [r for _, r in listed] else None
     return gr.update(choices=listed, value=value)
 
 
-def compare(session: Session, template_name: Optional[str], prompt, components, columns, max_new_tokens,
-            decoding, temperature, seed, draws, run=None, alpha=DEFAULT_ALPHA, control_of=CONTROL_OF,
-            control=DEFAULT_CONTROL):
+@action("status")
+def compare(session: Session, form: dict):
     """Generate handler: streams the columns (and a fine-tuned run's, when chosen), then the metrics table."""
-    skip = gr.skip()
-    job = last = None
-    try:
-        settings = settings_from_form(max_new_tokens, decoding, temperature, seed, draws, alpha, control_of, control)
-        if not prompt or not str(prompt).strip():
-            raise FnwebError("The prompt is empty: type a prompt or pick an example.")
-        columns = list(columns or [])
-        if not columns:
-            raise FnwebError(f"No columns chosen: tick at least one of {', '.join(COLUMNS)}.")
-        session.require_model()
-        run_folder = _run_folder(session, run)
-        needs_template = any(c != "baseline" for c in columns)
-        template = session.get(template_name).template if needs_template else None
-        ids = _component_ids(components)
-        if template is not None:
-            template.check_components(ids)
-        note = "greedy" if settings.greedy else f"sampled at T {settings.temperature:g}, seed {settings.seed}"
-        job = session.job = Job()
-        yield render.progress_html(None, 0.0, "Generating"), render.metrics_frame(None)
-        for update in compare_on_device(session.model, str(prompt), template, ids, columns, settings, job,
-                                        run_folder):
-            if update.kind == "waiting":
-                yield render.progress_html(None, update.elapsed, "Generating", waiting=True), skip
-            elif update.value is not None:
-                last = update.value
-                yield render.columns_html(last, note), skip
-        yield render.columns_html(last, note), render.metrics_frame(last)
-    except Stopped:
-        if last is not None:
-            yield render.columns_html(last, "stopped"), skip
-        else:
-            yield render.message_html("stopped", "Stopped. Press Generate to run again."), skip
-    except Exception as exc:
-        error = page_error(exc)
-        yield render.message_html("error", error.message), skip
-        raise error from exc
-    finally:
-        session.finish(job)
-
-
-def _run_folder(session: Session, run) -> Optional[Path]:
-    return None if run in (None, "", []) else run_folder(session, run)
+    plan = plan_from_form(session, form)
+    last = None
+    yield {"metrics": render.metrics_frame(None)}  # the last comparison's metrics do not describe the new one
+    for view in runner.run(session, compare_on_device, plan, title="Generating"):
+        if view.fresh:
+            last = view.value
+        if view.stopped:
+            if last is None:
+                yield {"status": render.message_html("stopped", "Stopped. Press Generate to run again.")}
+            else:
+                yield {"status": render.message_html("stopped", "Stopped: the columns show what was generated."),
+                       "output": render.columns_html(last, "stopped")}
+            return
+        if not view.done:
+            yield {"status": view.status_html(), **({"output": render.columns_html(last, plan.note)} if view.fresh
+                                                    else {})}
+    last = view.result
+    yield {"status": render.message_html("ok", f"Done in {render.seconds(view.elapsed)}: {last.step} tokens."),
+           "output": render.columns_html(last, plan.note), "metrics": render.metrics_frame(last)}
 
 
 def _component_ids(components) -> list[int]:
     values = components if isinstance(components, (list, tuple)) else ([] if components in (None, "") else [components])
-    try:
-        return [int(c) for c in values]
-    except (TypeError, ValueError) as exc:
-        raise FnwebError(f"Component ids must be whole numbers (got {list(values)}).") from exc
+    return whole_numbers(values, "A component id")  # 1.5 is refused, not made 1
 
 
 def _stop(session: Session) -> None:
-    if session.job is not None:
-        session.job.request_stop()
+    runner.stop(session)

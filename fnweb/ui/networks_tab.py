@@ -8,46 +8,22 @@ card panel (``fnweb.ui.cards_panel``) says what the picked component does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import gradio as gr
 
 from .. import plots
+from ..checks import whole_number
 from ..errors import FnwebError
-from .cards_panel import CardPanel, build_card_panel, clicked, show_card
-from .feedback import handled
+from .cards_panel import build_card_panel, clicked, show_card
+from .feedback import action
+from .forms import Form, Tab, on, whole
 from .state import Session
 
 ALL = "all"
 
 
-@dataclass
-class NetworksTab:
-    component: gr.Dropdown
-    bins: gr.Slider
-    note: gr.Markdown
-    heatmap: gr.Plot
-    coverage: gr.Plot
-    overlap: gr.Plot
-    panel: Optional[CardPanel] = None
-
-    def connect(self, ctx) -> None:
-        """Once every tab exists: a click on a context goes to Compare; a click on a component row picks it."""
-        compare = ctx.tabs.get("Compare")
-        if compare is None or self.panel is None:
-            return
-        inputs = [ctx.session, ctx.template, self.component, self.bins]
-        outputs = [self.component, self.note, self.heatmap, self.coverage, self.overlap]
-        self.panel.card.click(clicked, [ctx.session, ctx.template],
-                              [self.component, compare.prompt, compare.components, ctx.page],
-                              api_visibility="private") \
-            .success(draw, inputs, outputs, api_visibility="private") \
-            .success(show_card, [ctx.session, ctx.template, self.component], [self.panel.card, self.panel.make],
-                     api_visibility="private")
-
-
-def build_networks_tab(ctx) -> NetworksTab:
+def build_networks_tab(ctx) -> Tab:
     with gr.Row(equal_height=True):
         component = gr.Dropdown([("all components", ALL)], value=ALL, label="Show", scale=2, min_width=200,
                                 elem_id="fn-net-component")
@@ -61,16 +37,33 @@ def build_networks_tab(ctx) -> NetworksTab:
     with gr.Row(equal_height=False):
         coverage = gr.Plot(label="Coverage per layer", elem_id="fn-coverage-plot", scale=3)
         overlap = gr.Plot(label="Overlap (Jaccard)", elem_id="fn-overlap-plot", scale=2)
-    tab = NetworksTab(component, bins, note, heatmap, coverage, overlap, panel)
+    form = Form(template=ctx.template, component=component, bins=bins)
+    tab = Tab(form, "note", note=note, heatmap=heatmap, coverage=coverage, overlap=overlap, panel=panel)
+    tab.connect = lambda ctx: _connect(ctx, tab)
+    drawn = tab.outputs("component", "note", "heatmap", "coverage", "overlap")
     inputs = [ctx.session, ctx.template, component, bins]
-    outputs = [component, note, heatmap, coverage, overlap]
-    ctx.template.change(draw, inputs, outputs, api_name="draw_networks")
-    component.input(draw, inputs, outputs, api_visibility="private")
-    bins.release(draw, inputs, outputs, api_visibility="private")
+    on(ctx.template.change, draw, inputs, drawn, api_name="draw_networks")
+    on(component.input, draw, inputs, drawn, api_visibility="private")
+    on(bins.release, draw, inputs, drawn, api_visibility="private")
     return tab
 
 
-@handled
+def _connect(ctx, tab: Tab) -> None:
+    """Once every tab exists: a click on a context goes to Compare; a click on a component row picks it."""
+    compare = ctx.tabs.get("Compare")
+    if compare is None:
+        return
+    inputs = [ctx.session, ctx.template, tab.component, tab.bins]
+    picked = on(tab.panel.card.click, clicked, [ctx.session, ctx.template],
+                {"component": tab.component, "prompt": compare.prompt, "components": compare.components,
+                 "page": ctx.page}, api_visibility="private")
+    drawn = on(picked.success, draw, inputs, tab.outputs("component", "note", "heatmap", "coverage", "overlap"),
+               api_visibility="private")
+    on(drawn.success, show_card, [ctx.session, ctx.template, tab.component],
+       {"card": tab.panel.card, "make": tab.panel.make}, api_visibility="private")
+
+
+@action("note")
 def draw(session: Session, name: Optional[str], component, bins):
     """The three figures for template ``name`` (one component, or ``all``)."""
     if not session.has(name):
@@ -79,7 +72,7 @@ def draw(session: Session, name: Optional[str], component, bins):
     template = session.get(name).template
     choices = [("all components", ALL)] + [(f"component {c}", str(c)) for c in template.component_ids]
     chosen = _component(component, template.component_ids)
-    bins = int(bins or plots.MAX_BINS)
+    bins = plots.MAX_BINS if bins in (None, "", 0) else whole(bins, "Bins per layer")
     if not 1 <= bins <= 4096:
         raise FnwebError(f"Bins per layer must lie between 1 and 4096 (got {bins}).")
     ids = template.component_ids if chosen is None else [chosen]
@@ -96,8 +89,5 @@ def _component(value, ids: list[int]) -> Optional[int]:
     """None for all; a component id kept only if this template has it."""
     if value in (None, "", ALL):
         return None
-    try:
-        chosen = int(value)
-    except (TypeError, ValueError) as exc:
-        raise FnwebError(f"Component '{value}' is not a number; choose one from the list.") from exc
+    chosen = whole_number(value, "A component")  # '1.5' is refused, not made 1
     return chosen if chosen in ids else None

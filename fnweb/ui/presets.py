@@ -18,14 +18,16 @@ import gradio as gr
 
 from .. import __version__
 from ..errors import FnwebError, Stopped
-from ..models import EMBEDDED_ID, cache_dir
+from ..ids import is_embedded
+from ..models import cache_dir
 from ..templates import Template
 from . import render
-from .compare_tab import CompareTab, compare
-from .feedback import page_error
+from .compare_tab import compare
+from .feedback import action
+from .forms import on
 from .model_bar import template_choices
 from .state import Session
-from .templates_tab import TemplatesTab, build_stream, config_from_form, config_key, config_label
+from .templates_tab import build_job, config_from_form, config_key, config_label
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,16 @@ class Preset:
     threshold_value: float = 98.0
     seed: int = 0
 
-    def template_form(self) -> list:
-        return [list(self.builtin), "", None, self.samples, self.max_tokens, self.k, self.site, self.threshold,
-                self.threshold_value, self.seed]
+    def template_form(self) -> dict:
+        """The Templates tab's fields, by name."""
+        return dict(builtin=list(self.builtin), hub="", files=None, samples=self.samples, max_tokens=self.max_tokens,
+                    k=self.k, site=self.site, threshold=self.threshold, threshold_value=self.threshold_value,
+                    seed=self.seed)
 
-    def compare_form(self) -> list:
-        return [self.prompt, list(self.components), list(self.columns), self.max_new_tokens, "greedy", 0.8, 0, 3]
+    def compare_form(self) -> dict:
+        """The Compare tab's fields, by name (the template is chosen once it exists)."""
+        return dict(prompt=self.prompt, components=list(self.components), columns=list(self.columns),
+                    max_new_tokens=self.max_new_tokens, decoding="greedy", temperature=0.8, seed=0, draws=3)
 
 
 PRESETS = [
@@ -73,33 +79,37 @@ PRESETS = [
 ]
 
 
-def build_presets(ctx, compare_tab: CompareTab) -> list[gr.Button]:
-    """Preset buttons in the Compare tab, wired to fill both tabs' forms and run."""
-    templates_tab: TemplatesTab = ctx.tabs["Templates"]
+def wire_presets(ctx) -> list[gr.Button]:
+    """Preset buttons in the Compare tab's preset strip, each filling both tabs' forms by name and running."""
+    templates, compare_tab = ctx.tabs["Templates"], ctx.tabs["Compare"]
     buttons = []
     with compare_tab.presets:
         gr.Markdown("**Demo presets** on the embedded model: one click fills every field, builds the shared "
                     "template once (about a minute on a CPU; then cached) and runs the comparison.",
                     elem_classes="fn-preset-note")
         with gr.Row(equal_height=True):
-            for index, preset in enumerate(PRESETS):
-                button = gr.Button(preset.title, size="sm", variant="secondary", elem_id=f"fn-preset-{index}")
-                buttons.append(button)
+            buttons = [gr.Button(p.title, size="sm", variant="secondary", elem_id=f"fn-preset-{i}")
+                       for i, p in enumerate(PRESETS)]
         note = gr.Markdown("", elem_classes="fn-preset-note", elem_id="fn-preset-note")
-    for index, (preset, button) in enumerate(zip(PRESETS, buttons)):
-        fields = templates_tab.settings + compare_tab.settings + [note]
-        (button.click(lambda p=preset: p.template_form() + p.compare_form() + [f"**{p.title}.** {p.blurb}"],
-                      None, fields, queue=False, api_visibility="private")
-         .then(_ensurer(preset), ctx.session, [compare_tab.output, ctx.template, compare_tab.components],
-               api_name=f"preset_{index}_template", concurrency_id=ctx.model_queue,
-               concurrency_limit=ctx.model_jobs)
-         .success(compare, [ctx.session, ctx.template, *compare_tab.settings],
-                  [compare_tab.output, compare_tab.metrics], api_visibility="private",
-                  concurrency_id=ctx.model_queue, concurrency_limit=ctx.model_jobs))
+    sample = PRESETS[0]  # every preset fills the same fields
+    filled = [*templates.form.fill(sample.template_form()), *compare_tab.form.fill(sample.compare_form()), note]
+    shown = compare_tab.outputs("output", "metrics", "status")
+    for index, (preset, button) in enumerate(zip(PRESETS, buttons, strict=True)):
+        def fill(p=preset):  # outputs keyed by component, as Gradio takes them
+            return {**templates.form.fill(p.template_form()), **compare_tab.form.fill(p.compare_form()),
+                    note: f"**{p.title}.** {p.blurb}"}
+
+        filling = button.click(fill, None, filled, queue=False, api_visibility="private", show_progress="hidden")
+        ensured = on(filling.then, _ensurer(preset), [ctx.session],
+                     compare_tab.outputs("status", "components", template=ctx.template),
+                     api_name=f"preset_{index}_template", **ctx.model_work)
+        on(ensured.success, compare, [ctx.session, compare_tab.form], shown, api_visibility="private",
+           **ctx.model_work)
     return buttons
 
 
 def _ensurer(preset: Preset):
+    @action("status")
     def ensure(session: Session):
         yield from ensure_template(session, preset)
     return ensure
@@ -111,30 +121,28 @@ def _cache_path(key: str):
 
 
 def ensure_template(session: Session, preset: Preset):
-    """Select the preset's template (from the session, the cache, or a fresh build); stream progress."""
-    skip = gr.skip()
-    try:
-        lm = session.require_model()
-        if lm.model_id != EMBEDDED_ID:
-            gr.Warning(f"Presets were made on the embedded model; on {lm.model_id} other components may matter.")
-        config = config_from_form(*preset.template_form())
-        key = config_key(session.model, config)
-        entry = session.find_key(key)
-        if entry is None and _cache_path(key).exists():
-            entry = _from_cache(session, key, config)
-        if entry is None:
-            for html, built in build_stream(session, config, "Building the preset template (once)", "preset"):
-                if built is None:
-                    yield html, skip, skip
-                entry = built or entry
-            entry.template.save(_cache_path(key))
-        session.select(entry.name)
-        yield (render.message_html("info", f"Template '{entry.name}' ready; generating…"), template_choices(session),
-               gr.update(value=list(preset.components)))
-    except Exception as exc:
-        error = page_error(exc)
-        yield render.message_html("stopped" if isinstance(exc, Stopped) else "error", error.message), skip, skip
-        raise error from exc  # also keeps the chained comparison from running
+    """Select the preset's template (from the session, the cache, or a fresh build); stream progress.
+
+    A Stop or a failure raises, which keeps the chained comparison from running."""
+    lm = session.require_model()
+    if not is_embedded(lm.model_id):
+        gr.Warning(f"Presets were made on the embedded model; on {lm.model_id} other components may matter.")
+    config = config_from_form(preset.template_form())
+    key = config_key(session.model, config)
+    entry = session.find_key(key)
+    if entry is None and _cache_path(key).exists():
+        entry = _from_cache(session, key, config)
+    if entry is None:
+        for view in build_job(session, config, "Building the preset template (once)", "preset"):
+            if view.stopped:
+                raise Stopped()
+            if not view.done:
+                yield {"status": view.status_html()}
+        entry = view.result[0]
+        entry.template.save(_cache_path(key))
+    session.select(entry.name)
+    yield {"status": render.message_html("info", f"Template '{entry.name}' ready; generating…"),
+           "template": template_choices(session), "components": gr.update(value=list(preset.components))}
 
 
 def _from_cache(session: Session, key: str, config):

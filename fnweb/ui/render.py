@@ -1,6 +1,6 @@
-"""What the page shows, as HTML strings and tables: progress, messages, comparison columns, metrics.
+"""What the page shows, as HTML strings and tables: progress, messages, comparison columns, metrics, experiments.
 
-Pure formatting of engine objects (``Progress``, ``Comparison``, ``Template``); no
+Pure formatting of engine objects (``Progress``, ``Comparison``, ``Template``, ``ExperimentResult``); no
 Gradio and no model work here, so every function is easy to test and to reuse.
 The CSS classes used here are defined in ``fnweb.ui.theme``.
 """
@@ -13,15 +13,20 @@ from typing import Optional
 import pandas as pd
 
 from ..compare import BASELINE, RANDOM, Comparison
+from ..experiment_results import ExperimentResult
+from ..experiment_tables import curve_table, lesion_table
 from ..interventions import INTERVENTIONS
 from ..metrics import METRICS, TOKEN_METRICS
 from ..progress import Progress
 from ..templates import Template
 
-# Where each build phase sits on the overall bar (start, end), for a bar that never runs backwards.
+# A build's phases: where each sits on the overall bar (start, end), for a bar that never runs backwards, and
+# its step of four. Other jobs have no table: their bar is the current phase's own fraction.
 PHASE_SPAN = {"loading": (0.0, 0.03), "capturing": (0.03, 0.75), "decomposing": (0.75, 0.98),
               "thresholding": (0.98, 1.0), "done": (1.0, 1.0)}
 PHASE_STEP = {"loading": 1, "capturing": 2, "decomposing": 3, "thresholding": 4, "done": 4}
+BUILD_PHASES = (PHASE_SPAN, PHASE_STEP)
+NO_PHASES: tuple[dict, dict] = ({}, {})
 COLUMN_TITLES = {BASELINE: "Baseline", **{i.name: i.title for i in INTERVENTIONS.values()},
                  RANDOM: "Random control", "run": "Fine-tuned run"}
 COLUMN_HELP = {
@@ -46,20 +51,36 @@ def seconds(value: float) -> str:
 
 
 def progress_html(event: Optional[Progress], elapsed: float, title: str = "Building the template",
-                  waiting: bool = False) -> str:
-    """A bar with the phase, the work done, the time left in the phase and the time elapsed."""
+                  waiting=None, started: bool = True, phases: tuple[dict, dict] = BUILD_PHASES) -> str:
+    """A bar with what the job is doing now: waiting (and its place in the line), or its phase, the work done,
+    the time left in the phase and the time elapsed.
+
+    ``waiting`` is a ``fnweb.ui.jobs.Waiting`` (or True: waiting, place unknown); ``started`` False means the job
+    has not yet been told whether it must wait. ``phases`` places each phase on the bar (a build's by default).
+    """
     if waiting:
-        return _bar_html(title, "Waiting for another job on this model to finish", 0.0, elapsed, "", busy=True)
+        return _bar_html(title, waiting_text(waiting), 0.0, elapsed, "", busy=True)
     if event is None:
-        return _bar_html(title, "Starting", 0.0, elapsed, "", busy=True)
-    start, end = PHASE_SPAN.get(event.phase, (0.0, 1.0))
+        return _bar_html(title, "Running" if started else "Queued", 0.0, elapsed, "", busy=True)
+    spans, steps = phases
+    start, end = spans.get(event.phase, (0.0, 1.0))
     overall = start + (end - start) * event.fraction
-    step = PHASE_STEP.get(event.phase)
-    label = (f"Step {step} of 4 · " if step else "") + (event.message or event.phase)
+    step = steps.get(event.phase)
+    label = (f"Step {step} of {max(steps.values())} · " if step else "") + (event.message or event.phase)
     detail = event.describe()
     detail = detail[len(event.message or event.phase):].lstrip(": ,") if detail.startswith(event.message or event.phase) else detail
     # The phases without steady events (reading prompts, PCA, ICA) get a moving stripe to show life.
     return _bar_html(title, label, overall, elapsed, detail, busy=not event.unit or event.phase == "decomposing")
+
+
+def waiting_text(waiting) -> str:
+    """Why a job waits, with its place in the line when known."""
+    position = getattr(waiting, "position", None)
+    place = f" (position {position})" if position else ""
+    if getattr(waiting, "reason", "model") == "slots":
+        n = waiting.slots
+        return f"Waiting for a free slot: the server runs {n} model job{'s' if n != 1 else ''} at once{place}"
+    return f"Waiting for another job on this model{place}"
 
 
 def _bar_html(title: str, label: str, fraction: float, elapsed: float, detail: str, busy: bool) -> str:
@@ -186,3 +207,23 @@ def _shown(metric, stat) -> str:
     if stat is None:
         return ""
     return metric.format(stat.mean, stat.sd, digits=min(metric.digits, COMPARE_DIGITS), missing="")
+
+
+# ---- experiments -------------------------------------------------------------------
+
+
+def _named(component, labels: Optional[dict]) -> str:
+    """A component id with its card's label, when the template has cards."""
+    label = (labels or {}).get(int(component)) if str(component).isdigit() else None
+    return f"{component} · {label}" if label else str(component)
+
+
+def lesion_frame(result: Optional[ExperimentResult], labels: Optional[dict] = None) -> pd.DataFrame:
+    """The lesion table of an experiment (partial or final); components named by their card's label."""
+    headers, rows = lesion_table(result)
+    return pd.DataFrame([[_named(row[0], labels), *row[1:]] for row in rows], columns=headers)
+
+
+def curve_frame(result: Optional[ExperimentResult]) -> pd.DataFrame:
+    headers, rows = curve_table(result)
+    return pd.DataFrame(rows, columns=headers)

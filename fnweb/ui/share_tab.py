@@ -22,197 +22,158 @@ records (``session.runs``, when the Fine-tune tab keeps one) and those loaded he
 off a Space a run folder's path may also be typed. Faults become messages in the
 page; a failed push changes nothing local and can simply be retried.
 
-This module formats and wires; the Hub work is ``fnweb.hub``'s.
+This module builds and wires; what it says about accounts is ``share_account``'s, the
+visitor's run list ``share_runs``'s, and the Hub work ``fnweb.hub``'s.
 """
 
 from __future__ import annotations
 
-import html
-import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Optional
 
 import gradio as gr
 
 from .. import hub
-from ..access import mode_reason, multi_user
+from ..access import multi_user
 from ..archs import layout_of
 from ..errors import FnwebError
 from ..finetune.merge import check_mergeable
-from ..finetune.runs import read_json, run_info
+from ..finetune.runs import read_run
 from ..hubcard import HEATMAP_FILENAME, coverage_png
+from ..io import write_atomic
 from ..templates import Template
-from . import render
-from .feedback import handled, page_error
+from .feedback import action, explain
+from .forms import Form, Tab, on
 from .model_bar import template_choices
+from .share_account import CHECK_HINT, sign_in_available, sign_in_help
+from .share_account import note as _note  # the handlers' own names for these helpers
+from .share_account import push_target_note as _target
+from .share_account import safe_target_note as _safe_target
+from .share_runs import chosen_run_folder as _run_folder
+from .share_runs import describe_run, visitor_runs
 from .state import Session, SessionTemplate
 
 HUB_QUEUE = "hub"
 HUB_JOBS = 4  # Hub calls wait on the network, not the CPU: a few at once
 KINDS = ("template", "run")
-CHECK_HINT = "Press Check account (or leave the repo field) to see where the push will go."
 
 
-@dataclass
-class ShareTab:
-    sign_in: Optional[gr.LoginButton]
-    check: gr.Button
-    template_line: gr.Markdown
-    repo: gr.Textbox
-    private: gr.Checkbox
-    overwrite: gr.Checkbox
-    heatmap: gr.Checkbox
-    message: gr.Textbox
-    target: gr.HTML
-    push: gr.Button
-    run: gr.Dropdown
-    refresh_runs: gr.Button
-    run_line: gr.Markdown
-    run_repo: gr.Textbox
-    run_private: gr.Checkbox
-    run_overwrite: gr.Checkbox
-    run_merged: gr.Checkbox
-    run_message: gr.Textbox
-    run_target: gr.HTML
-    push_run: gr.Button
-    result: gr.HTML
-    preview: gr.Image
-    load_kind: gr.Radio
-    load_repo: gr.Textbox
-    load_revision: gr.Textbox
-    load: gr.Button
-    load_result: gr.HTML
-    loaded_runs: gr.State  # [{"label", "folder"}] of runs this visitor loaded from the Hub (no tokens)
-
-
-def on_space() -> bool:
-    from gradio.utils import get_space
-
-    return get_space() is not None
-
-
-def sign_in_available() -> bool:
-    """Whether the Hugging Face button can work here (a Space, or asked for locally)."""
-    return on_space() or os.environ.get("FNWEB_HF_SIGN_IN", "") == "1"
-
-
-def sign_in_help(signed: bool) -> str:
-    """What the Account step says, by who this app serves and whether it has a sign-in button."""
-    if not multi_user():
-        return ("Running for one user: the token comes from **HF_TOKEN** or the saved login (`hf auth login`). "
-                "It is used for the Hub calls only: never shown, logged or stored.")
-    if signed:
-        return ("Sign in with your Hugging Face account: pushes, account checks and loads of private repos use "
-                "your sign-in and nothing else (the server's own token is never used for a visitor); pushes go to "
-                "your account or an organisation of yours. Without signing in, public repos still load. The token "
-                "is never shown, logged or stored.")
-    return (f"This app is shared ({mode_reason()}) and has no sign-in here, so it only loads public repos; to "
-            "push, use fnweb on a Space with sign-in, or run it locally for yourself.")
-
-
-def build_share_tab(ctx) -> ShareTab:
-    signed = sign_in_available()
+def build_share_tab(ctx) -> Tab:
     loaded_runs = gr.State([])
     with gr.Row(equal_height=False):
         with gr.Column(scale=6, min_width=380):
-            gr.Markdown("#### 1 · Account", elem_classes="fn-step")
-            gr.Markdown(sign_in_help(signed), elem_classes="fn-note")
-            with gr.Row():
-                sign_in = gr.LoginButton(size="md", scale=2, min_width=220) if signed else None
-                check = gr.Button("Check account", size="md", scale=1, min_width=140, elem_id="fn-share-check")
-
-            gr.Markdown("#### 2 · Push a template", elem_classes="fn-step")
-            template_line = gr.Markdown(_template_line(None), elem_id="fn-share-template")
-            repo = gr.Textbox(label="Repo", placeholder="name, or namespace/name", elem_id="fn-share-repo",
-                              info="Prefilled from the model and prompt sets; a bare name goes to your account")
-            with gr.Row():
-                private = gr.Checkbox(False, label="Private", min_width=100, elem_id="fn-share-private")
-                heatmap = gr.Checkbox(True, label=f"Include the coverage image ({HEATMAP_FILENAME})", min_width=200)
-                overwrite = gr.Checkbox(False, label="Overwrite a repo holding other files", min_width=200,
-                                        elem_id="fn-share-overwrite")
-            message = gr.Textbox(label="Commit message", placeholder="blank: 'Upload fnweb template (…)'",
-                                 elem_id="fn-share-message")
-            target = gr.HTML(_note("info", CHECK_HINT),
-                             elem_id="fn-share-target")
-            push = gr.Button("Push template", variant="primary", elem_id="fn-share-push")
-
-            gr.Markdown("#### 3 · Push a fine-tuning run", elem_classes="fn-step")
-            with gr.Row(equal_height=False, elem_classes="fn-bar-row"):
-                run = gr.Dropdown([], value=None, label="Run", allow_custom_value=not multi_user(), scale=5,
-                                  elem_id="fn-share-run",
-                                  info="Your runs (Fine-tune tab, or loaded below)"
-                                  + ("" if multi_user() else "; or type a run folder's path"))
-                refresh_runs = gr.Button("↻ Refresh", size="md", scale=1, min_width=100, elem_id="fn-share-refresh")
-            run_line = gr.Markdown("", elem_id="fn-share-run-line")
-            run_repo = gr.Textbox(label="Repo", placeholder="name, or namespace/name", elem_id="fn-share-run-repo")
-            with gr.Row():
-                run_private = gr.Checkbox(False, label="Private", min_width=100)
-                run_overwrite = gr.Checkbox(False, label="Overwrite a repo holding other files", min_width=200)
-            run_merged = gr.Checkbox(False, label="Also push a merged model", elem_id="fn-share-run-merged",
-                                     info="merged/: the adapter folded into the base weights, the mask baked in; "
-                                          "loads with plain transformers (not for 4/8-bit runs)")
-            run_message = gr.Textbox(label="Commit message", placeholder="blank: 'Upload fnweb LoRA run (…)'")
-            run_target = gr.HTML("", elem_id="fn-share-run-target")
-            push_run = gr.Button("Push run", variant="primary", elem_id="fn-share-push-run")
-
+            parts = {**_account_section(), **_template_section(ctx), **_run_section()}
         with gr.Column(scale=5, min_width=360):
-            gr.Markdown("#### Result", elem_classes="fn-step")
-            result = gr.HTML(_note("info", "The pushed repo's address appears here."), elem_id="fn-share-result")
-            preview = gr.Image(None, type="filepath", label=f"{HEATMAP_FILENAME}: components (rows) x layers",
-                               interactive=False, height=180,
-                               buttons=["download"], elem_id="fn-share-heatmap")
-
-            gr.Markdown("#### 4 · Load from the Hub", elem_classes="fn-step")
-            load_kind = gr.Radio(list(KINDS), value="template", label="What", elem_id="fn-share-load-kind",
-                                 info="template: joins your templates · run: an adapter with its template and mask")
-            load_repo = gr.Textbox(label="Repo id", placeholder="namespace/name", elem_id="fn-share-load-repo")
-            load_revision = gr.Textbox(label="Revision", placeholder="blank: main; or a branch, tag or commit",
-                                       elem_id="fn-share-load-revision")
-            load = gr.Button("Load from the Hub", variant="primary", elem_id="fn-share-load")
-            load_result = gr.HTML("", elem_id="fn-share-load-result")
-
-    tab = ShareTab(sign_in, check, template_line, repo, private, overwrite, heatmap, message, target, push, run,
-                   refresh_runs, run_line, run_repo, run_private, run_overwrite, run_merged, run_message, run_target,
-                   push_run,
-                   result, preview, load_kind, load_repo, load_revision, load, load_result, loaded_runs)
+            parts.update(**_result_section(), **_load_section())
+    tab = Tab(parts.pop("form"), "result", **parts, loaded_runs=loaded_runs)
     _wire(ctx, tab)
     return tab
 
 
-def _wire(ctx, tab: ShareTab) -> None:
+# Each section builds its components in page order and returns its form and parts by name.
+
+def _account_section() -> dict:
+    signed = sign_in_available()
+    gr.Markdown("#### 1 · Account", elem_classes="fn-step")
+    gr.Markdown(sign_in_help(signed), elem_classes="fn-note")
+    with gr.Row():
+        sign_in = gr.LoginButton(size="md", scale=2, min_width=220) if signed else None
+        check = gr.Button("Check account", size="md", scale=1, min_width=140, elem_id="fn-share-check")
+    return {"sign_in": sign_in, "check": check}
+
+
+def _template_section(ctx) -> dict:
+    """Section 2: the template push's form (the tab's own), the line naming the template, the button."""
+    gr.Markdown("#### 2 · Push a template", elem_classes="fn-step")
+    template_line = gr.Markdown(_template_line(None), elem_id="fn-share-template")
+    repo = gr.Textbox(label="Repo", placeholder="name, or namespace/name", elem_id="fn-share-repo",
+                      info="Prefilled from the model and prompt sets; a bare name goes to your account")
+    with gr.Row():
+        private = gr.Checkbox(False, label="Private", min_width=100, elem_id="fn-share-private")
+        heatmap = gr.Checkbox(True, label=f"Include the coverage image ({HEATMAP_FILENAME})", min_width=200)
+        overwrite = gr.Checkbox(False, label="Overwrite a repo holding other files", min_width=200,
+                                elem_id="fn-share-overwrite")
+    message = gr.Textbox(label="Commit message", placeholder="blank: 'Upload fnweb template (…)'",
+                         elem_id="fn-share-message")
+    target = gr.HTML(_note("info", CHECK_HINT), elem_id="fn-share-target")
+    push = gr.Button("Push template", variant="primary", elem_id="fn-share-push")
+    form = Form(template=ctx.template, repo=repo, private=private, overwrite=overwrite, heatmap=heatmap,
+                message=message)
+    return {"form": form, "template_line": template_line, "target": target, "push": push}
+
+
+def _run_section() -> dict:
+    """Section 3: the run push's form, the run list's refresh, the line describing the run, the button."""
+    gr.Markdown("#### 3 · Push a fine-tuning run", elem_classes="fn-step")
+    with gr.Row(equal_height=False, elem_classes="fn-bar-row"):
+        run = gr.Dropdown([], value=None, label="Run", allow_custom_value=not multi_user(), scale=5,
+                          elem_id="fn-share-run",
+                          info="Your runs (Fine-tune tab, or loaded below)"
+                          + ("" if multi_user() else "; or type a run folder's path"))
+        refresh_runs = gr.Button("↻ Refresh", size="md", scale=1, min_width=100, elem_id="fn-share-refresh")
+    run_line = gr.Markdown("", elem_id="fn-share-run-line")
+    run_repo = gr.Textbox(label="Repo", placeholder="name, or namespace/name", elem_id="fn-share-run-repo")
+    with gr.Row():
+        run_private = gr.Checkbox(False, label="Private", min_width=100)
+        run_overwrite = gr.Checkbox(False, label="Overwrite a repo holding other files", min_width=200)
+    run_merged = gr.Checkbox(False, label="Also push a merged model", elem_id="fn-share-run-merged",
+                             info="merged/: the adapter folded into the base weights, the mask baked in; "
+                                  "loads with plain transformers (not for 4/8-bit runs)")
+    run_message = gr.Textbox(label="Commit message", placeholder="blank: 'Upload fnweb LoRA run (…)'")
+    run_target = gr.HTML("", elem_id="fn-share-run-target")
+    push_run = gr.Button("Push run", variant="primary", elem_id="fn-share-push-run")
+    run_form = Form(run=run, repo=run_repo, private=run_private, overwrite=run_overwrite, message=run_message,
+                    merged=run_merged)
+    return {"run_form": run_form, "refresh_runs": refresh_runs, "run_line": run_line, "run_target": run_target,
+            "push_run": push_run}
+
+
+def _result_section() -> dict:
+    gr.Markdown("#### Result", elem_classes="fn-step")
+    result = gr.HTML(_note("info", "The pushed repo's address appears here."), elem_id="fn-share-result")
+    preview = gr.Image(None, type="filepath", label=f"{HEATMAP_FILENAME}: components (rows) x layers",
+                       interactive=False, height=180,
+                       buttons=["download"], elem_id="fn-share-heatmap")
+    return {"result": result, "preview": preview}
+
+
+def _load_section() -> dict:
+    """Section 4: what to load from the Hub (its form), the button and the line that says what happened."""
+    gr.Markdown("#### 4 · Load from the Hub", elem_classes="fn-step")
+    kind = gr.Radio(list(KINDS), value="template", label="What", elem_id="fn-share-load-kind",
+                    info="template: joins your templates · run: an adapter with its template and mask")
+    repo = gr.Textbox(label="Repo id", placeholder="namespace/name", elem_id="fn-share-load-repo")
+    revision = gr.Textbox(label="Revision", placeholder="blank: main; or a branch, tag or commit",
+                          elem_id="fn-share-load-revision")
+    load = gr.Button("Load from the Hub", variant="primary", elem_id="fn-share-load")
+    load_result = gr.HTML("", elem_id="fn-share-load-result")
+    return dict(load_form=Form(kind=kind, repo=repo, revision=revision), load=load, load_result=load_result)
+
+
+def _wire(ctx, tab: Tab) -> None:
     hub_queue = dict(concurrency_id=HUB_QUEUE, concurrency_limit=HUB_JOBS)
-    ctx.template.change(template_defaults, [ctx.session, ctx.template],
-                        [tab.template_line, tab.repo, tab.preview], api_name="hub_template_defaults")
-    tab.check.click(check_account, [tab.repo, tab.run_repo], [tab.target, tab.run_target], api_name="hub_account",
-                    **hub_queue)
-    for box, line in ((tab.repo, tab.target), (tab.run_repo, tab.run_target)):
+    run, run_repo = tab.run_form["run"], tab.run_form["repo"]
+    on(ctx.template.change, template_defaults, [ctx.session, ctx.template],
+       tab.outputs("template_line", "repo", "preview"), api_name="hub_template_defaults")
+    on(tab.check.click, check_account, [tab.repo, run_repo], tab.outputs("target", "run_target"),
+       api_name="hub_account", **hub_queue)
+    for box, line in ((tab.repo, tab.target), (run_repo, tab.run_target)):
         # A changed name makes the line stale (no Hub call per keystroke); leaving the field checks it again.
         box.change(lambda _: _note("info", CHECK_HINT), box, line, queue=False, api_visibility="private")
         for event in (box.submit, box.blur):
-            event(target_line, box, line, api_visibility="private", **hub_queue)
-    tab.push.click(push_template, [ctx.session, ctx.template, tab.repo, tab.private, tab.overwrite, tab.heatmap,
-                                   tab.message], tab.result, api_name="hub_push_template", **hub_queue)
-    tab.refresh_runs.click(run_choices, [ctx.session, tab.loaded_runs, tab.run], tab.run, api_name="hub_runs")
-    tab.run.change(run_defaults, [ctx.session, tab.loaded_runs, tab.run], [tab.run_line, tab.run_repo],
-                   api_name="hub_run_defaults")
-    tab.push_run.click(push_run, [ctx.session, tab.loaded_runs, tab.run, tab.run_repo, tab.run_private,
-                                  tab.run_overwrite, tab.run_message, tab.run_merged], tab.result,
-                       api_name="hub_push_run", **hub_queue)
-    tab.load.click(load_from_hub, [ctx.session, tab.loaded_runs, tab.load_kind, tab.load_repo, tab.load_revision],
-                   [tab.load_result, ctx.template, tab.run, tab.loaded_runs], api_name="hub_load", **hub_queue)
+            on(event, target_line, [box], {"line": line}, api_visibility="private", **hub_queue)
+    on(tab.push.click, push_template, [ctx.session, tab.form], tab.outputs("result"), api_name="hub_push_template",
+       **hub_queue)
+    on(tab.refresh_runs.click, run_choices, [ctx.session, tab.loaded_runs, run], {"run": run}, api_name="hub_runs")
+    on(run.change, run_defaults, [ctx.session, tab.loaded_runs, run], {"run_line": tab.run_line, "repo": run_repo},
+       api_name="hub_run_defaults")
+    on(tab.push_run.click, push_run, [ctx.session, tab.loaded_runs, tab.run_form], tab.outputs("result"),
+       api_name="hub_push_run", **hub_queue)
+    on(tab.load.click, load_from_hub, [ctx.session, tab.loaded_runs, tab.load_form],
+       {"load_result": tab.load_result, "template": ctx.template, "run": run, "loaded_runs": tab.loaded_runs},
+       api_name="hub_load", **hub_queue)
 
 
 # ---- showing --------------------------------------------------------------------------
-
-
-def _note(kind: str, text: str, link: Optional[str] = None) -> str:
-    """A coloured note (``render.message_html``), with the repo's address as a link when given."""
-    note = render.message_html(kind, text)
-    if link is None:
-        return note
-    anchor = f' <a href="{html.escape(link, quote=True)}" target="_blank" rel="noopener">{html.escape(link)}</a>'
-    return note[: -len("</div>")] + anchor + "</div>"
 
 
 def _template_line(entry: Optional[SessionTemplate]) -> str:
@@ -225,7 +186,6 @@ def _template_line(entry: Optional[SessionTemplate]) -> str:
             "Pick another in the Template list at the top.")
 
 
-@handled
 def template_defaults(session: Session, name: Optional[str]):
     """The picked template: its line, a repo name from its model and prompt sets, its coverage image."""
     if not session.has(name):
@@ -233,7 +193,7 @@ def template_defaults(session: Session, name: Optional[str]):
     entry = session.get(name)
     image = entry.path.with_suffix(".coverage.png")
     if not image.exists():
-        image.write_bytes(coverage_png(entry.template))
+        write_atomic(image, coverage_png(entry.template))
     return _template_line(entry), hub.default_template_repo_name(entry.template), str(image)
 
 
@@ -245,38 +205,14 @@ def _token(oauth: Optional[gr.OAuthToken]) -> Optional[str]:
     return oauth.token if oauth is not None else None
 
 
-def _target(repo: Optional[str], who: hub.Account) -> str:
-    """Where a push of ``repo`` would go, said before it happens (no network call)."""
-    if not (repo or "").strip():
-        return _note("info", f"Pushes go to {who.name}'s account ({who.describe()}); enter a repo name.")
-    name = hub.check_repo_id(repo)
-    full = name if "/" in name else f"{who.name}/{name}"
-    line = f"Pushes to {full} as {who.describe()}."  # the words of hub.describe_target
-    namespace = full.split("/")[0]
-    if who.role == "read":
-        return _note("error", f"{line} This token is read-only: the push would be refused. Use a token with "
-                              "write permission.")
-    if namespace not in who.namespaces:
-        return _note("error", f"{line} {who.name} cannot write to '{namespace}' (may write to "
-                              f"{', '.join(who.namespaces)}): the push would be refused.")
-    return _note("ok", line)
-
-
 def check_account(repo: str, run_repo: str, oauth: gr.OAuthToken | None):
     """Ask the Hub whose account the token acts for; say where each push would go."""
     try:
         who = hub.account(_token(oauth))
     except Exception as exc:  # shown in the page: the check is there to find these faults
-        note = _note("error", page_error(exc).message)
+        note = _note("error", explain(exc))
         return note, note
     return _safe_target(repo, who), _safe_target(run_repo, who) if (run_repo or "").strip() else ""
-
-
-def _safe_target(repo: str, who: hub.Account) -> str:
-    try:
-        return _target(repo, who)
-    except FnwebError as exc:
-        return _note("error", str(exc))
 
 
 def target_line(repo: str, oauth: gr.OAuthToken | None):
@@ -287,7 +223,7 @@ def target_line(repo: str, oauth: gr.OAuthToken | None):
         hub.check_repo_id(repo)  # a bad name is said without asking the Hub
         return _target(repo, hub.account(_token(oauth)))
     except Exception as exc:
-        return _note("error", page_error(exc).message)
+        return _note("error", explain(exc))
 
 
 # ---- pushing --------------------------------------------------------------------------
@@ -297,72 +233,22 @@ def _commit_message(text: Optional[str]) -> Optional[str]:
     return (text or "").strip() or None
 
 
-def push_template(session: Session, name: Optional[str], repo: str, private: bool, overwrite: bool,
-                  heatmap: bool, message: str, oauth: gr.OAuthToken | None):
+@action("result", render_message=lambda kind, text: _note(kind, text))
+def push_template(session: Session, form: dict, oauth: gr.OAuthToken | None):
     """Push the picked template (file, card, coverage image) and show the repo's address."""
-    try:
-        entry = session.get(name)
-        token = _token(oauth)
-        full, who = hub.push_target(repo, token)
-        yield _note("info", f"Pushing '{entry.name}' to {full} as {who.describe()} …")
-        png = coverage_png(entry.template) if heatmap else None
-        url = hub.push_template(entry.template, full, token=token, private=bool(private),
-                                commit_message=_commit_message(message), heatmap_png=png, overwrite=bool(overwrite))
-        what = "privately " if private else ""
-        yield _note("ok", f"Pushed the template '{entry.name}' {what}to {full} as {who.name}:", link=url)
-    except Exception as exc:
-        error = page_error(exc)
-        yield _note("error", error.message)
-        raise error from exc
+    entry = session.get(form["template"])
+    token = _token(oauth)
+    full, who = hub.push_target(form["repo"], token)
+    yield _note("info", f"Pushing '{entry.name}' to {full} as {who.describe()} …")
+    png = coverage_png(entry.template) if form["heatmap"] else None
+    private = bool(form["private"])
+    url = hub.push_template(entry.template, full, token=token, private=private,
+                            commit_message=_commit_message(form["message"]), heatmap_png=png,
+                            overwrite=bool(form["overwrite"]))
+    what = "privately " if private else ""
+    yield _note("ok", f"Pushed the template '{entry.name}' {what}to {full} as {who.name}:", link=url)
 
 
-def visitor_runs(session: Session, loaded: Optional[list]) -> list[tuple[str, str]]:
-    """(label, folder) of this visitor's runs: the session's (Fine-tune tab), then those loaded from the Hub."""
-    choices: list[tuple[str, str]] = []
-    for folder in _session_run_folders(session):
-        if folder.is_dir():
-            info = run_info(folder)
-            mask = (info.summary or {}).get("mask") or info.config.get("mask_mode", "")
-            choices.append((f"{info.run_id} · {info.state}" + (f" · {mask}" if mask else ""), str(folder)))
-    for item in loaded or []:
-        choices.append((item["label"], item["folder"]))
-    seen: set[str] = set()
-    return [c for c in choices if not (c[1] in seen or seen.add(c[1]))]
-
-
-def _session_run_folders(session: Session) -> list[Path]:
-    """The run folders the session records, if the Fine-tune tab keeps them (``session.runs``).
-
-    Accepts what such a record is likely to hold: folders, or objects with a ``folder``
-    (``RunInfo``), as a list or as the values of a dict.
-    """
-    runs: Any = getattr(session, "runs", None)
-    if not runs:
-        return []
-    items: Iterable = runs.values() if isinstance(runs, dict) else runs
-    folders = []
-    for item in items:
-        folder = getattr(item, "folder", item)
-        if isinstance(folder, (str, os.PathLike)):
-            folders.append(Path(folder))
-    return folders
-
-
-def _run_folder(session: Session, loaded: Optional[list], choice: Optional[str]) -> Path:
-    """The chosen run's folder: one of the visitor's runs, or (off a Space) a typed path."""
-    text = (choice or "").strip() if isinstance(choice, str) else ""
-    if not text:
-        raise FnwebError("No run chosen: pick one of your runs (from the Fine-tune tab, or loaded from the Hub in "
-                         "section 4)" + ("" if multi_user() else ", or type a run folder's path") + ".")
-    listed = {folder for _, folder in visitor_runs(session, loaded)}
-    if text in listed:
-        return Path(text)
-    if multi_user():  # on a shared server, a typed path could reach another visitor's run
-        raise FnwebError(f"'{text}' is not one of your runs: pick a run from the list.")
-    return Path(text).expanduser()
-
-
-@handled
 def run_choices(session: Session, loaded: Optional[list], current: Optional[str]):
     """The run list, refreshed (keeps the current choice)."""
     choices = visitor_runs(session, loaded)
@@ -374,7 +260,7 @@ def run_defaults(session: Session, loaded: Optional[list], choice: Optional[str]
     if not (choice or "").strip():
         return "", gr.skip()
     try:
-        files = hub.read_run(_run_folder(session, loaded, choice))
+        files = read_run(_run_folder(session, loaded, choice))
     except FnwebError as exc:
         return f"⚠ {exc}", gr.skip()
     config = files.train_config
@@ -383,43 +269,23 @@ def run_defaults(session: Session, loaded: Optional[list], choice: Optional[str]
     return describe_run(files), name
 
 
-def describe_run(files: hub.RunFiles) -> str:
-    """One line of plain text: the run's base model, adapter, mask, state and figures."""
-    adapter, config = files.adapter_config, files.train_config
-    base = config.get("model_id") or adapter.get("base_model_name_or_path") or "?"
-    mask = files.mask.label() if files.mask else "no mask"
-    learning = (files.summary or {}).get("learning", {})
-    forgetting = (files.summary or {}).get("forgetting", {})
-    figures = []
-    if learning.get("task_loss_before") is not None and learning.get("task_loss_after") is not None:
-        figures.append(f"task loss {learning['task_loss_before']:.3g} → {learning['task_loss_after']:.3g}")
-    if forgetting.get("kl_after") is not None:
-        figures.append(f"KL from the base {forgetting['kl_after']:.3g}")
-    state = (read_json(files.folder / "state.json") or {}).get("state")
-    return " · ".join([f"LoRA r {adapter.get('r', '?')} on {base}", mask, *([state] if state else []), *figures])
-
-
-def push_run(session: Session, loaded: Optional[list], choice: Optional[str], repo: str, private: bool,
-             overwrite: bool, message: str, merged: bool, oauth: gr.OAuthToken | None):
+@action("result", render_message=lambda kind, text: _note(kind, text))
+def push_run(session: Session, loaded: Optional[list], form: dict, oauth: gr.OAuthToken | None):
     """Push the chosen run folder (adapter, template, mask, configs, metrics, card); show the address."""
-    try:
-        folder = _run_folder(session, loaded, choice)
-        hub.read_run(folder)  # a folder that is not a finished run is said before any Hub call
-        if merged:
-            check_mergeable(folder)
-        token = _token(oauth)
-        full, who = hub.push_target(repo, token)
-        with_merged = " with a merged model" if merged else ""
-        first = "Merging, then pushing" if merged else "Pushing"
-        yield _note("info", f"{first} the run {folder.name}{with_merged} to {full} as {who.describe()} …")
-        url = hub.push_run(folder, full, token=token, private=bool(private), commit_message=_commit_message(message),
-                           overwrite=bool(overwrite), merged=bool(merged))
-        what = "privately " if private else ""
-        yield _note("ok", f"Pushed the run {folder.name}{with_merged} {what}to {full} as {who.name}:", link=url)
-    except Exception as exc:
-        error = page_error(exc)
-        yield _note("error", error.message)
-        raise error from exc
+    folder = _run_folder(session, loaded, form["run"])
+    read_run(folder)  # a folder that is not a finished run is said before any Hub call
+    merged, private = bool(form["merged"]), bool(form["private"])
+    if merged:
+        check_mergeable(folder)
+    token = _token(oauth)
+    full, who = hub.push_target(form["repo"], token)
+    with_merged = " with a merged model" if merged else ""
+    first = "Merging, then pushing" if merged else "Pushing"
+    yield _note("info", f"{first} the run {folder.name}{with_merged} to {full} as {who.describe()} …")
+    url = hub.push_run(folder, full, token=token, private=private, commit_message=_commit_message(form["message"]),
+                       overwrite=bool(form["overwrite"]), merged=merged)
+    what = "privately " if private else ""
+    yield _note("ok", f"Pushed the run {folder.name}{with_merged} {what}to {full} as {who.name}:", link=url)
 
 
 # ---- loading --------------------------------------------------------------------------
@@ -437,40 +303,35 @@ def _label(repo_id: str, revision: Optional[str]) -> str:
     return repo_id + (f"@{revision[:12]}" if revision else "") + " (Hub)"
 
 
-def load_from_hub(session: Session, loaded: Optional[list], kind: str, repo: str, revision: str,
-                  oauth: gr.OAuthToken | None):
+@action("load_result", render_message=lambda kind, text: _note(kind, text))
+def load_from_hub(session: Session, loaded: Optional[list], form: dict, oauth: gr.OAuthToken | None):
     """Download a template (into the visitor's templates) or a run (into the run list), checked like a file."""
-    skip = gr.skip()
     loaded = list(loaded or [])
-    try:
-        if kind not in KINDS:
-            raise FnwebError(f"Choose what to load: {' or '.join(KINDS)} (got '{kind}').")
-        repo_id = hub.check_repo_id(repo)
-        revision = (revision or "").strip() or None
-        token = _token(oauth)
-        yield _note("info", f"Loading the {kind} {repo_id}{' at ' + revision if revision else ''} …"), \
-            skip, skip, skip
-        if kind == "template":
-            template = hub.load_template_from_hub(repo_id, revision=revision, token=token)
-            note = _fit_note(session, template)
-            entry = session.add(template, "from the Hub", _label(repo_id, revision))
-            text = f"Loaded the template '{entry.name}': {len(template.components)} components; it is now in " \
-                   "your Template list." + (f" {note}" if note else "")
-            yield _note("ok", text), template_choices(session), skip, skip
-            return
-        files = hub.download_run(repo_id, revision=revision, token=token)
-        note, added = "", None
-        if files.template is not None:
-            note = _fit_note(session, files.template)
-            added = session.add(files.template, "from the Hub", _label(repo_id, revision) + " run template")
-        loaded = [item for item in loaded if item["folder"] != str(files.folder)]
-        loaded.append({"label": _label(repo_id, revision), "folder": str(files.folder)})
-        text = f"Loaded the run {repo_id}: {describe_run(files)}." + \
-            (f" Its template is in your Template list as '{added.name}'." if added else "") + \
-            (f" {note}" if note else "")
-        runs = gr.update(choices=visitor_runs(session, loaded), value=str(files.folder))
-        yield _note("ok", text), template_choices(session) if added else skip, runs, loaded
-    except Exception as exc:
-        error = page_error(exc)
-        yield _note("error", error.message), skip, skip, skip
-        raise error from exc
+    kind = form["kind"]
+    if kind not in KINDS:
+        raise FnwebError(f"Choose what to load: {' or '.join(KINDS)} (got '{kind}').")
+    repo_id = hub.check_repo_id(form["repo"])
+    revision = (form["revision"] or "").strip() or None
+    token = _token(oauth)
+    yield {"load_result": _note("info", f"Loading the {kind} {repo_id}{' at ' + revision if revision else ''} …")}
+    if kind == "template":
+        template = hub.load_template_from_hub(repo_id, revision=revision, token=token)
+        note = _fit_note(session, template)
+        entry = session.add(template, "from the Hub", _label(repo_id, revision))
+        text = f"Loaded the template '{entry.name}': {len(template.components)} components; it is now in " \
+               "your Template list." + (f" {note}" if note else "")
+        yield {"load_result": _note("ok", text), "template": template_choices(session)}
+        return
+    files = hub.download_run(repo_id, revision=revision, token=token)
+    note, added = "", None
+    if files.template is not None:
+        note = _fit_note(session, files.template)
+        added = session.add(files.template, "from the Hub", _label(repo_id, revision) + " run template")
+    loaded = [item for item in loaded if item["folder"] != str(files.folder)]
+    loaded.append({"label": _label(repo_id, revision), "folder": str(files.folder)})
+    text = f"Loaded the run {repo_id}: {describe_run(files)}." + \
+        (f" Its template is in your Template list as '{added.name}'." if added else "") + \
+        (f" {note}" if note else "")
+    runs = gr.update(choices=visitor_runs(session, loaded), value=str(files.folder))
+    yield {"load_result": _note("ok", text), "run": runs, "loaded_runs": loaded,
+           **({"template": template_choices(session)} if added else {})}

@@ -69,6 +69,8 @@ mark.fn-depart { background: color-mix(in srgb, var(--fn-col) 16%, white); color
 """ + "".join(f".fn-col-{name} {{ --fn-col: {colour}; }}\n" for name, colour in COLUMN_COLOURS.items()) + """
 .fn-presets button { text-align: left; }
 .fn-preset-note { font-size: .85rem; color: #64748b; }
+/* Toasts at the bottom right: a message never covers the model bar or the template picker at the top. */
+.toast-wrap { top: auto !important; bottom: var(--size-3); }
 """
 
 
