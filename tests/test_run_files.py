@@ -28,7 +28,7 @@ from fnweb.templates import Template, TemplateMeta
 
 def template() -> Template:
     meta = TemplateMeta(model_id="org/base", site="neurons", n_layers=3, width=64, k=3, threshold="percentile",
-                        threshold_value=98.0, datasets=[], samples_per_dataset=10, seed=0)  # a file keeps stats with meta
+                        threshold_value=98.0, datasets=[], samples_per_dataset=10, seed=0)  # stats are kept with meta
     made = Template([0, 1, 2], 64, {0: {0: [1, 5], 1: [2]}, 1: {1: [2, 3]}, 2: {2: [7, 8, 9]}}, meta=meta)
     spread = np.random.default_rng(0).uniform(0.5, 2.0, 3 * 64)
     made.stats = ChannelStats.from_moments([0, 1, 2], np.linspace(-1, 1, 3 * 64), spread, tokens=50)  # for mean

@@ -24,7 +24,9 @@ from ..cards import component_labels
 from ..errors import Stopped
 from ..experiment_plots import write_figures, write_html
 from ..experiment_tables import table_text
-from ..experiments import DEFAULT_DRAWS, IN_PROGRESS, MAX_DRAWS, STOPPED, ExperimentConfig, check_readable, experiment_stream
+from ..experiments import (
+    DEFAULT_DRAWS, IN_PROGRESS, MAX_DRAWS, STOPPED, ExperimentConfig, check_readable, experiment_stream,
+)
 from ..io import check_writable_folder
 from ..masks import DEFAULT_PRESERVE_SCOPE, PRESERVE_SCOPES, component_ids_from_text, preserve_scopes_help
 from ..ids import model_alias
