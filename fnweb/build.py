@@ -29,6 +29,7 @@ import torch
 from . import __version__
 from .archs import DEFAULT_SITE, check_site, layout_of
 from .capture import STORAGE_DTYPES, capture, input_device, row_starts
+from .channel_stats import ChannelStats
 from .checks import check_seed
 from .decompose import decompose
 from .errors import FnwebError
@@ -151,6 +152,8 @@ def build_template(
         masks = threshold(result.maps, config.threshold, config.resolved_threshold)
         meta = _meta(lm, config, acts, result, pairs, stability, shards.world)
         template = Template.from_masks(masks, acts.layers, acts.width, meta)
+        # for mean ablation and the magnitude control: every process's pooled moments
+        template.stats = ChannelStats.from_moments(acts.layers, acts.mean, acts.std, result.n_tokens)
         seconds["threshold"] = time.perf_counter() - clock
         seconds.update(_add_cards(lm, template, config, (result, acts, sequences, pairs), progress, stop,
                                   (shards, order, store)))

@@ -242,6 +242,8 @@ def card_text(cards: Cards, component: int, coverage: Optional[dict] = None, top
         stable = f", stability {coverage['stability']:.2f}" if "stability" in coverage else ""
         lines.append(f"  {coverage['channels']:,} neurons ({100 * coverage['share']:.2f} %) in "
                      f"{coverage['layers']} layers{stable}")
+        if coverage.get("massive"):
+            lines.append(f"  {massive_note(coverage['massive'])}")
     lines.append(f"  strongest contexts ({METHODS.get(cards.method, cards.method)}):")
     lines += [f"    {c.value:6.2f}  {context_text(c)}" for c in card.top[:top]]
     if card.bottom:
@@ -258,6 +260,14 @@ def card_text(cards: Cards, component: int, coverage: Optional[dict] = None, top
     elif cards.direct_effect_error:
         lines.append(f"  {DIRECT_NOTE}: not available ({cards.direct_effect_error})")
     return "\n".join(lines)
+
+
+def massive_note(channels) -> str:
+    """A card's warning that its component holds massive-activation channels ((layer, channel) pairs)."""
+    where = ", ".join(f"layer {layer} #{channel}" for layer, channel in channels)
+    return (f"Contains {len(channels)} massive-activation channel{'s' if len(channels) != 1 else ''} ({where}): "
+            "a few channels orders of magnitude larger than the rest of their layer; a lesion's effect may be "
+            "theirs alone (compare its row without them).")
 
 
 def stored_cards(template) -> Optional[Cards]:

@@ -1,4 +1,4 @@
-"""Side-by-side generation: baseline, each intervention (lesion, preserve) and matched random controls.
+"""Side-by-side generation: baseline, each intervention (lesion, preserve, mean, scale) and matched random controls.
 
 All columns run as rows of one batch, each row with its own mask (a ``(rows, 1,
 width)`` mask broadcasts over positions), so they fill together as tokens stream and
@@ -10,9 +10,12 @@ baseline, the continuation's cross-entropy, top-1 agreement), and where each col
 text departs from the baseline's.
 
 The random control runs several seeded draws for each intervention shown (lesion:
-the ``random`` column; preserve: ``random-preserve``, keeping as many random neurons):
-its column shows the first draw's text (the others' in ``draw_texts``) and the mean and
-spread of the draws' numbers. ``RANDOM_OF`` maps a control column to its intervention. ``model_column_stream`` adds a
+the ``random`` column; preserve: ``random-preserve``, keeping as many random neurons),
+drawn as ``settings.control`` says (per layer, or per layer and magnitude): its column
+shows the first draw's text (the others' in ``draw_texts``) and the mean and spread of
+the draws' numbers. ``RANDOM_OF`` maps a control column to its intervention. Columns
+follow ``fnweb.interventions.INTERVENTIONS``; one whose intervention takes a factor uses
+``settings.alpha``. ``model_column_stream`` adds a
 column from another model (a fine-tuned run with its mask) after the batched ones,
 generated and scored the same way. It knows nothing about the UI.
 
@@ -36,7 +39,8 @@ import torch
 from .archs import DEFAULT_SITE, layout_of
 from .checks import check_seed
 from .errors import FnwebError
-from .interventions import DEFAULT_INTERVENTION, INTERVENTIONS
+from .controls import CONTROLS, DEFAULT_CONTROL, check_choice, draw_seed
+from .interventions import DEFAULT_INTERVENTION, INTERVENTIONS, check_alpha
 from .masks import (
     DEFAULT_PRESERVE_SCOPE, MaskSpec, apply_masks, check_preserve_scope, layer_masks, masked_share, stacked_masks,
 )
@@ -48,7 +52,10 @@ from .templates import Template
 
 BASELINE, RANDOM = "baseline", "random"
 COLUMNS = (BASELINE, *INTERVENTIONS, RANDOM)  # the unchanged model, one column per intervention, the random control
-CONTROL_OF = DEFAULT_INTERVENTION  # the intervention the random column applies to random neurons
+# Shown unless asked otherwise: the interventions that need neither a factor nor the template's statistics.
+DEFAULT_COLUMNS = (BASELINE, *(n for n, i in INTERVENTIONS.items() if not (i.takes_alpha or i.needs_stats)), RANDOM)
+CONTROL_OF = DEFAULT_INTERVENTION  # the intervention the random column applies to random neurons, by default
+DEFAULT_ALPHA = 2.0  # the scale column's factor unless chosen: amplified twice
 # Each intervention's random control column: "random" for the default one (lesion), "random-<name>" for the others.
 RANDOM_OF = {(RANDOM if name == CONTROL_OF else f"{RANDOM}-{name}"): name for name in INTERVENTIONS}
 CONTROL_COLUMN = {name: column for column, name in RANDOM_OF.items()}
@@ -61,6 +68,9 @@ class GenerationSettings:
     temperature: float = 0.8  # used when not greedy
     seed: int = 0  # re-applied for every column
     random_draws: int = 3  # seeded draws of the random control
+    alpha: float = DEFAULT_ALPHA  # the factor of the columns whose intervention takes one (scale)
+    control_of: str = CONTROL_OF  # the intervention the random column applies (a name in INTERVENTIONS)
+    control: str = DEFAULT_CONTROL  # how its neurons are drawn (a name in fnweb.controls.CONTROLS)
     preserve_scope: str = DEFAULT_PRESERVE_SCOPE  # fnweb.masks.PRESERVE_SCOPES: the preserve column's layers
 
     def validate(self) -> None:
@@ -72,6 +82,9 @@ class GenerationSettings:
             raise FnwebError(f"Temperature must lie between 0.05 and 5 (got {self.temperature}).")
         if not 1 <= self.random_draws <= 20:
             raise FnwebError(f"Random draws must lie between 1 and 20 (got {self.random_draws}).")
+        self.alpha = check_alpha(self.alpha)
+        check_choice(self.control_of, INTERVENTIONS, "intervention for the random column")
+        check_choice(self.control, CONTROLS, "control")
 
 
 @dataclass
@@ -136,14 +149,16 @@ def plan_rows(template: Optional[Template], components: Sequence[int], columns: 
         raise FnwebError(f"Choose at least one component to {' or '.join(INTERVENTIONS)}.")
     components = tuple(template.check_components(components)) if masked_columns else ()
     rows = [Row(BASELINE, None)]
-    controlled = [c for c in masked_columns if c in INTERVENTIONS] or [CONTROL_OF]  # random alone: lesion's control
+    controlled = [c for c in masked_columns if c in INTERVENTIONS] or [settings.control_of]  # random alone: its chosen one
     for column in masked_columns:
         if column == RANDOM:  # a matched control for every intervention shown, each with its own draws
-            rows += [Row(CONTROL_COLUMN[name], MaskSpec(components, name, random_seed=settings.seed + draw,
+            rows += [Row(CONTROL_COLUMN[name], MaskSpec(components, name, random_seed=draw_seed(settings.seed, draw),
+                                                        control=settings.control, alpha=settings.alpha,
                                                         preserve_scope=settings.preserve_scope))
                      for name in controlled for draw in range(settings.random_draws)]
         else:
-            rows.append(Row(column, MaskSpec(components, column, preserve_scope=settings.preserve_scope)))
+            rows.append(Row(column, MaskSpec(components, column, alpha=settings.alpha,
+                                             preserve_scope=settings.preserve_scope)))
     return rows
 
 
@@ -198,7 +213,7 @@ def compare_stream(
     prompt: str,
     template: Optional[Template],
     components: Sequence[int],
-    columns: Sequence[str] = COLUMNS,
+    columns: Sequence[str] = DEFAULT_COLUMNS,
     settings: Optional[GenerationSettings] = None,
     stop: Optional[StopFlag] = None,
 ) -> Iterator[Comparison]:
@@ -321,7 +336,7 @@ def model_column_stream(
                      stopped=comparison.stopped or stop.is_set)
 
 
-def compare(lm, prompt, template, components, columns=COLUMNS, settings=None, stop=None) -> Comparison:
+def compare(lm, prompt, template, components, columns=DEFAULT_COLUMNS, settings=None, stop=None) -> Comparison:
     """The finished comparison (``compare_stream`` without the intermediate states)."""
     last = None
     for state in compare_stream(lm, prompt, template, components, columns, settings, stop):

@@ -1,13 +1,20 @@
-"""Plotly figures of an experiment result: lesion bars and the preservation curve.
+"""Plotly figures of an experiment result: lesion bars, the preservation curve and the dose-response.
 
 - ``lesion_figure``: per component (and the union), one metric of a lesion (the change
-  in cross-entropy by default; any of ``LESION_METRICS`` the result measured) beside
-  random neurons of the same per-layer sizes (mean over draws, error bars one standard
-  deviation), with the ratio over each pair for an effect size.
+  in cross-entropy by default; any of ``LESION_METRICS`` the result measured, e.g. task
+  accuracy with chance drawn as a line) beside random neurons of the same per-layer
+  sizes (mean over draws, error bars one standard deviation), with the ratio over each
+  pair for an effect size; the network's error bars are its 95 % bootstrap interval
+  over prompts, and a star marks the components that survive the Holm-corrected
+  permutation test.
 - ``preservation_figure``: one metric (cross-entropy by default; any of
   ``CURVE_METRICS`` measured) against the share of neurons kept, for the top-m
   components and for random keeps of the same sizes, with the unchanged model as a
   dashed line where the metric has a baseline level.
+- ``dose_figure``: the dose-response (when the experiment measured one): the change in
+  cross-entropy (or KL) with one component multiplied by each α, beside its random twins
+  of each control (mean over draws, error bars one standard deviation). Variant rows
+  (without massive channels, another control) are bars of the lesion figure, named so.
 
 Axis titles, number formats and which metrics there are come from ``fnweb.metrics``.
 
@@ -21,8 +28,10 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from .controls import CONTROLS
 from .errors import FnwebError
-from .experiment_results import CURVE_METRICS, LESION_METRICS, ExperimentResult, units_of
+from .evidence_results import DOSE_METRICS
+from .experiment_results import CURVE_METRICS, LESION_METRICS, ExperimentResult, survives, units_of
 from .experiment_tables import measured
 from .io import write_atomic
 from .metrics import METRICS
@@ -52,16 +61,43 @@ def _pct(share: float) -> str:
     return f"{100 * share:.1f} %" if share >= 0.001 else f"{100 * share:.2f} %"
 
 
+def _network_errors(rows, metric: str) -> dict:
+    """Asymmetric error bars of the network's values: their 95 % bootstrap intervals, where the rows have them."""
+    stats = [r.tests.get(metric) for r in rows]
+    if not any(s is not None and s.low is not None for s in stats):
+        return dict(visible=False)
+    value = [r.network.get(metric) for r in rows]
+    return dict(type="data", visible=True, symmetric=False, color="#7a1315",
+                array=[None if s is None or s.high is None or v is None else s.high - v for s, v in zip(stats, value)],
+                arrayminus=[None if s is None or s.low is None or v is None else v - s.low
+                            for s, v in zip(stats, value)])
+
+
+def _marks(result: ExperimentResult, metric: str) -> list[str]:
+    """Each bar's label: the ratio to random, and a star where the component survives Holm's correction."""
+    marks = []
+    for row in result.lesion_rows:
+        times = row.ratio.get(metric)
+        text = "" if times is None else f"{times:.1f}x"
+        marks.append((text + " ★").strip() if row in result.rows and survives(row, result.level) else text)
+    return marks
+
+
 def lesion_figure(result: ExperimentResult, metric: str = "dce") -> go.Figure:
-    """Bars: each component lesioned against its random control (error bars: spread over draws)."""
+    """Bars: each component lesioned against its random control (error bars: interval over prompts; spread over draws).
+
+    A star marks the components whose Holm-corrected permutation test survives; for
+    accuracy, a dotted line marks chance.
+    """
     rows = result.lesion_rows
     _check(metric, rows, LESION_METRICS)
-    labels = [f"{'all' if r.component == 'union' else 'c' + r.component}<br>{_pct(r.share)}" for r in rows]
-    ratios = [r.ratio.get(metric) for r in rows]
+    labels = [f"{'all' if r.component == 'union' else 'c' + r.component}<br>{r.variant + '<br>' if r.variant else ''}"
+              f"{_pct(r.share)}" for r in rows]
     draws = result.settings.get("draws", "")
     fig = go.Figure([
-        go.Bar(name="network lesioned", x=labels, y=[r.network.get(metric) for r in rows], marker_color=NETWORK,
-               text=["" if q is None else f"{q:.1f}x" for q in ratios], textposition="outside",
+        go.Bar(name=f"network lesioned (★ survives Holm at {result.level:g})", x=labels,
+               y=[r.network.get(metric) for r in rows], marker_color=NETWORK, error_y=_network_errors(rows, metric),
+               text=_marks(result, metric), textposition="outside",
                hovertemplate="%{x}: %{y:.4f}<extra>network lesioned</extra>"),
         go.Bar(name=f"random {units_of(result)}, same per-layer sizes ({draws} draws)", x=labels,
                y=[r.random[metric].mean for r in rows], marker_color=RANDOM,
@@ -69,6 +105,10 @@ def lesion_figure(result: ExperimentResult, metric: str = "dce") -> go.Figure:
                hovertemplate="%{x}: %{y:.4f}<extra>random control</extra>"),
     ])
     fig.update_layout(barmode="group")
+    chance = (result.task or {}).get("chance") if metric == "acc" else None
+    if rows and chance is not None:
+        fig.add_hline(y=chance, line=dict(color=BASE, dash="dot"), annotation_text=f"chance ({chance:.2f})",
+                      annotation_position="bottom right")
     return _layout(fig, "Lesion effect per component against random controls", result,
                    f"component (share of {units_of(result)})", METRICS[metric].axis_title())
 
@@ -98,13 +138,56 @@ def preservation_figure(result: ExperimentResult, metric: str = "ce") -> go.Figu
                    f"{units_of(result)} kept (% of all)", METRICS[metric].axis_title())
 
 
-def write_figures(result: ExperimentResult, folder: str | Path, stem: str = "experiment") -> dict[str, Path]:
-    """Both figures as HTML beside one shared plotly.min.js (works offline), written atomically."""
+def dose_figure(result: ExperimentResult, metric: str = "dce") -> go.Figure:
+    """Lines: the dose component multiplied by each α, against its random twins of each control (spread over draws)."""
+    dose = result.dose
+    if metric not in DOSE_METRICS:
+        raise FnwebError(f"Unknown metric '{metric}' for a dose-response; choose one of: {', '.join(DOSE_METRICS)}.")
+    points = dose.points if dose else []
+    x = [p.alpha for p in points]
+    traces = [go.Scatter(name=f"component {dose.component if dose else ''} × α", x=x,
+                         y=[p.network.get(metric) for p in points], mode="lines+markers",
+                         marker=dict(color=NETWORK, size=8), line=dict(color=NETWORK),
+                         hovertemplate="α %{x:g}: %{y:.4f}<extra>network</extra>")]
+    for control, dash in zip(dose.controls if dose else [], ("dot", "dash", "dashdot")):
+        traces.append(go.Scatter(
+            name=f"random twins × α, {CONTROLS[control].title} ({dose.draws} draws)", x=x,
+            y=[p.random[control][metric].mean for p in points], mode="lines+markers",
+            error_y=dict(type="data", visible=True, array=[p.random[control][metric].sd for p in points]),
+            marker=dict(color=RANDOM, size=7), line=dict(color=RANDOM, dash=dash),
+            hovertemplate=f"α %{{x:g}}: %{{y:.4f}}<extra>{control}</extra>"))
+    fig = go.Figure(traces)
+    level = result.baseline(metric)
+    if points and level is not None and metric != "ce":
+        fig.add_hline(y=level, line=dict(color=BASE, dash="dash"), annotation_text="unchanged model",
+                      annotation_position="bottom right")
+    if points:
+        fig.add_vline(x=1.0, line=dict(color="#cbd5e1", dash="dot"), annotation_text="α = 1: unchanged")
+    share = f" ({_pct(dose.share)} of {units_of(result)})" if dose else ""
+    return _layout(fig, f"Dose-response: component {dose.component if dose else ''}{share} scaled by α", result,
+                   "α (0: removed, 1: unchanged, above 1: amplified)", METRICS[metric].axis_title())
+
+
+def write_html(fig: go.Figure, folder: str | Path, name: str, stem: str = "") -> dict[str, Path]:
+    """One figure as HTML beside the shared plotly.min.js (works offline), written atomically."""
     from plotly.offline import get_plotlyjs
 
     folder = Path(folder)
-    paths = {"plotly.js": write_atomic(folder / "plotly.min.js", get_plotlyjs())}
-    for name, fig in (("lesion", lesion_figure(result)), ("preservation", preservation_figure(result))):
-        html = fig.to_html(include_plotlyjs="directory", full_html=True)
-        paths[name] = write_atomic(folder / f"{stem}_{name}.html", html)
+    script = folder / "plotly.min.js"
+    paths = {"plotly.js": script if script.exists() else write_atomic(script, get_plotlyjs())}
+    html = fig.to_html(include_plotlyjs="directory", full_html=True)
+    paths[name] = write_atomic(folder / f"{stem + '_' if stem else ''}{name}.html", html)
+    return paths
+
+
+def write_figures(result: ExperimentResult, folder: str | Path, stem: str = "experiment") -> dict[str, Path]:
+    """Every figure the result has, as HTML beside one shared plotly.min.js (works offline), written atomically."""
+    figures = [("lesion", lesion_figure(result)), ("preservation", preservation_figure(result))]
+    if result.baseline_acc is not None:
+        figures.append(("accuracy", lesion_figure(result, "acc")))
+    if result.dose is not None:
+        figures.append(("dose", dose_figure(result)))
+    paths = {}
+    for name, fig in figures:
+        paths.update(write_html(fig, folder, name, stem))
     return paths

@@ -26,12 +26,16 @@ from typing import Optional
 
 from .archs import DEFAULT_SITE, SITES
 from .errors import FnwebError
+from .evidence_results import DoseCurve, dose_sentence, variant_sentences
 from .io import parse_json, read_text, write_atomic
 from .metrics import METRICS, Stat
+from .significance import LEVEL, draws_needed, smallest_p
 
 FILE_STEM = "experiment"
 LESION_METRICS = ("dce", "kl", "acc")  # what a lesion row compares with its random control
 CURVE_METRICS = ("ce", "kl", "acc")  # what a point of the preservation curve compares
+TEST_METRICS = ("excess", "p", "p_holm")  # a lesion row's tests, each a column of its own
+INTERVAL_METRICS = ("dce", "excess", "acc")  # a lesion row's 95 % intervals: columns {key}_low, {key}_high
 
 
 @dataclass
@@ -49,6 +53,10 @@ class LesionRow:
     densest_layer: int = -1  # the layer where the lesion takes the largest share
     densest_share: float = 0.0  # that share of the layer's channels
     stability: Optional[float] = None  # the component's map stability from its template's build (None: unknown)
+    tests: dict[str, Stat] = field(default_factory=dict)  # metric -> Stat: p, p_holm; dce, excess, acc with intervals
+    control: str = "layer"  # how its random twins were drawn (fnweb.controls.CONTROLS)
+    massive: str = "keep"  # what it did with massive-activation channels (fnweb.controls.MASSIVE)
+    variant: str = ""  # a variant row's difference from its component's main row ("" for a main row)
 
 
 @dataclass
@@ -75,17 +83,19 @@ class ExperimentResult:
     settings: dict  # model, template, held-out sets, draws, seed, ...
     prompts: int  # held-out prompts in the set
     tokens: int  # scored tokens of those prompts
-    baseline_acc: Optional[float] = None
-    mcq_items: int = 0
+    baseline_acc: Optional[float] = None  # the task's accuracy, unchanged model
+    task: Optional[dict] = None  # the task scored: name, source, items, chance, majority, scoring
     partial: bool = False  # stopped before the end: rows cover only what was measured
     partial_note: str = ""  # what a partial result covers
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    variants: list[LesionRow] = field(default_factory=list)  # rows again without massive channels, or vs another control
+    dose: Optional[DoseCurve] = None  # a component scaled by each factor α against its twins
 
     @property
     def lesion_rows(self) -> list[LesionRow]:
-        """The rows, the union last."""
-        return self.rows + ([self.union] if self.union else [])
+        """The rows, the union, then the variant rows."""
+        return self.rows + ([self.union] if self.union else []) + self.variants
 
     def baseline(self, metric: str) -> Optional[float]:
         """The unchanged model's value of a metric: measured (ce, acc), or fixed by its definition (kl: 0)."""
@@ -93,15 +103,27 @@ class ExperimentResult:
 
     # ---- tables ----
 
+    @property
+    def level(self) -> float:
+        """The family-wise error rate the components were tested at."""
+        return float(self.settings.get("level") or LEVEL)
+
+    def survivors(self) -> list[LesionRow]:
+        """The components whose Holm-adjusted permutation p is at most the level."""
+        return [r for r in self.rows if survives(r, self.level)]
+
     def component_table(self) -> list[dict]:
         """Rows as flat dicts (one key per metric and statistic; the union last), with the baseline beside each."""
-        return [{**_flat(r), "baseline_ce": self.baseline_ce, "partial": self.partial} for r in self.lesion_rows]
+        return [{**_flat(r), "survives": survives(r, self.level) if "p_holm" in r.tests else None,
+                 "baseline_ce": self.baseline_ce, "partial": self.partial} for r in self.lesion_rows]
 
     def curve_table(self) -> list[dict]:
         return [{**_flat(p), "baseline_ce": self.baseline_ce, "partial": self.partial} for p in self.curve]
 
     def components_csv(self) -> str:
-        return _csv(self.component_table(), _columns(LesionRow, LESION_METRICS, ("ce",)) + ["baseline_ce", "partial"])
+        columns = _columns(LesionRow, LESION_METRICS, ("ce",)) + list(TEST_METRICS)
+        columns += [f"{key}_{end}" for key in INTERVAL_METRICS for end in ("low", "high")]
+        return _csv(self.component_table(), columns + ["survives", "baseline_ce", "partial"])
 
     def curve_csv(self) -> str:
         return _csv(self.curve_table(), _columns(CurvePoint, CURVE_METRICS, ()) + ["baseline_ce", "partial"])
@@ -121,6 +143,8 @@ class ExperimentResult:
             values["rows"] = [_row(LesionRow, r) for r in data["rows"]]
             values["union"] = _row(LesionRow, data["union"]) if data.get("union") else None
             values["curve"] = [_row(CurvePoint, p) for p in data["curve"]]
+            values["variants"] = [_row(LesionRow, r) for r in data.get("variants", [])]
+            values["dose"] = DoseCurve.from_dict(data["dose"]) if data.get("dose") else None
             return cls(**values)
         except (KeyError, TypeError, AttributeError) as exc:
             raise FnwebError(f"Not an fnweb experiment result ({type(exc).__name__}: {exc}).") from exc
@@ -143,6 +167,7 @@ class ExperimentResult:
             "json": write_atomic(folder / f"{stem}.json", self.to_json()),
             "components": write_atomic(folder / f"{stem}_components.csv", self.components_csv()),
             "curve": write_atomic(folder / f"{stem}_curve.csv", self.curve_csv()),
+            **({"dose": write_atomic(folder / f"{stem}_dose.csv", self.dose.dose_csv())} if self.dose else {}),
         }
 
     # ---- words ----
@@ -157,7 +182,7 @@ class ExperimentResult:
 
 def _columns(kind: type, compared: tuple[str, ...], network_only: tuple[str, ...]) -> list[str]:
     """The CSV columns of a row type: its plain fields, then per metric its value, random mean and sd, ratio."""
-    plain = [f.name for f in fields(kind) if f.name not in ("network", "random", "ratio")]
+    plain = [f.name for f in fields(kind) if f.name not in ("network", "random", "ratio", "tests")]
     per_metric = list(network_only)
     for key in compared:
         per_metric += [key, f"random_{key}_mean", f"random_{key}_std"]
@@ -167,12 +192,16 @@ def _columns(kind: type, compared: tuple[str, ...], network_only: tuple[str, ...
 
 def _flat(row) -> dict:
     """A row as one value per column (the CSV's layout, and older versions' JSON layout)."""
-    flat = {f.name: getattr(row, f.name) for f in fields(row) if f.name not in ("network", "random", "ratio")}
+    flat = {f.name: getattr(row, f.name) for f in fields(row) if f.name not in ("network", "random", "ratio", "tests")}
     flat["ids"] = " ".join(map(str, row.ids))
     flat.update(row.network)
     for key, stat in row.random.items():
         flat[f"random_{key}_mean"], flat[f"random_{key}_std"] = stat.mean, stat.sd
     flat.update({f"{key}_ratio": value for key, value in row.ratio.items()})
+    for key, stat in getattr(row, "tests", {}).items():
+        flat.setdefault(key, stat.mean)
+        if key in INTERVAL_METRICS:
+            flat[f"{key}_low"], flat[f"{key}_high"] = stat.low, stat.high
     return flat
 
 
@@ -185,6 +214,8 @@ def _row(kind: type, data: dict):
                           for key in METRICS if f"random_{key}_mean" in data}
         data["ratio"] = {key: data.pop(f"{key}_ratio") for key in METRICS if f"{key}_ratio" in data}
     data["random"] = {key: Stat(**stat) for key, stat in data["random"].items()}
+    if "tests" in data:
+        data["tests"] = {key: Stat(**stat) for key, stat in data["tests"].items()}
     return kind(**data)
 
 
@@ -197,11 +228,22 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
     return out.getvalue()
 
 
+def row_name(row: LesionRow) -> str:
+    """A row's name for people: its component (or union), and a variant's difference."""
+    return f"{row.component} ({row.variant})" if row.variant else row.component
+
+
 def ratio(value: float, control: float) -> Optional[float]:
     """value / control, or None when the control is too small to divide by."""
     if control <= 1e-6 or not math.isfinite(value):
         return None
     return value / control
+
+
+def survives(row: LesionRow, level: float = LEVEL) -> bool:
+    """Whether the row's Holm-adjusted permutation p is at most ``level``."""
+    adjusted = row.tests.get("p_holm")
+    return adjusted is not None and adjusted.mean is not None and adjusted.mean <= level
 
 
 def beats_random(row: LesionRow, sigmas: float = 2.0, metric: str = "dce") -> bool:
@@ -254,12 +296,40 @@ def _curve_sentence(result: ExperimentResult) -> str:
 
 
 def _beating(result: ExperimentResult, draws: int) -> str:
+    if any("p" in r.tests for r in result.rows):
+        return _tests_sentence(result, draws)
     if draws > 1:
         return (f"{sum(beats_random(r) for r in result.rows)} of {len(result.rows)} components hurt more than "
                 "their random control by over two standard deviations.")
     worse = sum(r.network["dce"] > r.random["dce"].mean for r in result.rows)
     return (f"{worse} of {len(result.rows)} components hurt more than their random control "
             "(one draw: no spread to judge by).")
+
+
+def _tests_sentence(result: ExperimentResult, draws: int) -> str:
+    """Which components survive the permutation test with Holm's correction, and what the draws allow."""
+    m, level = len(result.rows), result.level
+    head = (f"Ranked among {draws} random draws each and Holm-corrected across {m} component{'s' if m != 1 else ''} "
+            f"at {level:g}, ")
+    kept = result.survivors()
+    if kept:
+        named = ", ".join(f"{r.component} (p = {r.tests['p'].mean:.3f}, Holm {r.tests['p_holm'].mean:.3f})"
+                          for r in kept)
+        return head + f"{len(kept)} of {m} survive{'s' if len(kept) == 1 else ''}: component{'s' if len(kept) > 1 else ''} {named}."
+    if smallest_p(draws) > level / m:
+        return (head + f"no component can survive: the smallest p {draws} draws can give is {smallest_p(draws):.3f}, "
+                f"and Holm across {m} needs {level / m:.4f} or less, so at least {draws_needed(m, level)} draws.")
+    best = min(result.rows, key=lambda r: (r.tests["p"].mean if r.tests["p"].mean is not None else 2.0))
+    return head + f"none survives (the smallest p: component {best.component}, {best.tests['p'].mean:.3f})."
+
+
+def _interval_words(row: LesionRow) -> str:
+    """' (95 % interval over prompts ...; beyond random ...)' when the row has intervals."""
+    dce, excess = row.tests.get("dce"), row.tests.get("excess")
+    if dce is None or dce.low is None or excess is None or excess.low is None:
+        return ""
+    return (f" (95 % interval over prompts {dce.low:+.3f} to {dce.high:+.3f}; beyond the random mean "
+            f"{excess.mean:+.3f}, {excess.low:+.3f} to {excess.high:+.3f})")
 
 
 def _union_sentence(result: ExperimentResult) -> str:
@@ -283,14 +353,17 @@ def reading(result: ExperimentResult) -> str:
     text = (
         f"On {result.rows[0].prompts} held-out prompts ({result.tokens:,} scored tokens; the unchanged model's "
         f"cross-entropy is {result.baseline_ce:.3f} nats per token), "
-        f"{_lesion_sentence(strongest, draws, units_of(result))}. " + _beating(result, draws)
+        f"{_lesion_sentence(strongest, draws, units_of(result))}{_interval_words(strongest)}. " + _beating(result, draws)
     )
     text += _union_sentence(result) + _curve_sentence(result)
+    text += variant_sentences(result.rows, result.variants) + dose_sentence(result.dose)
     union_acc = result.union.network.get("acc") if result.union is not None else None
-    if result.baseline_acc is not None and union_acc is not None:
+    if result.baseline_acc is not None and union_acc is not None and result.task:
+        task = result.task
         text += (
-            f" Multiple-choice accuracy ({result.mcq_items} items) went from {result.baseline_acc:.2f} to "
-            f"{union_acc:.2f} with the union lesioned (random: {result.union.random['acc'].mean:.2f})."
+            f" Accuracy on the {task['name']} task ({task['items']} items; chance {task['chance']:.2f}) went from "
+            f"{result.baseline_acc:.2f} to {union_acc:.2f} with the union lesioned (random: "
+            f"{result.union.random['acc'].mean:.2f})."
         )
     if result.partial:
         text += f" PARTIAL RESULT: {result.partial_note}"

@@ -4,7 +4,10 @@
 of ``LESION_METRICS`` / ``CURVE_METRICS`` the result measured (accuracy only when a
 multiple-choice set was scored): the network's value, the random control's mean ± sd
 and, for an effect size, their ratio, each formatted by its ``fnweb.metrics`` record.
-``table_text`` lays both out in fixed width for a terminal. It knows nothing about
+A lesion row's tests follow: the 95 % interval of its change in cross-entropy, the
+change beyond the random mean with its interval, the permutation p and the Holm-adjusted
+p (a star where the component survives). ``table_text`` lays both out in fixed width
+for a terminal. It knows nothing about
 how the numbers were measured, or about the app.
 """
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from .experiment_results import CURVE_METRICS, LESION_METRICS, ExperimentResult
+from .experiment_results import CURVE_METRICS, LESION_METRICS, ExperimentResult, row_name, survives
 from .metrics import METRICS
 
 MISSING = "—"
@@ -50,12 +53,33 @@ def _share(share: float) -> str:
     return f"{100 * share:.2f} %"
 
 
+def _test_headers(rows: Sequence) -> list[str]:
+    if not any(row.tests for row in rows):  # an older result, or nothing measured yet
+        return []
+    dce, excess, p, holm = (METRICS[key] for key in ("dce", "excess", "p", "p_holm"))
+    return [f"{dce.short} 95 % interval", f"{excess.short} [95 %]", p.short, holm.short]
+
+
+def _test_cells(row, result: ExperimentResult) -> list[str]:
+    tests = row.tests
+    dce, excess, p, holm = (METRICS[key] for key in ("dce", "excess", "p", "p_holm"))
+    beyond = tests.get("excess")
+    adjusted = tests.get("p_holm")
+    mark = " ★" if row in result.rows and survives(row, result.level) else ""
+    return [dce.format_interval(tests.get("dce")),
+            MISSING if beyond is None else f"{excess.format(beyond.mean)} {excess.format_interval(beyond)}",
+            p.format(tests["p"].mean if "p" in tests else None),
+            (MISSING if adjusted is None else holm.format(adjusted.mean)) + mark]
+
+
 def lesion_table(result: Optional[ExperimentResult]) -> tuple[list[str], list[list]]:
-    """Headers and rows (the union last) of the lesions."""
+    """Headers and rows (the union last) of the lesions; the tests (★: survives Holm) where measured."""
     rows = result.lesion_rows if result is not None else []
     keys = measured(rows, LESION_METRICS)  # nothing measured yet: no metric columns
-    headers = ["component", "neurons", "share", *_metric_headers(keys, True), "stability", "prompts"]
-    cells = [[r.component, r.neurons, _share(r.share), *_metric_cells(r, keys, True),
+    tests = _test_headers(rows)
+    headers = ["component", "neurons", "share", *_metric_headers(keys, True), *tests, "stability", "prompts"]
+    cells = [[row_name(r), r.neurons, _share(r.share), *_metric_cells(r, keys, True),
+              *(_test_cells(r, result) if tests else []),
               MISSING if r.stability is None else f"{r.stability:.2f}", r.prompts] for r in rows]
     return headers, cells
 

@@ -1,7 +1,9 @@
 """Neuron masks: an intervention on a template's networks, or on a matched random control, applied with hooks.
 
 A ``MaskSpec`` is a small plain record (components, intervention, optional random
-seed, optional layers). ``layer_masks`` turns it into one ``LayerMask`` per layer (the
+seed, optional layers, how a random control is drawn, what happens to massive-activation
+channels, and the intervention's alpha when it takes one). ``to_dict``/``from_dict`` are its
+JSON form (every field, by name). ``layer_masks`` turns it into one ``LayerMask`` per layer (the
 activations become ``x * keep + add``; see ``fnweb.interventions`` for the kinds);
 ``apply_masks`` applies them inside a ``with`` block through ``fnweb.archs.hook_site``,
 at the site the template was made at. Masks broadcast over batch and position, so every
@@ -11,26 +13,34 @@ mask too. They are removed in ``finally``. Multiplying by a 0/1 mask twice equal
 so nesting the same lesion or preserve mask is harmless.
 
 - **random control** (``random_seed`` set): the selected set is replaced by as many
-  neurons per layer, drawn (seeded) from outside it; then the intervention as asked.
+  neurons per layer, drawn (seeded) from outside it by the spec's ``control`` (see
+  ``fnweb.controls``: per layer, or per layer and magnitude); then the intervention as asked.
+- **massive-activation channels** (``massive``, see ``fnweb.controls.MASSIVE``): never drawn
+  for a control, or also dropped from the network's channels ("without its outliers").
 - **preserve scope** (``preserve_scope``, a name in ``PRESERVE_SCOPES``): whether an
   intervention on the rest of a layer (preserve) also edits a layer in which the network
   has no channel: ``all_layers`` (the paper's code, the default) zeroes such a layer
   whole; ``network_layers`` (the original package) leaves it untouched.
+
+Whatever needs the template's capture statistics (a mean ablation, the magnitude control,
+a massive policy) says so, with how to get them, when the template has none.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from .archs import hook_site, layout_of
+from .channel_stats import require
 from .checks import whole_number
+from .controls import CONTROLS, DEFAULT_CONTROL, DEFAULT_MASSIVE, MASSIVE, Drawn, check_choice, draw_control
 from .errors import FnwebError
-from .interventions import DEFAULT_INTERVENTION, INTERVENTIONS, LayerMask, as_layer_mask
+from .interventions import DEFAULT_INTERVENTION, INTERVENTIONS, LayerMask, as_layer_mask, check_alpha
 from .templates import MAX_LAYERS, Template
 
 
@@ -71,6 +81,9 @@ class MaskSpec:
     mode: str = DEFAULT_INTERVENTION  # a name in fnweb.interventions.INTERVENTIONS
     random_seed: Optional[int] = None  # set: a matched random control instead of the components
     layers: Optional[tuple[int, ...]] = None  # None: every layer the template covers
+    control: str = DEFAULT_CONTROL  # how a random control is drawn: a name in fnweb.controls.CONTROLS
+    massive: str = DEFAULT_MASSIVE  # massive-activation channels: a name in fnweb.controls.MASSIVE
+    alpha: Optional[float] = None  # the factor of an intervention that takes one (scale); None for the others
     preserve_scope: str = DEFAULT_PRESERVE_SCOPE  # a name in PRESERVE_SCOPES (matters for preserve only)
 
     def __post_init__(self):
@@ -78,52 +91,100 @@ class MaskSpec:
             raise FnwebError(f"Unknown mask mode '{self.mode}'; choose {' or '.join(INTERVENTIONS)}.")
         if not self.components:
             raise FnwebError("Choose at least one component to mask.")
+        check_choice(self.control, CONTROLS, "control")
+        check_choice(self.massive, MASSIVE, "massive-channel policy")
+        # Fields that mean nothing to this mask take their defaults, so equal masks compare (and hash) equal:
+        # an alpha to an intervention without one, how draws are made to a mask that draws nothing.
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (frozen)
+        set_("alpha", check_alpha(self.alpha) if INTERVENTIONS[self.mode].takes_alpha else None)
         check_preserve_scope(self.preserve_scope)
+        if self.random_seed is None:
+            set_("control", DEFAULT_CONTROL)
+            set_("massive", self.massive if MASSIVE[self.massive].from_network else DEFAULT_MASSIVE)
 
     def label(self) -> str:
         what = "random control" if self.random_seed is not None else "components " + ",".join(map(str, self.components))
-        return f"{self.mode} {what}{self.scope_note()}"
+        how = f"scale ×{self.alpha:g}" if self.alpha is not None else self.mode
+        if self.random_seed is not None and self.control != DEFAULT_CONTROL:
+            what += f" ({CONTROLS[self.control].title})"
+        spared = ", massive channels spared" if MASSIVE[self.massive].from_network else ""
+        return f"{how} {what}{spared}{self.scope_note()}"
 
     def scope_note(self) -> str:
         """' (network_layers)' where the scope is not the default and matters (preserve), else ''."""
         scoped = self.preserve_scope != DEFAULT_PRESERVE_SCOPE and not INTERVENTIONS[self.mode].acts_on_network
         return f" ({self.preserve_scope})" if scoped else ""
 
+    def to_dict(self) -> dict:
+        """Plain JSON data: every field by name (tuples as lists)."""
+        return {f.name: list(value) if isinstance(value, tuple) else value
+                for f in fields(self) for value in [getattr(self, f.name)]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MaskSpec":
+        """From ``to_dict``'s form (fields it lacks take their defaults; unknown keys are ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        try:
+            values["components"] = tuple(int(c) for c in values["components"])
+            if values.get("random_seed") is not None:
+                values["random_seed"] = int(values["random_seed"])
+            if values.get("layers") is not None:
+                values["layers"] = tuple(int(x) for x in values["layers"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FnwebError(f"A mask needs its components as a list of whole numbers ({exc}).") from exc
+        return cls(**values)
+
 
 def random_control(selected: dict[int, np.ndarray], width: int, seed: int) -> dict[int, np.ndarray]:
     """As many neurons per layer as ``selected``, drawn from outside it (seeded)."""
-    rng = np.random.default_rng(seed)
-    drawn = {}
-    for layer, chosen in sorted(selected.items()):
-        outside = np.setdiff1d(np.arange(width), chosen, assume_unique=True)
-        if len(chosen) > len(outside):
-            raise FnwebError(
-                f"Layer {layer} has {len(chosen)} selected neurons of {width}: too many for a random "
-                "control drawn from the rest. Choose fewer components or a stricter threshold."
-            )
-        drawn[layer] = np.sort(rng.choice(outside, size=len(chosen), replace=False))
-    return drawn
+    return draw_control(selected, width, seed).channels
+
+
+def _drawn(template: Template, spec: MaskSpec) -> Drawn:
+    """The neurons a spec acts on, per layer (the components' union, or its random twin), and the draw's spill."""
+    selected = template.neurons(spec.components, spec.layers)
+    policy, control = MASSIVE[spec.massive], CONTROLS[spec.control]
+    massive = {}
+    if policy.from_draws or policy.from_network:
+        massive = require(template.stats, f"Leaving massive-activation channels {spec.massive}").massive_by_layer()
+    if policy.from_network:
+        selected = {layer: np.setdiff1d(ch, massive.get(layer, ()), assume_unique=True) for layer, ch in
+                    selected.items()}
+    if spec.random_seed is None:
+        return Drawn(selected)
+    stats = require(template.stats, "The magnitude-matched control") if control.needs_stats else None
+    scale = stats.scale() if stats is not None else None
+    return draw_control(selected, template.width, spec.random_seed, spec.control,
+                        massive if policy.from_draws else None, lambda layer: scale[stats.row(layer)])
 
 
 def chosen_neurons(template: Template, spec: MaskSpec) -> dict[int, np.ndarray]:
     """The neurons a spec acts on, per layer (the components' union, or its random twin)."""
-    selected = template.neurons(spec.components, spec.layers)
-    if spec.random_seed is None:
-        return selected
-    return random_control(selected, template.width, spec.random_seed)
+    return _drawn(template, spec).channels
+
+
+def spilled(template: Template, spec: MaskSpec) -> int:
+    """How many of a magnitude-matched control's channels came from outside their own stratum (0: all matched)."""
+    return _drawn(template, spec).spilled
 
 
 def layer_masks(template: Template, spec: MaskSpec) -> dict[int, LayerMask]:
     """One ``LayerMask`` (width,) per layer the spec's intervention touches."""
     chosen = chosen_neurons(template, spec)
     intervention = INTERVENTIONS[spec.mode]
+    fill = None
+    if intervention.needs_stats:
+        stats = require(template.stats, f"{intervention.title} (the {intervention.name} intervention)")
+        fill = getattr(stats, intervention.fill)
     edits_empty = PRESERVE_SCOPES[spec.preserve_scope].edits_layers_without_network
     layers = spec.layers if spec.layers is not None else template.layers
     masks = {}
     for layer in sorted(set(layers) & set(template.layers)):
         neurons = torch.as_tensor(chosen.get(layer, np.empty(0, dtype=np.int64)), dtype=torch.long)
-        if intervention.touches(neurons) and (len(neurons) > 0 or edits_empty):
-            masks[layer] = intervention.edit(neurons, template.width)
+        if intervention.touches(neurons, spec.alpha) and (len(neurons) > 0 or edits_empty):
+            values = None if fill is None else torch.from_numpy(fill[template.stats.row(layer)])
+            masks[layer] = intervention.edit(neurons, template.width, spec.alpha, values)
     return masks
 
 

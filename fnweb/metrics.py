@@ -31,10 +31,15 @@ PerToken = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class Stat:
-    """A measured number: its mean and, over several draws, its standard deviation (None: one value)."""
+    """A measured number: its mean and, over several draws, its standard deviation (None: one value).
+
+    ``low`` and ``high``, when set, bound a 95 % interval of the number (a bootstrap over prompts).
+    """
 
     mean: Optional[float]
     sd: Optional[float] = None
+    low: Optional[float] = None
+    high: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,12 @@ class Metric:
         if sd is not None:
             text += f" ± {self.scale * sd:.{places}f}"
         return text + (" %" if self.unit == "%" else "")
+
+    def format_interval(self, stat: Optional[Stat], missing: str = "—") -> str:
+        """'[+0.0123, +0.0456]' for a stat's interval; ``missing`` when it has none."""
+        if stat is None or stat.low is None or stat.high is None:
+            return missing
+        return f"[{self.format(stat.low)}, {self.format(stat.high)}]"
 
     def axis_title(self) -> str:
         return f"{self.label} ({self.unit})" if self.unit and self.unit != "%" else self.label
@@ -95,8 +106,14 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
            help="share of positions where the intervened model's top token is the baseline's"),
     Metric("dce", "ΔCE", "Δ cross-entropy", "nats/token", 4, "lower", signed=True, ratio=True, unchanged=0.0,
            help="cross-entropy with the intervention minus without it"),
-    Metric("acc", "accuracy", "multiple-choice accuracy", "", 2, "higher",
-           help="share of multiple-choice items whose right answer has the highest log-likelihood"),
+    Metric("acc", "accuracy", "task accuracy", "", 2, "higher",
+           help="share of a labelled task's items answered right (scored by answer log-likelihood)"),
+    Metric("excess", "ΔCE − random", "Δ cross-entropy beyond random", "nats/token", 4, "lower", signed=True,
+           help="the change in cross-entropy minus its random controls' mean change"),
+    Metric("p", "p", "permutation p", "", 3, "lower",
+           help="where the effect ranks among the random draws: (1 + draws at least as bad) / (draws + 1)"),
+    Metric("p_holm", "p (Holm)", "Holm-adjusted p", "", 3, "lower",
+           help="the permutation p adjusted by Holm's method across the components tested"),
     Metric("ppl", "PPL", "perplexity", "", 2, "lower", help="exp of the cross-entropy"),
 )}
 TOKEN_METRICS: tuple[str, ...] = tuple(key for key, m in METRICS.items() if m.per_token is not None)

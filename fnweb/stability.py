@@ -72,7 +72,7 @@ def component_stability(
         scores, basis = _resampled_pca(result.sketch_scores, result.sketch_basis, k, rng)
         ica = fit_ica(scores, k, seed=seed + 1 + run, **result.ica_settings)
         maps = orient_maps(basis @ ica.mixing)
-        matched, signs, order = _match(reference, maps)
+        matched, signs, order = match_maps(reference, maps)
         correlation[run] = matched
         masks = rule.apply(maps[:, order] * signs, value)
         iou[run] = _iou(reference_masks, masks)
@@ -92,7 +92,7 @@ def _resampled_pca(sketch_scores: np.ndarray, sketch_basis: np.ndarray, k: int, 
     return sample @ within, sketch_basis @ within
 
 
-def _match(reference: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def match_maps(reference: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each reference map: the |correlation| of its match in ``maps``, the match's sign, its column."""
     from scipy.optimize import linear_sum_assignment
 

@@ -4,7 +4,9 @@ A template file keeps the original's ``global_templates.json`` keys (``name``,
 ``layout`` with ``captured_layers_sorted`` and ``hidden_size``, and ``templates``
 mapping string component ids to string layer ids to sorted channel indices), so its
 readers still work, and adds an ``fnweb`` block of metadata (model, site, k,
-threshold, datasets, seed, version, time). ``hidden_size`` is the width per layer at
+threshold, datasets, seed, version, time), with the component cards (``fnweb.cards``)
+and the capture statistics (``fnweb.channel_stats``: per-channel mean and spread, and the
+massive-activation channels) under their own keys. ``hidden_size`` is the width per layer at
 the capture site. Files written by the original (no ``fnweb`` block) load too; their
 site is inferred from the width when applied.
 
@@ -29,6 +31,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .archs import SITES, Layout
+from .channel_stats import STATS_KEY, ChannelStats
 from .checks import whole_number
 from .errors import FnwebError
 from .io import read_json, write_atomic  # noqa: F401  (write_atomic: also imported from here)
@@ -93,6 +96,7 @@ class Template:
     name: str = "global_templates_v1"
     meta: Optional[TemplateMeta] = None
     cards: Optional[dict] = None  # the component cards (``fnweb.cards``), kept in the fnweb block as they are
+    stats: Optional[ChannelStats] = None  # per-channel capture statistics; None: an older file (or a huge model)
 
     # ---- building ----
 
@@ -150,6 +154,7 @@ class Template:
         rows = []
         for c in self.component_ids:
             count = sum(len(ch) for ch in self.components[c].values())
+            massive = {"massive": self.stats.massive_in(self.components[c])} if self.stats else {}
             rows.append({
                 "component": c,
                 "channels": count,
@@ -157,6 +162,7 @@ class Template:
                 "share": count / total if total else 0.0,
                 **({"stability": stability["correlation"][c], "mask_stability": stability["mask_iou"][c]}
                    if stability and c < len(stability["correlation"]) else {}),
+                **massive,  # (layer, channel) of its massive-activation channels, when the statistics are known
             })
         return rows
 
@@ -171,13 +177,18 @@ class Template:
         for row in self.coverage():
             stable = (f"; stability {row['stability']:.2f}, mask {row['mask_stability']:.2f}"
                       if "stability" in row else "")
+            massive = f"; massive-activation channels: {self.stats.describe(row['massive'])}" if row.get("massive") else ""
             lines.append(
                 f"  Component {row['component']}: {row['channels']} channels across {row['layers']} layers"
-                f" ({100 * row['share']:.2f} % of {self.total_channels():,}){stable}"
+                f" ({100 * row['share']:.2f} % of {self.total_channels():,}){stable}{massive}"
             )
         if self.stability():
             lines.append(f"  (stability: mean matched |correlation| of the map over {self.stability()['runs']} re-runs "
                          "of the PCA and ICA on resampled tokens; mask: mean IoU of the masks; 1 = found every time)")
+        if self.stats is not None:
+            found = self.stats.describe(self.stats.massive) if self.stats.massive else "none"
+            lines.append(f"  Massive-activation channels (root mean square over {self.stats.massive_ratio:g}x its "
+                         f"layer's median): {found}")
         return "\n".join(lines)
 
     def infer_site(self, layout: Layout) -> str:
@@ -228,6 +239,8 @@ class Template:
             data["fnweb"] = asdict(self.meta)
             if self.cards:
                 data["fnweb"]["cards"] = self.cards
+            if self.stats is not None:
+                data["fnweb"][STATS_KEY] = self.stats.to_dict()
         return data
 
     def to_json(self) -> str:
@@ -272,6 +285,9 @@ class Template:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FnwebError(f"{source} is a malformed template ({type(exc).__name__}: {exc}).") from exc
         template._validate(source)
+        stats = data["fnweb"].get(STATS_KEY) if isinstance(data.get("fnweb"), dict) else None
+        if stats is not None:  # checked against the layers and width just validated
+            template.stats = ChannelStats.from_dict(stats, template.layers, template.width)
         return template
 
     def _validate(self, source: str) -> None:

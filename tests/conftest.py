@@ -41,6 +41,18 @@ def tiny_lm(tokenizer) -> LoadedModel:
     return LoadedModel(tiny.make_model("llama"), tokenizer, ModelRequest(model_id="tiny-llama"))
 
 
+@pytest.fixture(scope="module")
+def planted_lm(tokenizer) -> LoadedModel:
+    """A tiny Llama whose neurons tiny.PLANTED carry most of every layer's output (the experiments' tests)."""
+    model = tiny.make_model("llama", seed=0)
+    with torch.no_grad():
+        for block in model.model.layers:
+            block.mlp.down_proj.weight[:, tiny.PLANTED] *= 30.0
+        # An untied, sharper head: logits of a random model are otherwise nearly uniform.
+        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone() * 20.0)
+    return LoadedModel(model, tokenizer, ModelRequest(model_id="tiny-llama"))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return tiny.save_tiny(tmp_path_factory.mktemp("tiny-llama"))

@@ -24,29 +24,17 @@ from fnweb.experiment_plots import lesion_figure, preservation_figure, write_fig
 from fnweb.experiment_results import CURVE_METRICS, LESION_METRICS, ExperimentResult, beats_random
 from fnweb.experiment_tables import curve_table, lesion_table, table_text
 from fnweb.experiments import (
-    STOPPED, ExperimentConfig, experiment_stream, heldout_pairs, run_experiment, template_prompts,
+    STOPPED, ExperimentConfig, draw_seed, experiment_stream, heldout_pairs, run_experiment, template_prompts,
 )
 from fnweb.masks import MaskSpec, masked
 from fnweb.metrics import METRICS
-from fnweb.models import LoadedModel, ModelRequest
 from fnweb.progress import StopFlag
 from fnweb.prompts import PromptSource, encode_prompt_and_response
 from fnweb.templates import Template, TemplateMeta
 
-PLANTED = list(range(6))  # neurons 0..5 of every layer
+PLANTED = tiny.PLANTED  # neurons 0..5 of every layer, made loud by the planted_lm fixture (conftest.py)
 ORDINARY = list(range(40, 46))
 LAYERS = [0, 1, 2]
-
-
-@pytest.fixture(scope="module")
-def planted_lm(tokenizer) -> LoadedModel:
-    model = tiny.make_model("llama", seed=0)
-    with torch.no_grad():
-        for block in model.model.layers:
-            block.mlp.down_proj.weight[:, PLANTED] *= 30.0
-        # An untied, sharper head: logits of a random model are otherwise nearly uniform.
-        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone() * 20.0)
-    return LoadedModel(model, tokenizer, ModelRequest(model_id="tiny-llama"))
 
 
 def make_template(width: int = tiny.INTERMEDIATE, samples: int = 5) -> Template:
@@ -73,11 +61,11 @@ def result(planted_lm) -> ExperimentResult:
     return run_experiment(planted_lm, make_template(), make_config())
 
 
-def direct_ce(lm, template, config, spec) -> float:
-    """Token-weighted response cross-entropy, one prompt at a time, under ``masked``."""
+def direct_ce(lm, template, config, spec, prompts: slice = slice(None)) -> float:
+    """Token-weighted response cross-entropy, one prompt at a time, under ``masked`` (over ``prompts`` of the set)."""
     pairs, _ = heldout_pairs(config, template_prompts(template)[0])
     total, count = 0.0, 0
-    for pair in pairs:
+    for pair in pairs[prompts]:
         prompt, response = encode_prompt_and_response(lm.tokenizer, pair)
         ids = (prompt + response)[: config.max_tokens]
         with torch.inference_mode(), masked(lm.model, template, spec, lm.model_id):
@@ -100,6 +88,7 @@ def test_planted_group_is_found_and_beats_its_random_control(result):
     assert planted.network["dce"] > 10 * abs(ordinary.network["dce"])
     assert result.union.ids == [0, 1] and result.union.neurons == 36
     assert not result.partial and result.prompts == 6 and planted.prompts == 6
+    assert result.curve[0].prompts == 3  # the other 3 ordered the components
 
 
 def test_numbers_match_a_plain_forward_pass(planted_lm, result):
@@ -109,11 +98,12 @@ def test_numbers_match_a_plain_forward_pass(planted_lm, result):
     lesioned = direct_ce(planted_lm, template, config, MaskSpec((0,), "lesion"))
     assert result.rows[0].network["ce"] == pytest.approx(lesioned, abs=1e-4)
     assert result.rows[0].network["dce"] == pytest.approx(lesioned - base, abs=1e-4)
-    draws = [direct_ce(planted_lm, template, config, MaskSpec((0,), "lesion", random_seed=d)) - base for d in range(3)]
+    draws = [direct_ce(planted_lm, template, config, MaskSpec((0,), "lesion", random_seed=draw_seed(0, d))) - base
+             for d in range(3)]
     mean = sum(draws) / 3
     assert result.rows[0].random["dce"].mean == pytest.approx(mean, abs=1e-4)
     assert result.rows[0].random["dce"].sd == pytest.approx(torch.tensor(draws).std().item(), abs=1e-4)
-    kept = direct_ce(planted_lm, template, config, MaskSpec((0,), "preserve"))
+    kept = direct_ce(planted_lm, template, config, MaskSpec((0,), "preserve"), slice(1, None, 2))  # the scoring half
     assert result.curve[0].network["ce"] == pytest.approx(kept, abs=1e-4)
 
 
@@ -223,7 +213,7 @@ def test_template_without_datasets_warns():
 
 def test_too_few_prompts_for_the_draws(planted_lm):
     config = make_config(sources=[PromptSource("builtin:arithmetic")], samples_per_dataset=3, draws=5)
-    with pytest.raises(FnwebError, match="3 usable prompts; 5 random draws need at least 5"):
+    with pytest.raises(FnwebError, match="3 usable prompts; an experiment needs at least 4"):
         run_experiment(planted_lm, make_template(), config)
     short = make_config(sources=[PromptSource("builtin:arithmetic")], samples_per_dataset=4, max_tokens=30)
     with pytest.raises(FnwebError, match=r"no tokens left to score within max tokens \(30\)"):
@@ -266,15 +256,21 @@ def test_stop_mid_run_gives_a_partial_result(planted_lm):
     assert ExperimentResult.from_json(last.to_json()).partial
 
 
-def test_multiple_choice_accuracy(planted_lm):
-    config = make_config(draws=1, curve=False, mcq=PromptSource("builtin:mcq"), mcq_items=4)
+def test_task_accuracy_under_each_lesion(planted_lm):
+    config = make_config(draws=2, curve=False, task="sentiment", task_items=6)
     result = run_experiment(planted_lm, make_template(), config)
-    assert result.mcq_items == 4 and result.baseline_acc in (0.0, 0.25, 0.5, 0.75, 1.0)
-    assert result.rows[0].network["acc"] in (0.0, 0.25, 0.5, 0.75, 1.0)
-    assert result.union.random["acc"].mean is not None
-    assert "(one draw: no spread to judge by)" in result.reading() and "over 1 draw" in result.reading()
-    with pytest.raises(FnwebError, match="not a multiple-choice set"):
-        run_experiment(planted_lm, make_template(), make_config(mcq=PromptSource("builtin:factual")))
+    assert result.task["name"] == "sentiment" and result.task["items"] == 6 and result.task["chance"] == 0.5
+    sixths = [i / 6 for i in range(7)]
+    assert result.baseline_acc in sixths and result.rows[0].network["acc"] in sixths
+    assert result.union.random["acc"].mean is not None and result.settings["task_items"] == 6
+    low, high = result.rows[0].tests["acc"].low, result.rows[0].tests["acc"].high
+    assert 0.0 <= low <= result.rows[0].network["acc"] <= high <= 1.0
+    assert "Accuracy on the sentiment task (6 items; chance 0.50)" in result.reading()
+    assert float(list(csv.DictReader(io.StringIO(result.components_csv())))[0]["acc_high"]) == pytest.approx(high)
+    with pytest.raises(FnwebError, match="has no labels for the sentiment task"):
+        run_experiment(planted_lm, make_template(), make_config(task="sentiment", task_source="builtin:factual"))
+    with pytest.raises(FnwebError, match="Unknown task 'poetry'"):
+        run_experiment(planted_lm, make_template(), make_config(task="poetry"))
 
 
 def test_cli_writes_the_files(tiny_model_dir, tmp_path, capsys):
@@ -303,7 +299,8 @@ def test_preserve_scope_reaches_the_curve_and_is_recorded(planted_lm, tmp_path):
     assert result.settings["preserve_scope"] == "network_layers"
     first = result.curve[0]
     kept = MaskSpec(tuple(first.ids), "preserve", preserve_scope="network_layers")
-    assert first.network["ce"] == pytest.approx(direct_ce(planted_lm, template, config, kept), abs=1e-4)
+    assert first.network["ce"] == pytest.approx(direct_ce(planted_lm, template, config, kept, slice(1, None, 2)),
+                                                abs=1e-4)  # the curve scores the other half of the prompts
     assert first.ids == [0]  # the planted group, strongest lesion effect
     assert first.share_kept == pytest.approx((64 + 12) / 192)  # layer 1 is left whole: its 64 channels are kept
     assert ExperimentResult.load(result.save(tmp_path)["json"]).settings["preserve_scope"] == "network_layers"

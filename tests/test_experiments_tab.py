@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from fnweb.experiment_results import ExperimentResult
+from fnweb.experiments import MAX_DRAWS
 from fnweb.templates import Template, TemplateMeta
 from live_app import EMBEDDED, expect_error, figure, load, picked
 
@@ -67,7 +68,7 @@ def test_experiment_runs_end_to_end(client, tmp_path):
     assert "Done in" in status and "10 of its 94 prompts were used to build the template" in status
     assert reading.startswith("On 4 held-out prompts") and "random neurons of the same per-layer sizes" in reading
     bars = figure(lesion)
-    assert [t["name"].split(",")[0] for t in bars] == ["network lesioned", "random neurons"]
+    assert [t["name"].split(",")[0].split(" (")[0] for t in bars] == ["network lesioned", "random neurons"]
     assert len(bars[0]["x"]) == 4 and len(bars[1]["error_y"]["array"]) == 4  # 3 components + all of them
     lines = figure(curve)
     assert [len(t["x"]) for t in lines] == [3, 3] and "kept" in lines[1]["name"]
@@ -92,13 +93,13 @@ def test_bad_inputs_are_explained(client, tmp_path):
     load(client)
     expect_error("made for another model", experiment, client, other)
     name = upload(client, tmp_path, make_template())
-    expect_error("has 3 usable prompts after leaving out the template.s prompts; 2 random draws need at least 4",
+    expect_error("has 3 usable prompts after leaving out the template.s prompts; an experiment needs at least 4",
                  experiment, client, name, samples=3)
     everything = upload(client, tmp_path, make_template(built_on=94), stem="all_factual")  # built on every one
     expect_error("has 2 usable prompts after leaving out the template's prompts",
                  experiment, client, everything, sets=("factual", "creative"), samples=2, draws=1, max_tokens=128)
     expect_error("No held-out prompt set chosen", experiment, client, name, sets=())
-    expect_error("Random draws must lie between 1 and 50", experiment, client, name, draws=0)
+    expect_error(f"Random draws must lie between 1 and {MAX_DRAWS}", experiment, client, name, draws=0)
 
 
 def test_no_template_is_explained(client):
@@ -119,7 +120,7 @@ def test_overlap_is_warned_and_stop_mid_run_gives_partial_results(client, tmp_pa
         time.sleep(0.2)
     else:
         pytest.fail("the experiment never showed a first result")
-    assert "Lesions and random controls: prompt" in outputs[-1][0]
+    assert "Lesions and random controls: unit" in outputs[-1][0]
     assert "overlaps the template&#x27;s prompts: 15 of 30 held-out prompts (50 %)" in outputs[-1][0]
     client.predict(api_name="/stop_experiment")
     status, reading, lesion, curve, table, curve_table, files = job.result()
@@ -128,5 +129,5 @@ def test_overlap_is_warned_and_stop_mid_run_gives_partial_results(client, tmp_pa
     assert "(partial)" in json.loads(lesion["plot"])["layout"]["title"]["text"]
     result = ExperimentResult.load(downloads(files)["experiment.json"])
     assert result.partial and result.partial_note.startswith("Stopped by request")
-    assert 1 <= result.rows[0].prompts < 30 and "overlaps the template's prompts" in result.warnings[-1]
+    assert 1 <= result.rows[0].prompts < 30 and any("overlaps the template's prompts" in w for w in result.warnings)
     assert all(row[-1] == result.rows[0].prompts for row in table["data"])

@@ -39,7 +39,7 @@ def preset_template(embedded_lm):
 
 # Blurbs known not to be backed by their numbers, until their text (and claim) is revised: each fails its check,
 # and this list must then shrink (strict).
-UNBACKED = {"Lose the thread in French": "lesion KL 0.199 vs random 0.208 ± 0.142: indistinguishable from random"}
+UNBACKED: dict[str, str] = {}
 
 
 def checked(preset):

@@ -11,9 +11,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import pytest
 from huggingface_hub import ModelCard
 
+from fnweb.channel_stats import ChannelStats
 from fnweb.errors import FnwebError
 from fnweb.finetune import runs
 from fnweb.finetune.card import run_card
@@ -21,11 +23,16 @@ from fnweb.finetune.config import MASK_MODES, NO_MASK, RANDOM
 from fnweb.finetune.network import plan_for
 from fnweb.finetune.runs import MASK_FILE, MaskFile, load_plan, read_run
 from fnweb.masks import MaskSpec
-from fnweb.templates import Template
+from fnweb.templates import Template, TemplateMeta
 
 
 def template() -> Template:
-    return Template([0, 1, 2], 64, {0: {0: [1, 5], 1: [2]}, 1: {1: [2, 3]}, 2: {2: [7, 8, 9]}})
+    meta = TemplateMeta(model_id="org/base", site="neurons", n_layers=3, width=64, k=3, threshold="percentile",
+                        threshold_value=98.0, datasets=[], samples_per_dataset=10, seed=0)  # stats are kept with meta
+    made = Template([0, 1, 2], 64, {0: {0: [1, 5], 1: [2]}, 1: {1: [2, 3]}, 2: {2: [7, 8, 9]}}, meta=meta)
+    spread = np.random.default_rng(0).uniform(0.5, 2.0, 3 * 64)
+    made.stats = ChannelStats.from_moments([0, 1, 2], np.linspace(-1, 1, 3 * 64), spread, tokens=50)  # for mean
+    return made
 
 
 def run_folder(folder: Path, mask) -> Path:
@@ -111,14 +118,14 @@ def test_every_mask_spec_field_is_written_and_read_back():
 
 def test_a_field_added_to_mask_spec_round_trips_with_no_change_to_the_codec(monkeypatch):
     @dataclass(frozen=True)
-    class LaterSpec(MaskSpec):  # what the coming intervention kinds add: a parameter and a scope
-        alpha: Optional[float] = None
+    class LaterSpec(MaskSpec):  # what a coming intervention kind may add: a parameter and a scope
+        strength: Optional[float] = None
         scope: str = "layer"
 
     monkeypatch.setattr(runs, "MaskSpec", LaterSpec)
-    spec = LaterSpec((0,), "lesion", None, None, alpha=0.5, scope="network")
+    spec = LaterSpec((0,), "lesion", None, None, strength=0.5, scope="network")
     data = json.loads(json.dumps(MaskFile("lesion", spec=spec).to_dict()))
-    assert data["alpha"] == 0.5 and data["scope"] == "network"
+    assert data["strength"] == 0.5 and data["scope"] == "network"
     assert MaskFile.from_dict(data).spec == spec
     assert MaskFile.from_dict({"components": [0]}).spec == LaterSpec((0,))  # an older file: the defaults
 

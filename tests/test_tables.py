@@ -17,6 +17,7 @@ import tiny
 from fnweb.archs import SITES, Site, hook_site, layout_of
 from fnweb.build import BuildConfig
 from fnweb.capture import capture
+from fnweb.channel_stats import ChannelStats
 from fnweb.errors import FnwebError
 from fnweb.finetune.config import TrainConfig
 from fnweb.finetune.merge import bake_masks
@@ -47,10 +48,15 @@ def logits(model) -> torch.Tensor:
         return model(input_ids=IDS).logits
 
 
+ALPHA = 0.5  # the factor given to every intervention that takes one
+
+
 def template_for(layout, site: str) -> Template:
     width = layout.width(site)
+    n = layout.n_layers * width
+    stats = ChannelStats.from_moments(range(layout.n_layers), np.linspace(-1, 1, n), np.ones(n), tokens=10)
     return Template(layers=list(range(layout.n_layers)), width=width,
-                    components={0: {0: [1, 5, 9], 2: [0, width - 1]}, 1: {1: [3, 4]}})
+                    components={0: {0: [1, 5, 9], 2: [0, width - 1]}, 1: {1: [3, 4]}}, stats=stats)
 
 
 # ---- sites ---------------------------------------------------------------------------------
@@ -243,27 +249,28 @@ def test_every_intervention_changes_the_channels_it_says_by_its_factor(mode, sit
     layout = layout_of(model)
     template = template_for(layout, site)
     intervention = INTERVENTIONS[mode]
-    masks = layer_masks(template, MaskSpec((0,), mode))
+    masks = layer_masks(template, MaskSpec((0,), mode, alpha=ALPHA))
     network = torch.zeros(template.width, dtype=torch.bool)
     network[[1, 5, 9]] = True
     changed = network if intervention.acts_on_network else ~network
     assert torch.equal(masks[0].changed(), changed)
     plain, edited = layer0(model, site), layer0(model, site, {0: masks[0]})
-    assert torch.allclose(edited[:, changed], plain[:, changed] * intervention.scale)
+    put = torch.from_numpy(getattr(template.stats, intervention.fill)[0][changed.numpy()]) if intervention.fill else 0.0
+    assert torch.allclose(edited[:, changed], plain[:, changed] * intervention.factor(ALPHA) + put)
     assert torch.equal(edited[:, ~changed], plain[:, ~changed])
     touched = {0, 2} if intervention.acts_on_network else set(range(layout.n_layers))
     assert set(masks) == touched  # a layer without the network: left alone, or all of it changed
     share = masked_share(masks, layout.n_layers, template.width)
     assert intervention.network_share(share) == pytest.approx(5 / (3 * template.width))  # the network's 5 channels
-    plan = plan_for(template, MaskSpec((0,), mode), mode, site, restrict=True)
+    plan = plan_for(template, MaskSpec((0,), mode, alpha=ALPHA), mode, site, restrict=True)
     assert torch.equal(plan.allowed(0, template.width), (~changed).float())  # only what the mask leaves alone trains
 
 
-@pytest.mark.parametrize("mode", list(INTERVENTIONS))
+@pytest.mark.parametrize("mode", [name for name, i in INTERVENTIONS.items() if i.fill is None])
 def test_lesion_and_preserve_hooks_are_a_plain_multiply_bit_for_bit(mode):
     model = tiny.make_model("llama")
     layout = layout_of(model)
-    masks = layer_masks(template_for(layout, "neurons"), MaskSpec((0, 1), mode))
+    masks = layer_masks(template_for(layout, "neurons"), MaskSpec((0, 1), mode, alpha=ALPHA))
     with apply_masks(model, masks, "neurons"):
         hooked = logits(model)
     handles = [layout.module(model, layer, "neurons").register_forward_pre_hook(

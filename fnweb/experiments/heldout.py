@@ -1,10 +1,12 @@
-"""Which prompts an experiment scores: held-out texts (without the template's own prompts) and multiple-choice items.
+"""Which prompts an experiment scores: held-out texts (without the template's own prompts) and labelled task items.
 
 The template's prompts are recomputed from its metadata (its datasets, sample count and
 seed), so held-out prompts it was built from are left out (or counted in a warning when
 kept). Each scored token sequence is a ``Unit``: a held-out prompt + response, cut to
-``max_tokens``, scored from the response on (or from the second token); or one choice of
-a multiple-choice item. It knows nothing about masks or models beyond their tokenizer.
+``max_tokens``, scored from the response on (or from the second token). Task items come
+from ``fnweb.tasks`` as its ``TaskUnit``s. The texts split in two disjoint halves: one
+decides any ordering of the components, the other scores it. It knows nothing about
+masks or models beyond their tokenizer.
 """
 
 from __future__ import annotations
@@ -15,22 +17,18 @@ from typing import Optional
 
 from ..errors import FnwebError
 from ..models import LoadedModel
-from ..prompts import (
-    Pair, PromptSource, detect_layout, encode_pair, encode_prompt_and_response, load_pairs, read_rows,
-    rows_to_pairs, sample_pairs,
-)
+from ..prompts import Pair, PromptSource, encode_pair, encode_prompt_and_response, load_pairs, sample_pairs
+from ..tasks import TaskData, get_task, load_items, task_data
 from ..templates import Template
 from .config import MIN_PROMPTS, ExperimentConfig
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One scored token sequence: a held-out text, or one choice of a multiple-choice item."""
+    """One scored held-out text."""
 
     ids: tuple[int, ...]
     first: int  # index of the first scored target token (>= 1)
-    item: int = -1  # multiple-choice item, -1 for a held-out text
-    choice: int = -1
 
 
 def _key(pair: Pair) -> str:
@@ -77,11 +75,11 @@ def heldout_pairs(config: ExperimentConfig, used: Optional[set[str]]) -> tuple[l
 
 
 def check_readable(config: ExperimentConfig) -> None:
-    """Read every held-out set and the multiple-choice set once, so that a bad one fails before a model loads."""
+    """Read every held-out set and the task's items once, so that a bad one fails before a model loads."""
     for source in config.sources:
         load_pairs(source)
-    if config.mcq is not None:
-        read_rows(config.mcq)
+    if config.task is not None:
+        load_items(get_task(config.task), config.task_source, config.task_items, config.seed)
 
 
 def _text_unit(tokenizer, pair: Pair, config: ExperimentConfig) -> Optional[Unit]:
@@ -95,42 +93,21 @@ def _text_unit(tokenizer, pair: Pair, config: ExperimentConfig) -> Optional[Unit
     return Unit(tuple(ids), first) if first < len(ids) else None
 
 
-def mcq_units(tokenizer, config: ExperimentConfig, used: Optional[set[str]]) -> tuple[list[Unit], list[int], list[str]]:
-    """One unit per choice of each item, the right answers, and notes."""
-    rows = [r for r in read_rows(config.mcq) if isinstance(r, dict)]
-    if not rows or detect_layout(rows[0].keys()) != "multiple choice":
-        seen = ", ".join(sorted(rows[0].keys())) if rows else "(none)"
-        raise FnwebError(
-            f"{config.mcq.label()} is not a multiple-choice set: it needs fields question, choices and answer "
-            f"(fields seen: {seen})."
-        )
-    random.Random(config.seed).shuffle(rows)
-    units, answers, dropped = [], [], 0
-    for row in rows:
-        try:
-            pair = rows_to_pairs([row], config.mcq.label())[0]
-            choices = [str(c) for c in row["choices"]]
-        except (FnwebError, TypeError):
-            continue
-        answer = "ABCDEFGH".find(pair.response[:1])
-        if len(choices) < 2 or not 0 <= answer < len(choices):
-            continue
-        if used and config.exclude_template_prompts and _key(pair) in used:
-            dropped += 1
-            continue
-        item = len(answers)
-        for i, choice in enumerate(choices):
-            option = Pair(pair.prompt, f"{chr(65 + i)}. {choice}")
-            prompt_ids, response_ids = encode_prompt_and_response(tokenizer, option, config.prompt_format)
-            units.append(Unit(tuple(prompt_ids) + tuple(response_ids), len(prompt_ids), item, i))
-        answers.append(answer)
-        if config.mcq_items and len(answers) >= config.mcq_items:
-            break
-    notes = ([f"{config.mcq.label()}: {dropped} items were used to build the template and were left out."]
-             if dropped else [])
-    if not answers:
-        raise FnwebError(f"{config.mcq.label()} has no usable multiple-choice items (question, choices, answer).")
-    return units, answers, notes
+def task_units(tokenizer, config: ExperimentConfig, used: Optional[set[str]]) -> tuple[TaskData, list[str]]:
+    """The labelled task's items and units (``fnweb.tasks``), without the template's prompts when asked."""
+    exclude = used if config.exclude_template_prompts else None
+    data = task_data(tokenizer, config.task, config.task_source, config.task_items, config.seed, exclude,
+                     config.prompt_format)
+    return data, list(data.notes)
+
+
+def split_units(n_text: int) -> tuple[list[int], list[int]]:
+    """Two disjoint halves of the held-out texts: one orders the components, the other scores the ordering.
+
+    Alternate units (the sets are concatenated, each shuffled by the seed), so both halves
+    draw on every set alike.
+    """
+    return list(range(0, n_text, 2)), list(range(1, n_text, 2))
 
 
 def text_units(lm: LoadedModel, config: ExperimentConfig, used: Optional[set[str]]) -> tuple[list[Unit], list[str]]:
@@ -143,11 +120,9 @@ def text_units(lm: LoadedModel, config: ExperimentConfig, used: Optional[set[str
         skipped = (f"{len(pairs) - len(units)} prompts had no tokens left to score within max tokens "
                    f"({config.max_tokens}) and were skipped")
         notes.append(skipped + ".")
-    need = max(MIN_PROMPTS, config.draws)
-    if len(units) < need:
+    if len(units) < MIN_PROMPTS:  # half of them order the preservation curve, the other half score it
         raise FnwebError(
             f"The held-out set has {len(units)} usable prompts{left_out}{' (' + skipped + ')' if skipped else ''}; "
-            f"{config.draws} random draws need at least {need} (at least {MIN_PROMPTS}, and no fewer than the "
-            "draws). Add prompt sets, raise the prompts per set, or lower the draws."
+            f"an experiment needs at least {MIN_PROMPTS}. Add prompt sets or raise the prompts per set."
         )
     return units, notes

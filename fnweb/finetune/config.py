@@ -18,11 +18,12 @@ from ..masks import DEFAULT_PRESERVE_SCOPE, PRESERVE_SCOPES, layers_from_text
 from ..models import DTYPES, EMBEDDED_ID, QUANTIZATIONS, check_device
 
 NO_MASK, RANDOM = "none", "random"
-MASK_MODES = (NO_MASK, *INTERVENTIONS, RANDOM)  # none, an intervention on the network, or a random control
+_FIXED = tuple(name for name, i in INTERVENTIONS.items() if not i.takes_alpha)  # a run has no alpha to give
+MASK_MODES = (NO_MASK, *_FIXED, RANDOM)  # none, an intervention on the network, or a random control
 # The original package's older names for the modes: "key" zeroed the key (network) neurons,
 # "complement" zeroed every neuron but them (its ica_mask.py); accepted on the command line.
 MASK_MODE_ALIASES = {"key": "lesion", "complement": "preserve"}
-CONTROL_OF = tuple(INTERVENTIONS)  # what a random control mimics
+CONTROL_OF = _FIXED  # what a random control mimics
 LOSS_ON = ("response", "all")
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
 

@@ -99,9 +99,9 @@ def spec_for(config: TrainConfig, n_layers: int) -> Optional[MaskSpec]:
         return None
     layers = layers_from_text(config.mask_layers, n_layers)
     if config.mask_mode == RANDOM:
-        return MaskSpec(tuple(config.component_ids), config.control_of, config.random_draw, layers,
-                        config.preserve_scope)
-    return MaskSpec(tuple(config.component_ids), config.mask_mode, None, layers, config.preserve_scope)
+        return MaskSpec(tuple(config.component_ids), config.control_of, config.random_draw, layers=layers,
+                        preserve_scope=config.preserve_scope)
+    return MaskSpec(tuple(config.component_ids), config.mask_mode, layers=layers, preserve_scope=config.preserve_scope)
 
 
 def load_template(config: TrainConfig, layout: Optional[Layout] = None, model_id: Optional[str] = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..cards import DIRECT_NOTE, METHODS, Cards, ComponentCard, set_name, shown
+from ..cards import DIRECT_NOTE, METHODS, Cards, ComponentCard, massive_note, set_name, shown
 from ..explain import SearchResult
 from ..templates import Template
 from .render import esc
@@ -29,6 +29,7 @@ CSS = """
 .fnc-label code { font-size: .85em; background: #eef2ff; padding: 0 .25em; border-radius: 3px; }
 .fnc summary { cursor: pointer; color: #64748b; font-size: .8rem; margin: .2rem 0; }
 .fnc-facts, .fnc-note { color: #64748b; font-size: .8rem; }
+.fnc-massive { color: #b45309; }
 .fnc-layers { display: flex; align-items: flex-end; gap: 1px; height: 28px; margin-top: .3rem; }
 .fnc-layers div { flex: 1; background: #6366f1; min-height: 1px; border-radius: 1px 1px 0 0; }
 .fnc-ctx { font-family: ui-monospace, monospace; font-size: .8rem; padding: .2rem .35rem; border-radius: 6px;
@@ -153,6 +154,8 @@ def card_html(template: Template, cards: Cards, component: int, experiment=None,
             f'<span class="fnc-label">{label_html(card.label)}</span></h4>'
             f'<div class="fnc-facts">{row["channels"]:,} neurons ({100 * row["share"]:.2f} %) in {row["layers"]} '
             f"layers{stable}</div>{_layer_bars(template, component)}"
+            + (f'<div class="fnc-note fnc-massive">{esc(massive_note(row["massive"]))}</div>'
+               if row.get("massive") else "")
             + (f'<div class="fnc-note">{esc(note)}</div>' if note else "")
             + f"<h5>Strongest contexts</h5>{_contexts(card, 'top')}{negative}"
             f"<h5>Where it is most active (mean signal per prompt set)</h5>{_sets(cards, card)}"

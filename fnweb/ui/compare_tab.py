@@ -1,5 +1,7 @@
-"""The Compare tab: baseline, lesion, preserve and random-control generations side by side.
+"""The Compare tab: baseline, each intervention (lesion, preserve, mean, scale by α) and random-control generations.
 
+The columns follow the intervention table; α (the scale column's factor), the
+intervention the random column applies and how its neurons are drawn are form fields too.
 The handler reads the form's record (``plan_from_form`` owns the field names) into a
 ``ComparePlan``, runs ``fnweb.compare.compare_stream`` through the app's job runner
 (``fnweb.ui.runner``: the status line beside Generate says whether it waits or how many
@@ -21,7 +23,11 @@ import gradio as gr
 
 from ..archs import layout_of
 from ..cards import component_labels
-from ..compare import COLUMNS, GenerationSettings, compare_stream, model_column_stream
+from ..compare import (
+    COLUMNS, CONTROL_OF, DEFAULT_ALPHA, DEFAULT_COLUMNS, GenerationSettings, compare_stream, model_column_stream,
+)
+from ..controls import CONTROLS, DEFAULT_CONTROL, controls_help
+from ..interventions import ALPHA_RANGE, INTERVENTIONS, interventions_help
 from ..checks import whole_numbers
 from ..errors import FnwebError
 from ..finetune import load_run
@@ -56,7 +62,10 @@ def build_compare_tab(ctx) -> Tab:
         with gr.Column(scale=2, min_width=280):
             components = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True, label="Components",
                                      info="From the selected template; 0 is the strongest", elem_id="fn-components")
-            columns = gr.CheckboxGroup(list(COLUMNS), value=list(COLUMNS), label="Columns")
+            columns = gr.CheckboxGroup(list(COLUMNS), value=list(DEFAULT_COLUMNS), label="Columns",
+                                       info=interventions_help())
+            alpha = gr.Slider(*ALPHA_RANGE, value=DEFAULT_ALPHA, step=0.05, label="α (scale column)",
+                              info="0 zeroes the neurons, 1 leaves them, above 1 amplifies", elem_id="fn-alpha")
             run = gr.Dropdown([], value=None, label="Fine-tuned run (extra column)", allow_custom_value=True,
                               info="One of your runs (Fine-tune tab), with its mask", elem_id="fn-compare-run")
             scope = scope_dropdown("fn-compare-scope")
@@ -71,6 +80,11 @@ def build_compare_tab(ctx) -> Tab:
             temperature = gr.Number(0.8, label="Temperature (sampled, 0.05-5)", step=0.05)
             seed = gr.Number(0, label="Seed (re-applied for every column)", precision=0)
             draws = gr.Number(3, label="Random control draws (1-20)", precision=0)
+        with gr.Row():
+            control_of = gr.Dropdown(list(INTERVENTIONS), value=CONTROL_OF, label="Random column applies",
+                                     elem_id="fn-control-of")
+            control = gr.Radio(list(CONTROLS), value=DEFAULT_CONTROL, label="Random neurons matched on",
+                               info=controls_help(), elem_id="fn-control")
     output = gr.HTML(render.columns_html(None), elem_id="fn-compare-output")
     metrics = gr.Dataframe(render.metrics_frame(None), label="Metrics (teacher-forced on the baseline's text)",
                            interactive=False, elem_id="fn-metrics", wrap=True)
@@ -78,8 +92,9 @@ def build_compare_tab(ctx) -> Tab:
         gr.Markdown(render.metrics_legend(), elem_classes="fn-note")
     form = Form(template=ctx.template, prompt=prompt, components=components, columns=columns,
                 max_new_tokens=max_new_tokens, decoding=decoding, temperature=temperature, seed=seed, draws=draws,
-                run=run, preserve_scope=scope)
+                run=run, preserve_scope=scope, alpha=alpha, control_of=control_of, control=control)
     tab = Tab(form, "status", generate=generate, stop=stop, status=status, output=output, metrics=metrics)
+
     results = tab.outputs("output", "metrics", "status")
     on(generate.click, compare, [ctx.session, form], results, api_name="compare", **ctx.model_work)
     on(prompt.submit, compare, [ctx.session, form], results, api_visibility="private", **ctx.model_work)
@@ -129,6 +144,8 @@ def settings_from_form(form: dict) -> GenerationSettings:
         temperature=real(form["temperature"], "Temperature"), seed=whole(form["seed"], "Seed"),
         random_draws=whole(form["draws"], "Random control draws"),
         preserve_scope=form.get("preserve_scope") or DEFAULT_PRESERVE_SCOPE,
+        alpha=real(form.get("alpha", DEFAULT_ALPHA), "α"), control_of=form.get("control_of") or CONTROL_OF,
+        control=form.get("control") or DEFAULT_CONTROL,
     )
     settings.validate()
     return settings

@@ -23,7 +23,7 @@ from ..cards import component_labels
 from ..errors import FnwebError
 from ..experiment_plots import lesion_figure, preservation_figure
 from ..experiment_results import ExperimentResult
-from ..experiments import STOPPED, ExperimentConfig, experiment_stream
+from ..experiments import MAX_DRAWS, STOPPED, ExperimentConfig, experiment_stream
 from ..masks import DEFAULT_PRESERVE_SCOPE
 from ..models import ModelRequest, load_model
 from ..prompts import PromptSource, builtin_sets
@@ -56,7 +56,7 @@ def build_experiments_tab(ctx) -> Tab:
         with gr.Column(scale=2, min_width=280):
             with gr.Row():
                 samples = gr.Number(12, label="Prompts per set (0 = all)", precision=0, elem_id="fn-exp-samples")
-                draws = gr.Number(5, label="Random draws (1-50)", precision=0, elem_id="fn-exp-draws")
+                draws = gr.Number(5, label=f"Random draws (1-{MAX_DRAWS})", precision=0, elem_id="fn-exp-draws")
             with gr.Row():
                 seed = gr.Number(0, label="Seed", precision=0, elem_id="fn-exp-seed")
                 max_tokens = gr.Number(128, label="Max tokens per prompt", precision=0, elem_id="fn-exp-tokens")

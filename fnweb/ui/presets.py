@@ -82,17 +82,22 @@ class Preset:
 
 PRESETS = [
     Preset("Silence it with 2 % of its neurons",
-           "Lesion one network (component 7): the model says nothing. As many random neurons: it still "
-           "answers.", "What is the capital of Japan?", (7,), claim=Claim("lesion", LARGER)),
+           "Lesion one network (component 7) on one prompt: here the model says nothing, while as many random "
+           "neurons leave it answering. One prompt is not a test: the Experiments tab measures a component over "
+           "held-out prompts against many random draws.", "What is the capital of Japan?", (7,),
+           claim=Claim("lesion", LARGER)),
     Preset("Lose the thread in French",
-           "Lesion the two late-layer networks (8 and 9): the answer drifts into broken French; random neurons "
-           "leave it on track.", "What is the capital of France?", (8, 9), claim=Claim("lesion", LARGER)),
+           "Lesion the two late-layer networks (8 and 9) on one prompt: here the answer drifts into broken "
+           "French; random neurons leave it on track. A single generation, not evidence that they matter more "
+           "than random neurons in general.", "What is the capital of France?", (8, 9),
+           claim=Claim("lesion", SAME)),  # measured: lesion KL 0.199 vs random 0.208 ± 0.142
     Preset("Strongest five vs random",
            "Lesion the five strongest networks (10 % of neurons) against as many random neurons: "
            "a fair control, where random damage is also large.", "Write a haiku about the sea.", (0, 1, 2, 3, 4),
            claim=Claim("lesion", SAME)),  # "a fair control, where random damage is also large"
     Preset("Keep only one network",
-           "Preserve one network and zero the other 98 % of neurons: the model babbles one word.",
+           "Preserve one network and zero the other 98 % of neurons: the model babbles one word. On this model "
+           "no small set of networks keeps it near its baseline (see the preservation curve).",
            "Tell me a short story about a dragon.", (7,), ("baseline", "preserve")),
 ]
 

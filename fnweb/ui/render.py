@@ -126,6 +126,8 @@ def coverage_frame(template: Template) -> pd.DataFrame:
     if rows and all("stability" in r for r in rows):
         # Matched |correlation| and mask IoU over ICA re-runs on resampled tokens (1: found every time).
         frame["stability"] = [f"{r['stability']:.2f} / {r['mask_stability']:.2f}" for r in rows]
+    if any(r.get("massive") for r in rows):  # channels orders above their layer's scale (fnweb.channel_stats)
+        frame["massive"] = [", ".join(f"L{layer}#{ch}" for layer, ch in r.get("massive", [])) for r in rows]
     return frame
 
 
