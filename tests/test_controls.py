@@ -182,11 +182,15 @@ def test_compare_columns_follow_the_table_and_take_alpha_and_the_control(tiny_lm
     rows = plan_rows(built, [0], ["baseline", *INTERVENTIONS, "random"], settings)
     by_column = {r.column: r.spec for r in rows}
     assert by_column["scale"].alpha == 0.5 and by_column["mean"].alpha is None
-    randoms = [r.spec for r in rows if r.column == "random"]
+    # every intervention shown gets its own random control, drawn by the chosen control, with the same factor
+    randoms = [r.spec for r in rows if r.column == "random-scale"]
     assert [(s.mode, s.alpha, s.control) for s in randoms] == [("scale", 0.5, "magnitude")] * 2
+    assert {r.spec.mode for r in rows if r.column == "random"} == {"lesion"}
+    alone = plan_rows(built, [0], ["baseline", "random"], settings)  # no intervention shown: control_of's
+    assert [(r.column, r.spec.mode) for r in alone[1:]] == [("random-scale", "scale")] * 2
     done = compare(tiny_lm, "Name a colour.", built, [0], ["baseline", "mean", "scale", "random"],
                    GenerationSettings(max_new_tokens=3, alpha=0.0, control_of="mean"))
-    assert [c.name for c in done.columns] == ["baseline", "mean", "scale", "random"]
+    assert [c.name for c in done.columns] == ["baseline", "mean", "scale", "random-mean", "random-scale"]
     assert done.columns[2].label == "scale ×0 components 0"
     older = Template(layers=built.layers, width=built.width, components=built.components, meta=built.meta)
     with pytest.raises(FnwebError, match="Mean ablation .*Rebuild the template"):
