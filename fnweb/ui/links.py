@@ -184,7 +184,7 @@ def _settings(params: Mapping[str, str], problems: list[str]) -> dict:
     elif None not in values.values():
         try:
             GenerationSettings(values["max_new_tokens"], decoding == "greedy", values["temperature"], values["seed"],
-                               values["draws"], values["preserve_scope"]).validate()
+                               values["draws"], preserve_scope=values["preserve_scope"]).validate()
         except FnwebError as exc:
             problems.append("its " + str(exc).rstrip(".")[0].lower() + str(exc).rstrip(".")[1:])
     return values
