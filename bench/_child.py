@@ -37,8 +37,9 @@ def status_mb(field: str) -> float:
 
 def main() -> None:
     method, data_path, k, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    from fnweb.decompose import decompose
     from reference import reference_decompose
+
+    from fnweb.decompose import decompose
 
     before = status_mb("VmRSS")
     data = np.load(data_path)

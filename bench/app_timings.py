@@ -36,9 +36,8 @@ def number(page, selector: str, value) -> None:
 
 
 def main() -> dict:
-    from playwright.sync_api import sync_playwright
-
     import torch
+    from playwright.sync_api import sync_playwright
 
     result = {"cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
     with running_app() as url, sync_playwright() as p:

@@ -35,10 +35,10 @@ from fnweb.archs import layout_of  # noqa: E402
 from fnweb.build import BuildConfig, build_template  # noqa: E402
 from fnweb.finetune import TrainConfig, finetune  # noqa: E402
 from fnweb.finetune.data import collate, load_training_data, micro_batches  # noqa: E402
+from fnweb.finetune.distributed import Distributed  # noqa: E402
 from fnweb.finetune.lora import attach_lora, trainable_copy, trainable_parameters  # noqa: E402
 from fnweb.finetune.network import MaskPlan, plan_for  # noqa: E402
 from fnweb.finetune.train import _step, causal_lm_loss  # noqa: E402
-from fnweb.finetune.distributed import Distributed  # noqa: E402
 from fnweb.masks import MaskSpec  # noqa: E402
 from fnweb.models import load_model  # noqa: E402
 from fnweb.prompts import PromptSource  # noqa: E402

@@ -32,7 +32,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
+import scale_out  # noqa: E402
 import torch  # noqa: E402
+from reference import reference_capture, reference_masks  # noqa: E402
 
 from fnweb.archs import DEFAULT_SITE, SITES, layout_of, unwrap  # noqa: E402
 from fnweb.build import BuildConfig, build_template  # noqa: E402
@@ -40,8 +42,6 @@ from fnweb.capture import _batches, _pad, capture  # noqa: E402
 from fnweb.masks import MaskSpec, masked  # noqa: E402
 from fnweb.models import load_model  # noqa: E402
 from fnweb.prompts import PromptSource, builtin_sets, encode_pairs, sample_pairs  # noqa: E402
-from reference import reference_capture, reference_masks  # noqa: E402
-import scale_out  # noqa: E402
 
 SETS = ["factual", "arithmetic", "code", "creative", "multilingual"]
 MAX_TOKENS = 128

@@ -38,11 +38,17 @@ import torch
 
 from .archs import DEFAULT_SITE, layout_of
 from .checks import check_seed
-from .errors import FnwebError
 from .controls import CONTROLS, DEFAULT_CONTROL, check_choice, draw_seed
+from .errors import FnwebError
 from .interventions import DEFAULT_INTERVENTION, INTERVENTIONS, check_alpha
 from .masks import (
-    DEFAULT_PRESERVE_SCOPE, MaskSpec, apply_masks, check_preserve_scope, layer_masks, masked_share, stacked_masks,
+    DEFAULT_PRESERVE_SCOPE,
+    MaskSpec,
+    apply_masks,
+    check_preserve_scope,
+    layer_masks,
+    masked_share,
+    stacked_masks,
 )
 from .metrics import TOKEN_METRICS, Stat, next_token_stats, stat_of
 from .models import LoadedModel

@@ -24,14 +24,20 @@ import torch
 from .activity import WINDOW, orient, set_means, token_origins, top_contexts
 from .archs import layout_of, output_head
 from .capture import row_starts
-from .cards import (PROMPT_CHARS, Cards, ComponentCard, make_label, token_pieces, token_text,
-                    tokenizer_mismatch)
+from .cards import PROMPT_CHARS, Cards, ComponentCard, make_label, token_pieces, token_text, tokenizer_mismatch
 from .direct_effect import logit_change, top_effects, written_direction
 from .errors import FnwebError
 from .progress import Progress, ProgressFn, StopFlag, no_progress
 from .prompts import BUILTIN_PREFIX, PromptSource, encode_pairs, sample_pairs
-from .readout import (capture_columns, estimate_readout, fit_readout, flat_columns, map_reads,
-                      mask_channels, read_signals)
+from .readout import (
+    capture_columns,
+    estimate_readout,
+    fit_readout,
+    flat_columns,
+    map_reads,
+    mask_channels,
+    read_signals,
+)
 from .templates import Template
 
 DEFAULT_TOP = 20

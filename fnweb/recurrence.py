@@ -32,7 +32,6 @@ from . import __version__
 from .archs import layout_of
 from .capture import capture
 from .decompose import decompose
-from .thresholds import DEFAULT_RULE, resolved_value, threshold, threshold_rule
 from .errors import FnwebError, Stopped
 from .experiments import template_prompts
 from .masks import random_control
@@ -40,6 +39,7 @@ from .models import LoadedModel
 from .progress import Progress, ProgressFn, StopFlag, no_progress
 from .prompts import PromptSource, encode_pair, load_pairs
 from .templates import Template
+from .thresholds import DEFAULT_RULE, resolved_value, threshold, threshold_rule
 
 DEFAULT_IOU = 0.2  # the paper's bar: a template recurs in a sample when IoU > 0.2
 MAX_K = 64

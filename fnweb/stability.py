@@ -26,9 +26,9 @@ from typing import Optional
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .decompose import Decomposition, orient_maps, fit_ica
-from .thresholds import DEFAULT_RULE, resolved_value, threshold_rule
+from .decompose import Decomposition, fit_ica, orient_maps
 from .progress import Progress, ProgressFn, StopFlag, no_progress
+from .thresholds import DEFAULT_RULE, resolved_value, threshold_rule
 
 DEFAULT_RUNS = 5
 STABLE = 0.9  # matched |correlation| from which a component counts as stable

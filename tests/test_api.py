@@ -12,8 +12,8 @@ import ast
 import asyncio
 
 import pytest
-
 from live_app import EMBEDDED, expect_error
+
 from fnweb.ui.api import mcp_available
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-
 from live_app import EMBEDDED, expect_error, figure, load, picked
 
 pytestmark = pytest.mark.slow

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-
 import tiny
 from bad_cases import BASE, CASES, COMMANDS, DEFAULTS, FORMS, MESSAGE_SLOT, OK, Case
+
 from fnweb.cli.buildtemplates import main as buildtemplates
 from fnweb.cli.experiment import main as fnexperiment
 from fnweb.cli.explain import main as explain

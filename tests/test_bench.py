@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import planted
 
 from fnweb.capture import Activations
-from tiny import planted
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
 

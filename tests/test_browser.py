@@ -8,9 +8,8 @@ Chromium is missing.
 from __future__ import annotations
 
 import pytest
-from shots import set_number, shot
-
 from live_app import running_app
+from shots import set_number, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
+import tiny
 import torch
 
-import tiny
 from fnweb.archs import ARCHITECTURES, layout_of
 from fnweb.build import BuildConfig, build_template
 from fnweb.cli.buildtemplates import main as buildtemplates

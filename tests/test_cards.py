@@ -16,10 +16,9 @@ import sys
 
 import numpy as np
 import pytest
+import tiny
 import torch
 
-import tiny
-from fnweb.metrics import Stat
 from fnweb.activity import orient, top_contexts
 from fnweb.archs import layout_of, output_head
 from fnweb.build import BuildConfig, build_template
@@ -30,6 +29,7 @@ from fnweb.errors import FnwebError
 from fnweb.experiment_results import ExperimentResult, LesionRow
 from fnweb.explain import cards_for, search_text
 from fnweb.hubcard import template_card
+from fnweb.metrics import Stat
 from fnweb.models import LoadedModel, ModelRequest
 from fnweb.prompts import PromptSource
 from fnweb.templates import Template

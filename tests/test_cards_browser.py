@@ -11,12 +11,12 @@ tests/shots.py). Skips, saying why, where Playwright or Chromium is missing.
 from __future__ import annotations
 
 import pytest
+from live_app import running_app
+from shots import shot
 
 from fnweb.build import BuildConfig, build_template
 from fnweb.cards import stored_cards
 from fnweb.prompts import PromptSource
-from live_app import running_app
-from shots import shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SETS = [PromptSource("builtin:factual"), PromptSource("builtin:code"), PromptSource("builtin:multilingual")]

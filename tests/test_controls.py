@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 import pytest
+import tiny
 import torch
 
-import tiny
 from fnweb.archs import layout_of
 from fnweb.capture import capture
 from fnweb.channel_stats import ChannelStats

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from tiny import planted
 
 from fnweb.decompose import decompose, threshold
 from fnweb.errors import FnwebError
-from tiny import planted
 
 
 def matched_abs_correlation(found: np.ndarray, truth: np.ndarray) -> float:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from shots import shot
-
 from live_app import running_app
+from shots import shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SCREEN = {"width": 1280, "height": 800}

@@ -15,9 +15,8 @@ import time
 
 import numpy as np
 import pytest
-from shots import set_number, shot
-
 from live_app import running_app
+from shots import set_number, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

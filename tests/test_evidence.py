@@ -14,6 +14,7 @@ import io
 
 import numpy as np
 import pytest
+from test_experiments import LAYERS, PLANTED, make_config, make_template
 
 from fnweb.channel_stats import ChannelStats
 from fnweb.errors import FnwebError
@@ -22,7 +23,6 @@ from fnweb.experiment_results import ExperimentResult
 from fnweb.experiment_tables import lesion_table
 from fnweb.experiments import run_experiment
 from fnweb.experiments.config import MAX_DOSES
-from test_experiments import LAYERS, PLANTED, make_config, make_template
 
 MASSIVE_CHANNEL = PLANTED[0]
 

@@ -15,16 +15,22 @@ import json
 from pathlib import Path
 
 import pytest
+import tiny
 import torch
 import torch.nn.functional as F
 
-import tiny
 from fnweb.errors import FnwebError
 from fnweb.experiment_plots import lesion_figure, preservation_figure, write_figures
 from fnweb.experiment_results import CURVE_METRICS, LESION_METRICS, ExperimentResult, beats_random
 from fnweb.experiment_tables import curve_table, lesion_table, table_text
 from fnweb.experiments import (
-    STOPPED, ExperimentConfig, draw_seed, experiment_stream, heldout_pairs, run_experiment, template_prompts,
+    STOPPED,
+    ExperimentConfig,
+    draw_seed,
+    experiment_stream,
+    heldout_pairs,
+    run_experiment,
+    template_prompts,
 )
 from fnweb.masks import MaskSpec, masked
 from fnweb.metrics import METRICS

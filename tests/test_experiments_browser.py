@@ -10,11 +10,11 @@ is missing.
 from __future__ import annotations
 
 import pytest
+from live_app import running_app
+from shots import set_number, shot
 
 from fnweb.build import BuildConfig, build_template
 from fnweb.prompts import PromptSource
-from live_app import running_app
-from shots import set_number, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

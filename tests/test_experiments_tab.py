@@ -14,11 +14,11 @@ import time
 
 import numpy as np
 import pytest
+from live_app import EMBEDDED, expect_error, figure, load, picked
 
 from fnweb.experiment_results import ExperimentResult
 from fnweb.experiments import MAX_DRAWS
 from fnweb.templates import Template, TemplateMeta
-from live_app import EMBEDDED, expect_error, figure, load, picked
 
 pytestmark = pytest.mark.slow
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from ftkit import save_planted, small_config, step_losses
 
 from fnweb.archs import layout_of
 from fnweb.errors import FnwebError, Stopped
@@ -12,7 +13,6 @@ from fnweb.finetune.pipeline import execute
 from fnweb.finetune.train import causal_lm_loss
 from fnweb.masks import apply_masks
 from fnweb.progress import StopFlag
-from ftkit import save_planted, small_config, step_losses
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run faster on one thread
 

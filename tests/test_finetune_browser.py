@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from shots import screenshot_dir, set_number
-
 from live_app import running_app
+from shots import screenshot_dir, set_number
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

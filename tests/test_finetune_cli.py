@@ -5,15 +5,14 @@ import subprocess
 import sys
 
 import pytest
-import torch
-
 import tiny
+import torch
+from ftkit import args_for, small_config
 
 from fnweb.cli.fnsft import config_from_args, main, parser
 from fnweb.errors import FnwebError
 from fnweb.finetune import finetune, load_run
 from fnweb.finetune.lora import check_quantization
-from ftkit import args_for, small_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run faster on one thread
 

@@ -4,15 +4,15 @@ import json
 import sys
 
 import pytest
-import torch
-
 import tiny
+import torch
+from ftkit import save_planted, small_config
+
 from fnweb.errors import FnwebError
 from fnweb.finetune import TrainConfig, finetune, prepare
 from fnweb.finetune.data import IGNORE, collate, encode_example, split_pairs
 from fnweb.prompts import Pair
 from fnweb.templates import Template, TemplateMeta
-from ftkit import save_planted, small_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run faster on one thread
 

@@ -4,14 +4,14 @@ import json
 import shutil
 
 import pytest
-import torch
-
 import tiny
+import torch
+from ftkit import planted_template, small_config
+
 from fnweb.errors import FnwebError
 from fnweb.finetune import finetune, load_run
 from fnweb.finetune.merge import merged_run, save_merged
 from fnweb.models import LoadedModel, ModelRequest
-from ftkit import planted_template, small_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run faster on one thread
 

@@ -4,11 +4,11 @@ import json
 import time
 
 import pytest
+from ftkit import save_planted, small_config
 
 from fnweb.errors import FnwebError
 from fnweb.finetune import RunManager, list_runs, read_events
 from fnweb.finetune.runs import RunWriter, read_state
-from ftkit import save_planted, small_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run faster on one thread
 

@@ -19,11 +19,11 @@ import time
 import numpy as np
 import pytest
 import torch
+from live_app import expect_error, load, new_client, running_app
 
 from fnweb.compare import GenerationSettings, compare, model_column_stream
 from fnweb.masks import MaskSpec, masked
 from fnweb.templates import Template
-from live_app import expect_error, load, new_client, running_app
 
 ON_THE_FLY = "(computed from the training data)"
 FORM = dict(source="built-in", builtin="arithmetic", file=None, hub="", template=ON_THE_FLY, components="0",
@@ -255,9 +255,8 @@ def test_stop_and_save_and_stop_before_the_first_step(url, finished):
 
 @pytest.mark.slow
 def test_bad_input_is_said_in_the_page(url, finished, tmp_path, tiny_model_dir, monkeypatch):
-    from gradio_client import handle_file
-
     from ftkit import planted_template
+    from gradio_client import handle_file
 
     client = new_client(url)
     expect_error("No model loaded", start, client)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from hubstub import Account, HubStub
 
 from fnweb import hub as fnhub
@@ -176,10 +175,9 @@ def test_pushing_again_to_an_fnweb_template_repo_updates_it(hub, built):
 # ---- runs ----
 
 def test_pushed_run_arrives_byte_exact_and_loads_with_its_mask(hub, run_dir, tmp_path):
+    import tiny
     from huggingface_hub import ModelCard
     from peft import PeftModel
-
-    import tiny
 
     before = _snapshot(run_dir)
     url = fnhub.push_run(run_dir, "alice/tiny-run")
@@ -217,10 +215,10 @@ def test_pushed_run_arrives_byte_exact_and_loads_with_its_mask(hub, run_dir, tmp
 
 def test_a_run_made_by_fnweb_finetune_round_trips_and_reloads_with_its_mask(hub, tiny_lm, tmp_path):
     """The fine-tuning engine's own run folder: pushed, downloaded, and re-loaded by load_run."""
+    from ftkit import save_planted, small_config
     from huggingface_hub import ModelCard
 
     from fnweb.finetune import finetune, load_run
-    from ftkit import save_planted, small_config
 
     planted = save_planted(tiny_lm.model, tmp_path)
     result = finetune(small_config(tmp_path / "ft", mask_mode="lesion", template_path=planted, component_ids=[2],
@@ -249,12 +247,12 @@ def test_a_run_made_by_fnweb_finetune_round_trips_and_reloads_with_its_mask(hub,
 
 def test_a_run_pushed_with_its_merged_model_loads_with_plain_transformers(hub, tiny_model_dir, tmp_path):
     """merged/ holds the adapter folded in with the mask baked in: the run's masked outputs, no fnweb."""
+    from ftkit import save_planted, small_config
     from huggingface_hub import ModelCard, snapshot_download
     from transformers import AutoModelForCausalLM
 
     from fnweb.finetune import finetune, load_run
     from fnweb.models import ModelRequest, load_model
-    from ftkit import save_planted, small_config
 
     lm = load_model(ModelRequest(str(tiny_model_dir)))
     planted = save_planted(lm.model, tmp_path)
@@ -549,8 +547,9 @@ def test_buildtemplates_keeps_the_template_when_the_push_fails(hub, tiny_model_d
 # ---- the fnsft CLI ----
 
 def test_fnsft_pushes_the_run_it_saved(hub, tiny_model_dir, tmp_path, capsys):
-    from fnweb.cli.fnsft import main as fnsft
     from ftkit import args_for
+
+    from fnweb.cli.fnsft import main as fnsft
 
     out = tmp_path / "run"
     code = fnsft(args_for(tiny_model_dir, out, "--push_to_hub", "--hub_repo_id", "cli-run", "--hub_private"))
@@ -563,8 +562,9 @@ def test_fnsft_pushes_the_run_it_saved(hub, tiny_model_dir, tmp_path, capsys):
 
 
 def test_fnsft_pushes_a_merged_model_when_asked(hub, tiny_model_dir, tmp_path, capsys):
-    from fnweb.cli.fnsft import main as fnsft
     from ftkit import args_for
+
+    from fnweb.cli.fnsft import main as fnsft
 
     out = tmp_path / "run"
     code = fnsft(args_for(tiny_model_dir, out, "--push_to_hub", "--hub_repo_id", "cli-merged", "--push_merged"))
@@ -573,8 +573,9 @@ def test_fnsft_pushes_a_merged_model_when_asked(hub, tiny_model_dir, tmp_path, c
 
 
 def test_fnsft_checks_the_push_before_training(hub, tiny_model_dir, tmp_path, capsys):
-    from fnweb.cli.fnsft import main as fnsft
     from ftkit import args_for
+
+    from fnweb.cli.fnsft import main as fnsft
 
     out = tmp_path / "run"
     assert fnsft(args_for(tiny_model_dir, out, "--push_to_hub")) == 2

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+import tiny
 import torch
 
-import tiny
 from fnweb.errors import FnwebError
 from fnweb.finetune.config import TrainConfig
 from fnweb.models import ModelRequest, available_devices, check_device, load_fresh

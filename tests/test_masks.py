@@ -4,14 +4,20 @@ import re
 
 import numpy as np
 import pytest
+import tiny
 import torch
 
-import tiny
 from fnweb.archs import layout_of
 from fnweb.capture import capture
 from fnweb.errors import FnwebError
 from fnweb.masks import (
-    MaskSpec, apply_masks, chosen_neurons, component_ids_from_text, layer_masks, layers_from_text, masked,
+    MaskSpec,
+    apply_masks,
+    chosen_neurons,
+    component_ids_from_text,
+    layer_masks,
+    layers_from_text,
+    masked,
     random_control,
 )
 from fnweb.templates import Template

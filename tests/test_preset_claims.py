@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from fnweb.build import build_template
-from fnweb.compare import RANDOM_OF, CONTROL_COLUMN, GenerationSettings, compare
+from fnweb.compare import CONTROL_COLUMN, RANDOM_OF, GenerationSettings, compare
 from fnweb.templates import Template
 from fnweb.ui import presets
 from fnweb.ui.templates_tab import config_from_form, config_key

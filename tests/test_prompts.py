@@ -3,12 +3,20 @@
 import json
 
 import pytest
-
 import tiny
+
 from fnweb.errors import FnwebError
 from fnweb.prompts import (
-    FIELD_LAYOUTS, Pair, PromptSource, builtin_sets, detect_layout, encode_pair, encode_prompt_and_response,
-    load_pairs, rows_to_pairs, sample_pairs,
+    FIELD_LAYOUTS,
+    Pair,
+    PromptSource,
+    builtin_sets,
+    detect_layout,
+    encode_pair,
+    encode_prompt_and_response,
+    load_pairs,
+    rows_to_pairs,
+    sample_pairs,
 )
 
 ROWS = [{"instruction": "Name a colour.", "input": "", "output": "Blue."},

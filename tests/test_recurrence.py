@@ -20,7 +20,13 @@ from fnweb.errors import FnwebError
 from fnweb.progress import StopFlag
 from fnweb.prompts import PromptSource
 from fnweb.recurrence import (
-    RecurrenceConfig, best_matches, iou_matrix, random_twins, recurrence_stream, run_recurrence, sample_masks,
+    RecurrenceConfig,
+    best_matches,
+    iou_matrix,
+    random_twins,
+    recurrence_stream,
+    run_recurrence,
+    sample_masks,
     template_masks,
 )
 from fnweb.templates import Template

@@ -9,9 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-import torch
-
 import tiny
+import torch
 
 from fnweb.build import BuildConfig, _gathered_order, build_template
 from fnweb.capture import capture, input_device

@@ -14,10 +14,8 @@ import time
 import numpy as np
 import psutil
 import pytest
-import torch
-
 import tiny
-
+import torch
 from test_scale import LAUNCH, launched, small_config
 
 from fnweb.build import build_template

@@ -176,9 +176,8 @@ def test_no_model_loads_with_the_owners_token_or_from_a_server_path(url, hub, ti
 
 
 def test_oversized_uploads_and_claims_are_refused_before_any_work(url, tmp_path):
-    from gradio_client import handle_file
-
     import httpx
+    from gradio_client import handle_file
 
     anonymous = client(url)
     huge = tmp_path / "huge.json"

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shots import screenshot_dir
-
 from hubstub import Account, HubStub
 from live_app import running_app
+from shots import screenshot_dir
 
 from fnweb.hubcard import HEATMAP_FILENAME, coverage_png
 from fnweb.models import EMBEDDED_ID
@@ -236,9 +235,10 @@ def test_push_a_run_then_load_it_and_push_the_loaded_copy(client, hub, run_dir):
 
 
 def test_push_a_run_with_its_merged_model(client, hub, tiny_model_dir, tmp_path):
+    from ftkit import save_planted, small_config
+
     from fnweb.finetune import finetune
     from fnweb.models import ModelRequest, load_model
-    from ftkit import save_planted, small_config
 
     lm = load_model(ModelRequest(str(tiny_model_dir)))
     planted = save_planted(lm.model, tmp_path)

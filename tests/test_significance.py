@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_experiments import LAYERS, make_config, make_template
 
 from fnweb.errors import FnwebError
 from fnweb.experiment_plots import lesion_figure
@@ -19,9 +20,14 @@ from fnweb.experiments.plan import prepare
 from fnweb.masks import random_control
 from fnweb.progress import no_progress
 from fnweb.significance import (
-    bootstrap_interval, draws_needed, fisher, holm, permutation_p, resample_weights, smallest_p,
+    bootstrap_interval,
+    draws_needed,
+    fisher,
+    holm,
+    permutation_p,
+    resample_weights,
+    smallest_p,
 )
-from test_experiments import LAYERS, make_config, make_template
 
 
 def test_permutation_p_counts_draws_at_least_as_bad():

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from tiny import planted
 
 from fnweb.decompose import decompose, fit_ica, orient_maps
 from fnweb.errors import Stopped
 from fnweb.progress import StopFlag
 from fnweb.stability import _resampled_pca, component_stability
-from tiny import planted
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import copy
 
 import numpy as np
 import pytest
+import tiny
 import torch
 
-import tiny
 from fnweb.archs import SITES, Site, hook_site, layout_of
 from fnweb.build import BuildConfig
 from fnweb.capture import capture
@@ -228,7 +228,7 @@ def test_every_per_token_metric_is_measured_and_the_unchanged_model_scores_its_f
 
 
 def test_compare_shows_every_per_token_metric(tiny_lm):
-    from fnweb.compare import compare, GenerationSettings
+    from fnweb.compare import GenerationSettings, compare
     from fnweb.ui import render
 
     template = template_for(layout_of(tiny_lm.model), "neurons")

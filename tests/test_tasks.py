@@ -21,8 +21,19 @@ from fnweb.errors import FnwebError, Stopped
 from fnweb.progress import StopFlag
 from fnweb.prompts import BUILTIN_DIR, PromptSource, builtin_sets, load_pairs
 from fnweb.tasks import (
-    SENTIMENT_LABELS, TASKS, CandidateScore, TaskData, TaskItem, accuracy, encode_units, evaluate, get_task,
-    load_items, measure, score_logits, task_data,
+    SENTIMENT_LABELS,
+    TASKS,
+    CandidateScore,
+    TaskData,
+    TaskItem,
+    accuracy,
+    encode_units,
+    evaluate,
+    get_task,
+    load_items,
+    measure,
+    score_logits,
+    task_data,
 )
 
 

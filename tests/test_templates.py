@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 import pytest
-
 import tiny
+
 from fnweb.archs import layout_of
 from fnweb.errors import FnwebError
 from fnweb.masks import MaskSpec, masked

@@ -25,17 +25,23 @@ from ..errors import Stopped
 from ..experiment_plots import write_figures, write_html
 from ..experiment_tables import table_text
 from ..experiments import (
-    DEFAULT_DRAWS, IN_PROGRESS, MAX_DRAWS, STOPPED, ExperimentConfig, check_readable, experiment_stream,
+    DEFAULT_DRAWS,
+    IN_PROGRESS,
+    MAX_DRAWS,
+    STOPPED,
+    ExperimentConfig,
+    check_readable,
+    experiment_stream,
 )
+from ..ids import model_alias
 from ..io import check_writable_folder
 from ..masks import DEFAULT_PRESERVE_SCOPE, PRESERVE_SCOPES, component_ids_from_text, preserve_scopes_help
-from ..ids import model_alias
 from ..models import DTYPES, ModelRequest, load_model
 from ..prompts import FORMATS, PromptSource, builtin_sets
 from ..recurrence import recurrence_stream
 from ..recurrence_results import recurrence_figure, recurrence_reading, save_recurrence
-from ..template_seeds import check_seeds, seeds_stream
 from ..tasks import TASKS
+from ..template_seeds import check_seeds, seeds_stream
 from ..templates import Template
 from . import run_cli
 from .buildtemplates import _printer

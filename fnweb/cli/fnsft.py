@@ -15,15 +15,15 @@ from contextlib import contextmanager
 
 from ..archs import SITES, sites_help
 from ..errors import FnwebError, Stopped
+from ..finetune.card import figures_table
+from ..finetune.config import CONTROL_OF, LOSS_ON, MASK_MODE_ALIASES, MASK_MODES, SCHEDULES, TrainConfig
+from ..finetune.pipeline import execute, prepare
 from ..ids import EMBEDDED_ID, model_alias
 from ..interventions import interventions_help
 from ..masks import DEFAULT_PRESERVE_SCOPE, PRESERVE_SCOPES, component_ids_from_text, preserve_scopes_help
 from ..models import DTYPES
 from ..progress import StopFlag
 from ..prompts import FORMATS, builtin_sets
-from ..finetune.card import figures_table
-from ..finetune.config import CONTROL_OF, LOSS_ON, MASK_MODE_ALIASES, MASK_MODES, SCHEDULES, TrainConfig
-from ..finetune.pipeline import execute, prepare
 from . import run_cli
 
 

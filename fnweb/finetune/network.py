@@ -25,8 +25,8 @@ import torch
 
 from ..archs import DEFAULT_SITE, Layout
 from ..build import BuildConfig, build_template
-from ..interventions import INTERVENTIONS, LayerMask
 from ..errors import FnwebError
+from ..interventions import INTERVENTIONS, LayerMask
 from ..io import write_atomic
 from ..masks import MaskSpec, layer_masks, layers_from_text, masked_share
 from ..models import LoadedModel

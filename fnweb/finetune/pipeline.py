@@ -48,7 +48,7 @@ from .runs import (
     RunWriter,
     check_output_folder,
 )
-from .train import LossFn, LoopResult, causal_lm_loss, total_steps, train_loop
+from .train import LoopResult, LossFn, causal_lm_loss, total_steps, train_loop
 
 
 @dataclass

@@ -59,11 +59,11 @@ import gradio as gr
 
 from .. import __version__
 from ..access import forbid_implicit_token, multi_user
+from . import in_view
 from .api import add_api, mcp_available
 from .compare_tab import build_compare_tab
 from .experiments_tab import build_experiments_tab
 from .finetune_tab import build_finetune_tab
-from . import in_view
 from .forms import on
 from .jobs import model_jobs
 from .link_row import build_link_row

@@ -23,15 +23,21 @@ import gradio as gr
 
 from ..archs import layout_of
 from ..cards import component_labels
+from ..checks import whole_numbers
 from ..compare import (
-    COLUMNS, CONTROL_OF, DEFAULT_ALPHA, DEFAULT_COLUMNS, GenerationSettings, compare_stream, model_column_stream,
+    COLUMNS,
+    CONTROL_OF,
+    DEFAULT_ALPHA,
+    DEFAULT_COLUMNS,
+    GenerationSettings,
+    compare_stream,
+    model_column_stream,
 )
 from ..controls import CONTROLS, DEFAULT_CONTROL, controls_help
-from ..interventions import ALPHA_RANGE, INTERVENTIONS, interventions_help
-from ..checks import whole_numbers
 from ..errors import FnwebError
 from ..finetune import load_run
 from ..finetune.runs import read_json
+from ..interventions import ALPHA_RANGE, INTERVENTIONS, interventions_help
 from ..masks import DEFAULT_PRESERVE_SCOPE
 from ..models import ModelRequest, load_model
 from ..progress import Progress

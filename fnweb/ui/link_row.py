@@ -22,8 +22,8 @@ from ..access import check_hub_id
 from ..compare_record import markdown, to_json
 from ..errors import FnwebError
 from ..hub import load_template_from_hub
-from ..io import write_atomic
 from ..ids import EMBEDDED_ID
+from ..io import write_atomic
 from ..models import ModelRequest, load_model
 from ..templates import Template
 from . import in_view, links, render

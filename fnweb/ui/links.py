@@ -27,8 +27,8 @@ from urllib.parse import urlencode
 from ..compare import BASELINE, COLUMNS, GenerationSettings
 from ..compare_record import record, to_json
 from ..errors import FnwebError
-from ..masks import DEFAULT_PRESERVE_SCOPE
 from ..ids import EMBEDDED_ID
+from ..masks import DEFAULT_PRESERVE_SCOPE
 from ..templates import MAX_COMPONENTS
 from .visitor_store import valid_id
 

@@ -23,8 +23,8 @@ from ..templates import MAX_TEMPLATE_BYTES, Template
 from ..thresholds import DEFAULT_RULE, THRESHOLDS
 from . import render, runner
 from .feedback import action
-from .forms import Form, Tab, builtin_choices, on, parse_hub, real, upload_paths, whole
 from .fit_note import fit_note, wire_fit_note
+from .forms import Form, Tab, builtin_choices, on, parse_hub, real, upload_paths, whole
 from .jobs import Job, gpu, stream
 from .model_bar import template_choices
 from .runner import JobView
