@@ -155,7 +155,8 @@ def plan_rows(template: Optional[Template], components: Sequence[int], columns: 
         raise FnwebError(f"Choose at least one component to {' or '.join(INTERVENTIONS)}.")
     components = tuple(template.check_components(components)) if masked_columns else ()
     rows = [Row(BASELINE, None)]
-    controlled = [c for c in masked_columns if c in INTERVENTIONS] or [settings.control_of]  # random alone: its chosen one
+    # random alone: the chosen intervention's control
+    controlled = [c for c in masked_columns if c in INTERVENTIONS] or [settings.control_of]
     for column in masked_columns:
         if column == RANDOM:  # a matched control for every intervention shown, each with its own draws
             rows += [Row(CONTROL_COLUMN[name], MaskSpec(components, name, random_seed=draw_seed(settings.seed, draw),

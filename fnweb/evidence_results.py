@@ -74,9 +74,11 @@ def _against(row) -> str:
     unit = METRICS["dce"]
     words = f"{unit.format(row.network['dce'])} nats against its random twins' {unit.format(row.random['dce'].mean)}"
     if excess is not None and excess.low is not None:
-        words += f" (beyond them {unit.format(excess.mean)}, 95 % {unit.format(excess.low)} to {unit.format(excess.high)})"
+        words += (f" (beyond them {unit.format(excess.mean)}, "
+                  f"95 % {unit.format(excess.low)} to {unit.format(excess.high)})")
     if p is not None and p.mean is not None:
-        words += f", p = {p.mean:.3f}" + (f" (Holm {holm.mean:.3f})" if holm is not None and holm.mean is not None else "")
+        corrected = holm is not None and holm.mean is not None
+        words += f", p = {p.mean:.3f}" + (f" (Holm {holm.mean:.3f})" if corrected else "")
     return words
 
 

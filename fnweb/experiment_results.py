@@ -89,7 +89,8 @@ class ExperimentResult:
     partial_note: str = ""  # what a partial result covers
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    variants: list[LesionRow] = field(default_factory=list)  # rows again without massive channels, or vs another control
+    # rows again without massive channels, or against another control
+    variants: list[LesionRow] = field(default_factory=list)
     dose: Optional[DoseCurve] = None  # a component scaled by each factor α against its twins
 
     @property
@@ -315,7 +316,8 @@ def _tests_sentence(result: ExperimentResult, draws: int) -> str:
     if kept:
         named = ", ".join(f"{r.component} (p = {r.tests['p'].mean:.3f}, Holm {r.tests['p_holm'].mean:.3f})"
                           for r in kept)
-        return head + f"{len(kept)} of {m} survive{'s' if len(kept) == 1 else ''}: component{'s' if len(kept) > 1 else ''} {named}."
+        survive, plural = "survives" if len(kept) == 1 else "survive", "s" if len(kept) > 1 else ""
+        return head + f"{len(kept)} of {m} {survive}: component{plural} {named}."
     if smallest_p(draws) > level / m:
         return (head + f"no component can survive: the smallest p {draws} draws can give is {smallest_p(draws):.3f}, "
                 f"and Holm across {m} needs {level / m:.4f} or less, so at least {draws_needed(m, level)} draws.")
@@ -353,7 +355,8 @@ def reading(result: ExperimentResult) -> str:
     text = (
         f"On {result.rows[0].prompts} held-out prompts ({result.tokens:,} scored tokens; the unchanged model's "
         f"cross-entropy is {result.baseline_ce:.3f} nats per token), "
-        f"{_lesion_sentence(strongest, draws, units_of(result))}{_interval_words(strongest)}. " + _beating(result, draws)
+        f"{_lesion_sentence(strongest, draws, units_of(result))}{_interval_words(strongest)}. "
+        + _beating(result, draws)
     )
     text += _union_sentence(result) + _curve_sentence(result)
     text += variant_sentences(result.rows, result.variants) + dose_sentence(result.dose)

@@ -83,6 +83,9 @@ def recurrence_reading(result) -> str:
         text += (f" Recurring in {EVERYWHERE:.0%} or more of the samples of every set: component"
                  f"{'s' if len(everywhere) > 1 else ''} {', '.join(map(str, everywhere))}; what every text shares "
                  "(the chat template's tokens, a massive-activation channel) more than what it says.")
-    text += (f" Recurring above their random twins in some set: component{'s' if len(above) > 1 else ''} "
-             f"{', '.join(map(str, above))}." if above else " No other component recurs clearly above its random twins.")
+    if above:
+        text += (f" Recurring above their random twins in some set: component{'s' if len(above) > 1 else ''} "
+                 f"{', '.join(map(str, above))}.")
+    else:
+        text += " No other component recurs clearly above its random twins."
     return text + (f" PARTIAL RESULT: {result.partial_note}" if result.partial else "")

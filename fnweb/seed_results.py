@@ -179,7 +179,8 @@ def seeds_reading(result: SeedsResult) -> str:
     if not measured or not result.matched:
         return "No template seed was measured yet" + (f": {result.partial_note}" if result.partial_note else ".")
     level, n = result.level, len(result.matched)
-    text = (f"Across {measured} template seed{'s' if measured != 1 else ''} ({', '.join(map(str, result.seeds[:measured]))}; "
+    seeds = ", ".join(map(str, result.seeds[:measured]))
+    text = (f"Across {measured} template seed{'s' if measured != 1 else ''} ({seeds}; "
             f"components matched to the first seed's by map correlation), each component's permutation p-values "
             f"combined by Fisher's method and Holm-corrected across {n} components at {level:g}: ")
     kept = result.survivors()

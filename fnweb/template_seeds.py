@@ -147,8 +147,8 @@ def run_seeds(lm, template, config, seeds: int = DEFAULT_SEEDS, progress: Progre
               stop=None, maps: Optional[np.ndarray] = None) -> SeedsResult:
     """The final result of ``seeds_stream`` (partial if stopped)."""
     last = None
-    for last in seeds_stream(lm, template, config, seeds, progress, stop, maps):
-        pass
+    for state in seeds_stream(lm, template, config, seeds, progress, stop, maps):
+        last = state
     return last
 
 

@@ -177,7 +177,8 @@ class Template:
         for row in self.coverage():
             stable = (f"; stability {row['stability']:.2f}, mask {row['mask_stability']:.2f}"
                       if "stability" in row else "")
-            massive = f"; massive-activation channels: {self.stats.describe(row['massive'])}" if row.get("massive") else ""
+            massive = (f"; massive-activation channels: {self.stats.describe(row['massive'])}"
+                       if row.get("massive") else "")
             lines.append(
                 f"  Component {row['component']}: {row['channels']} channels across {row['layers']} layers"
                 f" ({100 * row['share']:.2f} % of {self.total_channels():,}){stable}{massive}"

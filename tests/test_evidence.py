@@ -217,7 +217,8 @@ def test_one_evidence_stream_runs_the_experiment_then_recurrence(tiny_lm, built_
     assert not last_experiment.partial and not last_recurrence.partial and len(last_recurrence.samples) == 4
     assert snapshots[0][1] is None  # the experiment first
     stop = StopFlag()
-    for state in evidence_stream(tiny_lm, template, config, 1, recurrence, stop=stop):
+    for snapshot in evidence_stream(tiny_lm, template, config, 1, recurrence, stop=stop):
+        state = snapshot
         stop.set()  # after the first prompt
     assert state.experiment.partial and state.recurrence is None and "Stopped" in state.experiment.partial_note
     with pytest.raises(FnwebError, match="Per-sample components k must lie"):

@@ -98,7 +98,9 @@ def site_evidence(lm, site: str, args, out: Path, started: float) -> dict:
         recurrence[fmt] = rec
         seconds[f"recurrence_{fmt}"] = round(time.monotonic() - clock, 1)
         _log(f"{site}: recurrence ({fmt} format)", started)
-    task = _task_and_dose(lm, template0, candidates, args, out, started, seconds, site) if "task" in args.parts else None
+    task = None
+    if "task" in args.parts:
+        task = _task_and_dose(lm, template0, candidates, args, out, started, seconds, site)
     config = ExperimentConfig(sources=_sources(HELDOUT_SETS), samples_per_dataset=args.per_set, draws=args.draws,
                               seed=args.seed, max_tokens=args.max_tokens, components=candidates, curve=False,
                               control="magnitude", also_control="layer", outlier_rows=True)
@@ -142,7 +144,9 @@ def _task_summary(task) -> dict:
 
 
 def preset_evidence(lm, args, out: Path, started: float) -> dict:
-    """The Compare tab's demo presets' components, lesioned on held-out prompts against random twins matched on layer and magnitude (and per layer).
+    """The demo presets' components, lesioned on held-out prompts against random twins.
+
+    The twins are matched on layer and magnitude (and, as a second control, per layer).
 
     The presets' template recipe (``fnweb.ui.presets``: four sets of 25, k 10) differs from
     the README's, so its own components are tested: those of the presets that claim something of one or two
@@ -179,7 +183,8 @@ def main(argv=None) -> int:
     p.add_argument("--output", default="docs/evidence")
     p.add_argument("--sites", nargs="+", default=list(SITES), choices=list(SITES))
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--draws", type=int, default=11, help="draws per control; Fisher of 3 seeds at 1/12 passes Holm of 2")
+    p.add_argument("--draws", type=int, default=11,
+                   help="draws per control; Fisher of 3 seeds at 1/12 passes Holm of 2")
     p.add_argument("--per_set", type=int, default=1, help="held-out prompts per set (6 sets)")
     p.add_argument("--max_tokens", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)

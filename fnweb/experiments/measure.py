@@ -60,7 +60,10 @@ def measure_unit(run: Run, phase: Phase, index: int, report: Progress, progress:
 
 
 def token_sums(run: Run, spec: Optional[MaskSpec], units: Sequence[int]) -> np.ndarray:
-    """Per unit of ``units``: each per-token metric's sum over its scored tokens, then the tokens (units, metrics + 1)."""
+    """Per unit of ``units``: each per-token metric's sum over its scored tokens, then the tokens.
+
+    Shape (units, metrics + 1).
+    """
     return run.tally[spec][list(units)]
 
 

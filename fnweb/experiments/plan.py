@@ -141,7 +141,7 @@ class Run:
         return list(range(self.n_text, len(self.units)))
 
     def phase_units(self, name: str) -> list[int]:
-        """The units a phase measures: every one for the lesions; the curve's scoring half and the task for the curve."""
+        """The units a phase measures: every one for the lesions; for the curve, its scoring half and the task."""
         return list(range(len(self.units))) if name == LESION else self.score_units + self.task_units
 
     def phase(self, name: str, label: str, specs: list[MaskSpec]) -> Phase:
@@ -170,7 +170,7 @@ def _rows_per_pass(lm: LoadedModel, units: list[Unit], batch_tokens: int) -> int
 
 def prepare(lm: LoadedModel, template: Template, config: ExperimentConfig, progress: ProgressFn,
             exclude: Optional[set[str]] = None) -> Run:
-    """Check everything and read the held-out units (without ``exclude``'s prompts too): the run, before any measuring."""
+    """Check everything and read the held-out units (without ``exclude``'s prompts): the run, before any measuring."""
     config.validate()
     layout = layout_of(lm.model)
     warnings = [w for w in [template.check_fits(layout, lm.model_id)] if w]

@@ -83,7 +83,8 @@ def evidence_from_form(intervention, alpha, control, also_control, template_seed
     dose = str(dose_component or "").strip()
     fields = dict(
         intervention=intervention, alpha=real(alpha, "α") if takes_alpha else None,
-        control=str(control or DEFAULT_CONTROL), also_control=None if also_control in (None, "", NONE) else also_control,
+        control=str(control or DEFAULT_CONTROL),
+        also_control=None if also_control in (None, "", NONE) else also_control,
         task=None if task in (None, "", NONE) else str(task),
         dose_component=whole(dose, "Dose-response component") if dose else None,
     )
