@@ -40,6 +40,7 @@ class Site:
     unit: str  # what one channel is called: "neuron" | "channel"
     units: str  # what its channels are called in sentences
     help: str
+    narrower: Optional[str] = None  # a site with fewer channels per layer, offered when a build does not fit
 
 
 SITES: dict[str, Site] = {
@@ -47,6 +48,7 @@ SITES: dict[str, Site] = {
         name="neurons", module="down_proj", reads_input=True, width="intermediate_size", weight_axis="in",
         has_bias=False, unit="neuron", units="neurons",
         help="the down-projection's input: the MLP's intermediate neurons (intermediate width per layer)",
+        narrower="mlp_output",
     ),
     "mlp_output": Site(
         name="mlp_output", module="mlp", reads_input=False, width="hidden_size", weight_axis="out",

@@ -30,6 +30,7 @@ from typing import Optional
 
 import torch
 
+from .archs import SITES
 from .errors import FnwebError
 
 GB = 1e9
@@ -107,8 +108,9 @@ class BuildEstimate:
                 "more processes (accelerate launch --num_processes N, on machines of their own)"]
         if not self.mapped:
             ways.append("a memory-map folder (--memmap_folder DIR: the activations go to disk)")
-        if self.site == "neurons":
-            ways.append("the site mlp_output (hidden-size channels instead of the MLP's neurons)")
+        narrower = SITES[self.site].narrower if self.site in SITES else None
+        if narrower:
+            ways.append(f"the site {narrower} ({SITES[narrower].help})")
         raise FnwebError(f"This build would not fit in memory. {self.line()} Use " + ", or ".join(ways) + ".")
 
 

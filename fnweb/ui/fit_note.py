@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..archs import SITES
 from ..build import estimate_build
 from ..errors import FnwebError
 from ..models import is_loaded, load_model
@@ -45,4 +46,4 @@ def fit_text(session, form: dict) -> str:
     if estimate.fits:
         return line
     return (f"**Will not fit.** {line} Use fewer samples or max tokens"
-            + (", or the site mlp_output." if config.site == "neurons" else "."))
+            + (f", or the site {SITES[config.site].narrower}." if SITES[config.site].narrower else "."))
