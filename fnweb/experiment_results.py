@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from .archs import DEFAULT_SITE, SITES
+from .controls import CONTROLS
 from .errors import FnwebError
 from .evidence_results import DoseCurve, dose_sentence, variant_sentences
 from .io import parse_json, read_text, write_atomic
@@ -272,9 +273,10 @@ def _lesion_sentence(row: LesionRow, draws: int, units: str) -> str:
     where = f"; {pct(row.densest_share)} of layer {row.densest_layer}" if row.densest_layer >= 0 else ""
     head = (f"lesioning component {row.component} ({pct(row.share)} of {units}{where}) {verb} cross-entropy "
             f"by {dce:+.3f} nats")
+    matched = CONTROLS[row.control].title if row.control in CONTROLS else "same count per layer"
     if times is not None and dce > 0:
-        return f"{head}, {times:.1f}x the change from random {units} of the same per-layer sizes ({spread})"
-    return f"{head}, against random {units} of the same per-layer sizes: {spread}"
+        return f"{head}, {times:.1f}x the change from random {units} ({matched}; {spread})"
+    return f"{head}, against random {units} ({matched}): {spread}"
 
 
 def _curve_sentence(result: ExperimentResult) -> str:

@@ -66,7 +66,7 @@ def test_experiment_runs_end_to_end(client, tmp_path):
     status, reading, lesion, curve, table, curve_table, files = experiment(client, name)
     # The template was built on 10 factual prompts: they are left out, and the page says how many.
     assert "Done in" in status and "10 of its 94 prompts were used to build the template" in status
-    assert reading.startswith("On 4 held-out prompts") and "random neurons of the same per-layer sizes" in reading
+    assert reading.startswith("On 4 held-out prompts") and "random neurons (same count per layer" in reading
     bars = figure(lesion)
     assert [t["name"].split(",")[0].split(" (")[0] for t in bars] == ["network lesioned", "random neurons"]
     assert len(bars[0]["x"]) == 4 and len(bars[1]["error_y"]["array"]) == 4  # 3 components + all of them
