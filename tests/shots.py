@@ -21,8 +21,12 @@ def screenshot_dir() -> Path:
 
 def shot(page, name: str, readme: bool = False) -> None:
     """Save the whole page as artifacts/NAME.png and, for a README screenshot, into screenshot_dir() too."""
+    from playwright.sync_api import Error as PlaywrightError  # here: a run without Playwright skips browser tests
     for close in page.locator(".toast-close").all():  # a pop-up left from an earlier step would hide the page
-        close.click()
+        try:
+            close.click(timeout=3_000)
+        except PlaywrightError:  # it closed itself meanwhile (fading out: inert, then gone)
+            pass
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     if readme:

@@ -29,7 +29,7 @@ def test_every_claim_names_a_column_the_preset_shows_with_its_random_control():
 def preset_template(embedded_lm):
     config = config_from_form(presets.PRESETS[0].template_form())  # every preset shares one recipe
     assert all(config_from_form(p.template_form()) == config for p in presets.PRESETS)
-    path = presets._cache_path(config_key(embedded_lm.request, config))
+    path = presets.cache_path(config_key(embedded_lm.request, config))
     if path.exists():
         return Template.load(path)
     template = build_template(embedded_lm, config).template
