@@ -101,11 +101,7 @@ def test_bad_inputs_leave_every_component_usable(browser, tmp_path):
         page.get_by_role("tab", name="Templates").click()  # and the page still works: a small build
         page.locator("label:has-text('arithmetic (')").first.click()
         page.locator("#fn-build-files button[aria-label='Clear']").first.click()
-        set_number(page, "#fn-samples", 5)
-        set_number(page, "#fn-max-tokens", 32)
-        set_number(page, "#fn-k", 2)
-        page.click("#fn-build")
-        page.wait_for_selector("#fn-build-progress .fn-msg-ok", timeout=120_000)
+        small_build(page, samples=5, k=2)
         usable(page)
         page.close()
 
@@ -151,11 +147,7 @@ def test_progress_changes_during_a_long_job_and_a_second_job_says_it_waits(brows
 
         # An experiment's status follows its passes through the long phases without events (once "Starting").
         first.locator("label:has-text('code (')").first.click()
-        set_number(first, "#fn-samples", 10)
-        set_number(first, "#fn-max-tokens", 32)
-        set_number(first, "#fn-k", 3)
-        first.click("#fn-build")
-        first.wait_for_selector("#fn-build-progress .fn-msg-ok", timeout=120_000)
+        small_build(first, samples=10, k=3)
         first.get_by_role("tab", name="Experiments").click()
         first.click("#fn-exp-run")
         first.wait_for_selector("#fn-exp-status :text('passes')", timeout=60_000)
@@ -166,3 +158,12 @@ def test_progress_changes_during_a_long_job_and_a_second_job_says_it_waits(brows
         first.wait_for_selector("#fn-exp-status :text('PARTIAL RESULT')", timeout=60_000)
         usable(first)
         first.close()
+
+
+def small_build(page, samples: int, k: int) -> None:
+    """Build a template from the ticked sets with short prompts, and wait for it."""
+    set_number(page, "#fn-samples", samples)
+    set_number(page, "#fn-max-tokens", 32)
+    set_number(page, "#fn-k", k)
+    page.click("#fn-build")
+    page.wait_for_selector("#fn-build-progress .fn-msg-ok", timeout=120_000)
