@@ -167,7 +167,7 @@ def _ps(effects: list[SeedEffect]) -> str:
 
 def _component_words(result: SeedsResult, m: MatchedComponent) -> str:
     effects = [e for e in result.effects_of(m.component) if e.row is not None]
-    matches = ", ".join(f"{e.correlation:+.2f}" for e in effects[1:])
+    matches = ", ".join(f"{e.correlation:+.2f}" for e in effects if e.seed != result.seeds[0])  # not the anchor
     excess = ", ".join(f"{e.row.tests['excess'].mean:+.3f}" for e in effects if "excess" in e.row.tests)
     return (f"component {m.component} (matched at r = {matches or '—'}; beyond random {excess} nats; "
             f"p {_ps(effects)}; Fisher {m.fisher_p:.4f}, Holm {m.fisher_p_holm:.4f})")
@@ -179,10 +179,10 @@ def seeds_reading(result: SeedsResult) -> str:
     if not measured or not result.matched:
         return "No template seed was measured yet" + (f": {result.partial_note}" if result.partial_note else ".")
     level, n = result.level, len(result.matched)
-    seeds = ", ".join(map(str, result.seeds[:measured]))
+    seeds = ", ".join(map(str, dict.fromkeys(e.seed for e in result.effects if e.row is not None)))
     text = (f"Across {measured} template seed{'s' if measured != 1 else ''} ({seeds}; "
-            f"components matched to the first seed's by map correlation), each component's permutation p-values "
-            f"combined by Fisher's method and Holm-corrected across {n} components at {level:g}: ")
+            f"components matched to seed {result.seeds[0]}'s by map correlation), each component's permutation "
+            f"p-values combined by Fisher's method and Holm-corrected across {n} components at {level:g}: ")
     kept = result.survivors()
     text += ("; ".join(_component_words(result, m) for m in kept) + " survive." if kept else
              "no component survives.")

@@ -19,6 +19,11 @@ independent and Fisher's method combines them per matched component; Holm correc
 combined p-values across components. After each measured prompt it yields a
 ``SeedsResult`` snapshot; a stop request yields the last one, marked partial.
 
+For a screen-then-confirm design the first seed can be left unmeasured (it is built and
+matched against, but its components were chosen on its own data) and other held-out
+prompts left out (``exclude``: the screen's), so the confirmation shares no data with the
+selection.
+
 It knows nothing about the UI or files (see ``seed_results``).
 """
 
@@ -111,11 +116,13 @@ class _Seeds:
 
 def seeds_stream(lm: LoadedModel, template: Template, config: ExperimentConfig, seeds: int = DEFAULT_SEEDS,
                  progress: ProgressFn = no_progress, stop: Optional[StopFlag] = None,
-                 maps: Optional[np.ndarray] = None) -> Iterator[SeedsResult]:
+                 maps: Optional[np.ndarray] = None, exclude: Optional[set[str]] = None,
+                 measure_first: bool = True) -> Iterator[SeedsResult]:
     """Build, match and measure ``seeds`` template seeds; yield a snapshot after each measured unit, then the result.
 
     ``maps``: the template's own maps when the caller has just built it (``BuildResult.maps``), so its seed is
-    not built again.
+    not built again. ``exclude``: more prompts to keep out of the held-out set (as ``_key`` writes them);
+    ``measure_first`` False: the first seed only anchors the matching (a confirmation of components it selected).
     """
     stop, state = stop or StopFlag(), _Seeds(config)
     check_seeds(seeds)
@@ -125,12 +132,14 @@ def seeds_stream(lm: LoadedModel, template: Template, config: ExperimentConfig, 
         for item in build_seeds(lm, template, seeds, progress, stop, state.warnings, maps):
             state.built.append(item)
         state.matches = [_match(state.built[0][2], maps) for _, _, maps in state.built]
-        exclude = set().union(*(template_prompts(t)[0] or set() for _, t, _ in state.built))
+        exclude = set(exclude or ()).union(*(template_prompts(t)[0] or set() for _, t, _ in state.built))
         for i, (_, made, _) in enumerate(state.built):
+            state.done.append(None)
+            if i == 0 and not measure_first:
+                continue
             seed_config = config if i == 0 else replace(  # the lesions only, of this seed's matches
                 config, curve=False, task=None, dose_component=None,
                 components=[state.matches[i][0][c] for c in config.components] if config.components else None)
-            state.done.append(None)
             for result in experiment_stream(lm, made, seed_config, progress, stop, exclude=exclude):
                 state.done[-1] = result
                 if result.partial and result.partial_note.startswith(STOPPED):
@@ -144,10 +153,11 @@ def seeds_stream(lm: LoadedModel, template: Template, config: ExperimentConfig, 
 
 
 def run_seeds(lm, template, config, seeds: int = DEFAULT_SEEDS, progress: ProgressFn = no_progress,
-              stop=None, maps: Optional[np.ndarray] = None) -> SeedsResult:
+              stop=None, maps: Optional[np.ndarray] = None, exclude: Optional[set[str]] = None,
+              measure_first: bool = True) -> SeedsResult:
     """The final result of ``seeds_stream`` (partial if stopped)."""
     last = None
-    for state in seeds_stream(lm, template, config, seeds, progress, stop, maps):
+    for state in seeds_stream(lm, template, config, seeds, progress, stop, maps, exclude, measure_first):
         last = state
     return last
 
@@ -160,9 +170,10 @@ def _match(reference: np.ndarray, maps: np.ndarray) -> tuple[list[int], list[flo
 
 def _snapshot(state: _Seeds, finished: bool = False, stopped: bool = False) -> SeedsResult:
     """The seeds result of what has been built and measured so far."""
-    measured = [(item, result) for item, result in zip(state.built, state.done) if result is not None]
+    measured = [(index, item, result) for index, (item, result) in enumerate(zip(state.built, state.done))
+                if result is not None]
     effects = []
-    for index, ((seed, _, _), result) in enumerate(measured):
+    for index, (seed, _, _), result in measured:
         order, correlation = state.matches[index]
         rows = {r.component: r for r in result.rows}
         effects += [SeedEffect(reference=reference, seed=seed, component=component, correlation=r,
@@ -175,6 +186,6 @@ def _snapshot(state: _Seeds, finished: bool = False, stopped: bool = False) -> S
                 f"{len(measured)} measured (the last may be partial).")
     return SeedsResult(
         seeds=[seed for seed, _, _ in state.built], effects=effects, matched=combine(effects, state.config.level),
-        experiments=[result for _, result in measured], level=state.config.level, partial=not finished,
+        experiments=[result for _, _, result in measured], level=state.config.level, partial=not finished,
         partial_note=note, warnings=list(state.warnings), seconds=round(time.monotonic() - state.started, 2),
     )

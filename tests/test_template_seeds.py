@@ -19,6 +19,7 @@ from fnweb.build import BuildConfig, build_template
 from fnweb.errors import FnwebError
 from fnweb.experiment_results import LesionRow
 from fnweb.experiments import ExperimentConfig, template_prompts
+from fnweb.experiments.heldout import heldout_pairs
 from fnweb.metrics import Stat
 from fnweb.progress import StopFlag
 from fnweb.prompts import PromptSource, load_pairs
@@ -120,3 +121,19 @@ def test_bad_input_and_stop(tiny_lm, template):
     last = snapshots[-1]
     assert last.partial and last.partial_note.startswith("Stopped by request") and len(last.experiments) == 1
     assert last.experiments[0].partial and "PARTIAL RESULT" in last.reading()
+
+
+def test_a_confirmation_leaves_the_first_seed_unmeasured_and_the_screens_prompts_out(tiny_lm, seeds, template):
+    """Screen then confirm: seed 0 anchors the matching only; its held-out prompts are not scored again."""
+    other = build_template(tiny_lm, seed_build_config(template, 1)).template
+    used = template_prompts(template)[0] | template_prompts(other)[0]
+    screened = {" ".join(p.prompt.split()) for p in heldout_pairs(config(), used)[0]}
+    assert len(screened) == 4
+    confirm = run_seeds(tiny_lm, template, config(components=[1]), seeds=2, exclude=screened, measure_first=False)
+    assert confirm.seeds == [0, 1] and len(confirm.experiments) == 1 and not confirm.partial
+    assert [e.seed for e in confirm.effects] == [1] and confirm.effects[0].reference == 1
+    assert [m.seeds for m in confirm.matched] == [[1]]
+    factual = {" ".join(p.prompt.split()) for p in load_pairs(PromptSource("builtin:factual"))}
+    note = f"builtin:factual: {len((used | screened) & factual)} of its 94 prompts were used to build the template"
+    assert any(note in w for w in confirm.experiments[0].warnings)  # the screen's four left out as well
+    assert "Across 1 template seed (1; components matched to seed 0's" in confirm.reading()
