@@ -109,9 +109,11 @@ def _wide_config(**changes) -> BuildConfig:
 
 
 def _capped_builds(_rank: int, out: str, room: int) -> None:
-    """A process whose data memory (RLIMIT_DATA) leaves ``room`` bytes once the model is loaded: three builds."""
+    """A build in memory without a limit; then, with the data memory (RLIMIT_DATA) limited to ``room`` bytes
+    more than the process holds, three builds."""
     torch.set_num_threads(1)
     lm, folder = _wide_lm(), os.path.join(out, "rows")
+    build_template(lm, _wide_config(), os.path.join(out, "unlimited.json"))  # its rows are freed when it returns
     resource.setrlimit(resource.RLIMIT_DATA, (_data_bytes() + room, resource.getrlimit(resource.RLIMIT_DATA)[1]))
     said = {}
     try:  # in memory: the estimate refuses it before the capture
@@ -140,9 +142,9 @@ def test_under_a_data_limit_rows_in_memory_fail_in_one_line_and_a_mapped_build_c
         assert "--memmap_folder DIR" in message and "\n" not in message
     assert said["refused"].startswith("This build would not fit in memory.")
     assert said["ran_out"].startswith("This build ran out of memory (this process's data limit leaves")
-    assert sorted(os.listdir(tmp_path)) == ["mapped.json", "rows", "said.json"] and not os.listdir(tmp_path / "rows")
-    unlimited = build_template(_wide_lm(), _wide_config())  # in memory, in this process, without a limit
-    assert Template.load(tmp_path / "mapped.json").components == unlimited.template.components
+    assert sorted(os.listdir(tmp_path)) == ["mapped.json", "rows", "said.json", "unlimited.json"]
+    assert not os.listdir(tmp_path / "rows")
+    assert Template.load(tmp_path / "mapped.json").components == Template.load(tmp_path / "unlimited.json").components
 
 
 def test_a_memmap_folder_that_cannot_be_made_or_has_no_room_is_one_clear_error(tmp_path):
