@@ -10,7 +10,7 @@ prompts and captures only its share; the decomposition runs where the rows are a
 FastICA, the stability re-runs and the cards on the main process, which alone writes.
 The rows stay in memory or, with ``memmap_folder``, in a mapped file (``fnweb.rowstore``).
 Before the capture the build says how much memory it needs and refuses when that is
-more than is free (``fnweb.fit``).
+more than is free (``fnweb.fit``); an allocation that fails anyway is said as one error.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from .checks import check_seed
 from .decompose import decompose
 from .errors import FnwebError
 from .explain import DEFAULT_TOP, build_signals, cards_from_build
-from .fit import build_estimate
+from .fit import build_estimate, said_out_of_memory
 from .models import LoadedModel, weights_bytes
 from .progress import Progress, ProgressFn, StopFlag, no_progress
 from .prompts import LOCAL_SUFFIXES, Pair, PromptSource, encode_pairs, sample_pairs
@@ -208,12 +208,14 @@ def _prepare_rows(lm, config: BuildConfig, shards: Shards, own, plan, sequences,
     failure = None
     try:
         estimate.check()
-        store = held.enter_context(row_store(sum(len(s) for s in own), estimate.channels,
-                                             STORAGE_DTYPES[config.activation_dtype], config.memmap_folder,
-                                             f"-{shards.rank}"))
+        with said_out_of_memory(estimate):  # rows in memory are allocated here, all at once
+            store = held.enter_context(row_store(sum(len(s) for s in own), estimate.channels,
+                                                 STORAGE_DTYPES[config.activation_dtype], config.memmap_folder,
+                                                 f"-{shards.rank}"))
     except FnwebError as exc:
         failure = exc
     shards.agree(failure)
+    held.enter_context(said_out_of_memory(estimate))  # and any allocation from the capture to the cards
     return store, estimate.line()
 
 

@@ -11,7 +11,12 @@ machine share its memory. ``BuildEstimate.line`` says it all in one line;
 ``BuildEstimate.check`` refuses, saying what to change (fewer tokens, more processes,
 the memory-map folder, the smaller ``mlp_output`` site), when it cannot fit.
 ``check_model_fits`` refuses a model whose weights exceed the free memory of the
-devices it would load on, before loading it.
+devices it would load on, before loading it. The free memory is the machine's, within a
+container's limit and within the process's own data limit (``RLIMIT_DATA``: ``ulimit -d``,
+``prlimit --data``, which counts the memory a process allocates but not the file a
+memory-map folder maps). An allocation that fails anyway (the estimate is an estimate;
+other work takes memory meanwhile) is said as one ``FnwebError`` with the same advice
+(``said_out_of_memory``), not a traceback.
 
 Fine-tuning (``finetune_estimate``): the weights, the LoRA parameters with their
 gradients and AdamW's two moments (16 bytes each in float32), and the activations kept
@@ -24,6 +29,7 @@ It knows nothing about how the work is done.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -36,6 +42,7 @@ from .errors import FnwebError
 GB = 1e9
 _BLOCKS = 110 * 2**20  # the decomposition's row block in float32 and bfloat16, and the standardising scratch
 _SLACK = 0.9  # share of the free memory a build may plan to use
+_ALLOCATION_FAILED = ("can't allocate memory", "out of memory")  # torch's CPU and CUDA allocators' words
 
 
 def free_host_bytes() -> int:
@@ -52,7 +59,32 @@ def free_host_bytes() -> int:
             continue
         if limit.isdigit() and int(limit) < 2**60:
             free = min(free, max(0, int(limit) - int(used)))
-    return int(free)
+    room = data_room()
+    return int(free if room is None else min(free, room))
+
+
+def data_room() -> Optional[int]:
+    """Bytes this process may still allocate under its data limit (RLIMIT_DATA); None when it has none."""
+    try:
+        import resource
+    except ImportError:  # Windows has no such limit
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return max(0, soft - _data_bytes())
+
+
+def _data_bytes() -> int:
+    """The process's data memory now (VmData: what RLIMIT_DATA counts); 0 where /proc cannot say."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def free_device_bytes(device: torch.device) -> Optional[int]:
@@ -102,6 +134,17 @@ class BuildEstimate:
     def check(self) -> None:
         if self.fits:
             return
+        raise FnwebError(f"This build would not fit in memory. {self.line()} Use {self._ways()}.")
+
+    def ran_out(self) -> FnwebError:
+        """The error for an allocation that failed although the estimate said the build fits."""
+        room = data_room()
+        limit = f" (this process's data limit leaves {room / GB:.2f} GB)" if room is not None else ""
+        return FnwebError(f"This build ran out of memory{limit}; nothing was written. {self.line()} "
+                          f"Use {self._ways()}.")
+
+    def _ways(self) -> str:
+        """What to change, joined (the memory-map folder when the rows are in memory)."""
         room = max(0.0, _SLACK * self.free / self.local - self.working)
         per_token = self.rows / max(self.tokens, 1)
         ways = [f"fewer tokens (about {int(room / per_token):,} per process fit: fewer samples or max tokens)",
@@ -111,7 +154,25 @@ class BuildEstimate:
         narrower = SITES[self.site].narrower if self.site in SITES else None
         if narrower:
             ways.append(f"the site {narrower} ({SITES[narrower].help})")
-        raise FnwebError(f"This build would not fit in memory. {self.line()} Use " + ", or ".join(ways) + ".")
+        return ", or ".join(ways)
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is a failed allocation (Python's, or torch's on the CPU or a GPU)."""
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and any(words in str(error).lower() for words in _ALLOCATION_FAILED)
+
+
+@contextmanager
+def said_out_of_memory(estimate: BuildEstimate):
+    """A failed allocation inside the block becomes ``estimate.ran_out()``: one line saying what to change."""
+    try:
+        yield
+    except Exception as error:
+        if not out_of_memory(error):
+            raise
+        raise estimate.ran_out() from error
 
 
 def build_estimate(model_bytes: int, model_on_host: bool, tokens: int, total_tokens: int, channels: int,

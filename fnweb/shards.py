@@ -40,26 +40,28 @@ def launched_processes() -> int:
 
 _MPI_SIZES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
 _HOW = ("launch CPU processes with `CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N -m "
-        "fnweb.cli.buildtemplates ...` or `torchrun --nproc_per_node N -m fnweb.cli.buildtemplates ...`.")
+        "{module} ...` or `torchrun --nproc_per_node N -m {module} ...`.")
 
 
-def check_launch() -> None:
+def check_launch(module: str = "fnweb.cli.buildtemplates") -> None:
     """Refuse a launch that asked for several processes but gave this one no process group.
 
     ``accelerate launch --cpu --num_processes N`` without MPI runs the script once, as one
-    process: the build would quietly not be shared. Under mpirun, each process would do
-    the whole build. Both say so instead.
+    process: the work would quietly not be shared. Under mpirun, each process would do
+    all of it (fnweb's builds and fine-tuning runs join the group the launcher's
+    ``WORLD_SIZE`` names). Both say so instead, with the commands that work for ``module``.
     """
     if launched_processes() > 1:
         return
+    how = _HOW.format(module=module)
     mpi = max(int(os.environ.get(name, "1") or 1) for name in _MPI_SIZES)
     if mpi > 1:
-        raise FnwebError(f"mpirun started {mpi} processes, but fnweb's builds join a torch.distributed process "
-                         f"group (WORLD_SIZE), which mpirun does not set: {_HOW}")
+        raise FnwebError(f"mpirun started {mpi} processes, but fnweb joins a torch.distributed process "
+                         f"group (WORLD_SIZE), which mpirun does not set: {how}")
     asked = _cpu_launch_processes()
     if asked > 1:
         raise FnwebError(f"accelerate launch --cpu started one process, not the {asked} asked for (without MPI it runs "
-                         f"the script once): {_HOW}")
+                         f"the script once): {how}")
 
 
 def _cpu_launch_processes() -> int:

@@ -69,3 +69,22 @@ def test_template_agreement_counts_identical_masks(bench, tmp_path):  # bench: p
     (tmp_path / "b.json").write_text(json.dumps(template([1, 2, 3])))
     agreement = scale_out.template_agreement(tmp_path / "a.json", tmp_path / "b.json")
     assert agreement["identical_masks"] == "1/2" and agreement["mask_iou"] == pytest.approx((0.75 + 1) / 2)
+
+
+def test_the_capped_section_reads_the_tokens_of_a_build_that_ran_out(bench):  # bench: puts bench/ on the path
+    import scale_out
+
+    from fnweb.fit import build_estimate
+
+    said = str(build_estimate(500_000_000, True, 2_266, 2_266, 46_080, 2, 10, free=5 * 10**8).ran_out())
+    failed = scale_out._capped_point(4, 264.0, {"error": said, "peak_mb": 1318.0, "peak_data_mb": 1494.0})
+    assert failed["tokens"] == 2_266 and "--memmap_folder DIR" in failed["error"]
+    mapped = scale_out._capped_point(17, 553.0, {"all_tokens": 9_617, "phases": {"capture": 495.0, "decompose": 12.0},
+                                                 "peak_mb": 1270.0, "peak_data_mb": 1311.0})
+    printed = scale_out.lines({"capped": {"cap_mb": 1536, "in_memory": [failed], "largest_in_memory_tokens": 1_732,
+                                          "mapped": mapped, "ratio_to_failed": 9_617 / 2_266, "leftover_files": 0,
+                                          "ok": True}})
+    assert printed == [
+        "capped         data limit 1,536 MB: in memory 1,732 tokens built, 2,266 failed (ran out); mapped 9,617 "
+        "tokens (4.2x the failed) in 507 s (52.7 s/1k), peak 1270 MB resident, 1311 MB data; files left 0  "
+        "(target >= 4x)  OK"]

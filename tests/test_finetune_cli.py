@@ -1,6 +1,7 @@
 """The fnsft command: end to end on a tiny model folder, its flags, its errors, and 4-bit QLoRA."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -100,19 +101,37 @@ def test_qlora_4bit_trains_where_bitsandbytes_runs(tmp_path):
     assert result.summary["learning"]["task_loss_after"] < result.summary["learning"]["task_loss_before"]
 
 
+def _accelerate(*flags: str) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", *flags, "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "fnweb.cli.fnsft"]
+
+
 @pytest.mark.slow
 def test_fnsft_runs_under_accelerate_launch_with_two_processes(tiny_model_dir, tmp_path):
+    # --multi_gpu is accelerate's torchrun launcher: with no GPU visible, two CPU processes over gloo.
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "fnweb.cli.fnsft",
-               *args_for(tiny_model_dir, out, "--max_steps", "2")]
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([*_accelerate("--multi_gpu"), *args_for(tiny_model_dir, out, "--max_steps", "2")],
+                          capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("Run saved to") == 1  # only the main process reports and writes
-    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in steps if e["event"] == "step"] == [1, 2]
+    assert " steps on 2 processes" in done.stdout
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [e["processes"] for e in events if e["event"] == "start"] == [2]  # both joined the process group
+    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2]
     assert json.loads((out / "state.json").read_text())["state"] == "finished"
+
+
+def test_fnsft_under_accelerate_launch_cpu_that_starts_one_process_says_how_to_start_two(tiny_model_dir, tmp_path):
+    # Without MPI, accelerate's --cpu runs the script once however many processes are asked for.
+    out = tmp_path / "run"
+    done = subprocess.run([*_accelerate("--cpu", "--quiet"), *args_for(tiny_model_dir, out, "--max_steps", "2")],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode != 0 and not out.exists()  # the launcher's code; fnsft exited with 2
+    assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
+        "error: accelerate launch --cpu started one process, not the 2 asked for (without MPI it runs the script "
+        "once): launch CPU processes with `CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N -m "
+        "fnweb.cli.fnsft ...` or `torchrun --nproc_per_node N -m fnweb.cli.fnsft ...`."]
 
 
 def test_the_originals_forms_run_and_the_preserve_scope_is_recorded(tiny_model_dir, tmp_path, capsys):

@@ -4,8 +4,10 @@ models, memory estimates."""
 import copy
 import json
 import os
+import resource
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -16,8 +18,9 @@ from fnweb.build import BuildConfig, _gathered_order, build_template
 from fnweb.capture import capture, input_device
 from fnweb.decompose import decompose
 from fnweb.errors import FnwebError, Stopped
-from fnweb.fit import build_estimate, check_model_fits
+from fnweb.fit import _data_bytes, build_estimate, check_model_fits
 from fnweb.masks import apply_masks
+from fnweb.models import LoadedModel, ModelRequest
 from fnweb.progress import StopFlag
 from fnweb.prompts import PromptSource
 from fnweb.rowstore import check_folder, row_store
@@ -88,6 +91,60 @@ def test_a_mapped_build_equals_an_in_memory_one_and_a_stop_leaves_nothing(tiny_l
         build_template(tiny_lm, small_config(memmap_folder=str(tmp_path / "rows")), tmp_path / "t.json",
                        progress=stop_mid_capture, stop=stop)
     assert not os.listdir(tmp_path / "rows") and not (tmp_path / "t.json").exists()
+
+
+def _wide_lm() -> LoadedModel:
+    """The tiny Llama with a wide MLP (3 x 32,768 neurons: 192 kB a token), so that 2,400 tokens fill 460 MB."""
+    from transformers import AutoModelForCausalLM
+
+    config = tiny.make_model("llama").config
+    config.intermediate_size = 32_768
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    return LoadedModel(model, tiny.make_tokenizer(), ModelRequest(model_id="tiny-wide"))
+
+
+def _wide_config(**changes) -> BuildConfig:
+    return small_config(samples_per_dataset=20, card_contexts=0, **changes)  # about 2,400 tokens
+
+
+def _capped_builds(_rank: int, out: str, room: int) -> None:
+    """A build in memory without a limit; then, with the data memory (RLIMIT_DATA) limited to ``room`` bytes
+    more than the process holds, three builds."""
+    torch.set_num_threads(1)
+    lm, folder = _wide_lm(), os.path.join(out, "rows")
+    build_template(lm, _wide_config(), os.path.join(out, "unlimited.json"))  # its rows are freed when it returns
+    resource.setrlimit(resource.RLIMIT_DATA, (_data_bytes() + room, resource.getrlimit(resource.RLIMIT_DATA)[1]))
+    said = {}
+    try:  # in memory: the estimate refuses it before the capture
+        build_template(lm, _wide_config(), os.path.join(out, "refused.json"))
+    except FnwebError as exc:
+        said["refused"] = str(exc)
+    with mock.patch("fnweb.fit.free_host_bytes", lambda: 10**15):  # an estimate that missed: the allocation fails
+        try:
+            build_template(lm, _wide_config(), os.path.join(out, "ran-out.json"))
+        except FnwebError as exc:
+            said["ran_out"] = str(exc)
+    said["tokens"] = build_template(lm, _wide_config(memmap_folder=folder), os.path.join(out, "mapped.json")).n_tokens
+    with open(os.path.join(out, "said.json"), "w") as handle:
+        json.dump(said, handle)
+
+
+def test_under_a_data_limit_rows_in_memory_fail_in_one_line_and_a_mapped_build_completes(tmp_path):
+    import torch.multiprocessing as mp
+
+    room = 400 * 2**20  # the limit counts what the process allocates, not the pages of a shared file mapping
+    mp.spawn(_capped_builds, args=(str(tmp_path), room), nprocs=1, join=True)
+    said = json.loads((tmp_path / "said.json").read_text())
+    rows = said["tokens"] * 3 * 32_768 * 2
+    assert rows > room  # the rows alone are more than the limit leaves
+    for message in (said["refused"], said["ran_out"]):
+        assert "--memmap_folder DIR" in message and "\n" not in message
+    assert said["refused"].startswith("This build would not fit in memory.")
+    assert said["ran_out"].startswith("This build ran out of memory (this process's data limit leaves")
+    assert sorted(os.listdir(tmp_path)) == ["mapped.json", "rows", "said.json", "unlimited.json"]
+    assert not os.listdir(tmp_path / "rows")
+    assert Template.load(tmp_path / "mapped.json").components == Template.load(tmp_path / "unlimited.json").components
 
 
 def test_a_memmap_folder_that_cannot_be_made_or_has_no_room_is_one_clear_error(tmp_path):

@@ -1,7 +1,9 @@
 """``fnsft``: LoRA fine-tuning with a functional network lesioned, preserved, or a random control.
 
 The original's core flags, over ``fnweb.finetune``. Prints progress lines and, at the
-end, the learning and forgetting figures. Works under ``accelerate launch``.
+end, the learning and forgetting figures. Works under ``accelerate launch --multi_gpu``
+and ``torchrun``; a launch that started fewer processes than it asked for (``accelerate
+launch --cpu`` without MPI) is refused by the builds' own check (``fnweb.shards``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ..masks import DEFAULT_PRESERVE_SCOPE, PRESERVE_SCOPES, component_ids_from_
 from ..models import DTYPES
 from ..progress import StopFlag
 from ..prompts import FORMATS, builtin_sets
+from ..shards import check_launch
 from . import run_cli
 
 
@@ -260,12 +263,14 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
 
     def body() -> int:
+        check_launch("fnweb.cli.fnsft")
         _check_push(args)
         run = prepare(config_from_args(args))
         show = _printer(args.quiet, run.dist.is_main)
         if run.dist.is_main:
             print(run.lm.summary_line())
-            print(f"{run.data.describe()}; {run.total_steps} steps", flush=True)
+            print(f"{run.data.describe()}; {run.total_steps} steps"
+                  + (f" on {run.dist.world} processes" if run.dist.world > 1 else ""), flush=True)
         try:
             with _stop_on_ctrl_c() as stop:
                 result = execute(run, stop=stop, on_event=show)

@@ -1,9 +1,10 @@
 """One training process, or several under ``accelerate launch``: the few calls that differ.
 
 With one process everything is plain PyTorch. When the launcher started several
-(``WORLD_SIZE`` > 1), an ``accelerate.Accelerator`` wraps the model for data-parallel
-training, averages gradients, and shares the numbers every process must agree on
-(the loss, a stop request). Only the main process writes files or evaluates.
+(``WORLD_SIZE`` > 1), an ``accelerate.Accelerator`` (NCCL between GPUs, gloo between
+CPU processes) wraps the model for data-parallel training, averages gradients, and
+shares the numbers every process must agree on (the loss, a stop request). Only the
+main process writes files or evaluates.
 
 It knows nothing about models, data or masks.
 """
@@ -25,7 +26,9 @@ class Distributed:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import Accelerator
 
-            self.accelerator = Accelerator()
+            # Without a GPU, accelerate joins the launch's processes (over gloo) only when told it runs on the
+            # CPU; else each process would train alone, as if it were the only one.
+            self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
 
     @property
     def world(self) -> int:

@@ -199,7 +199,7 @@ def execute(run: PreparedRun, progress: ProgressFn = no_progress, stop: Optional
         plan = _plan(run, writer, progress, stop)
         writer.event({"event": "start", "total_steps": run.total_steps, "mask": plan.label(),
                       "train_examples": len(run.data.train), "task_examples": len(run.task_examples),
-                      "general_examples": len(run.general), "data": run.data.describe()})
+                      "general_examples": len(run.general), "data": run.data.describe(), "processes": dist.world})
         model = attach_lora(trainable_copy(run.lm, config, run.owns_model), config, run.layout, plan)
         trainable = describe_trainable(model)
         writer.event({"event": "phase", "phase": "memory", "message": finetune_line(
