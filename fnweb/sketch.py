@@ -25,6 +25,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -63,22 +64,32 @@ class PartTimes:
         return {name: round(value, 4) for name, value in self.seconds.items()}
 
 
+_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # x86 instructions that multiply bfloat16 natively
+
+
 @lru_cache(maxsize=None)
+def cpu_flags() -> frozenset:
+    """This CPU's feature flags as Linux lists them (empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    return frozenset(word for line in text.splitlines() if line.startswith(("flags", "Features"))
+                     for word in line.split(":", 1)[1].split())
+
+
 def power_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 where this device multiplies it faster than float32 (measured once), else float32."""
+    """bfloat16 where the device multiplies it natively, else float32.
+
+    Decided by what the hardware is, never by a timing: a choice made by the clock could
+    change with the machine's load, and with it the template's masks (a rerun must give
+    the same template).
+    """
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    if device.type != "cpu":
-        return torch.float32
-    a, b = torch.randn(512, 4096), torch.randn(4096, 48)
-    seconds = {}
-    for dtype in (torch.float32, torch.bfloat16, torch.float32, torch.bfloat16):
-        x, y = a.to(dtype), b.to(dtype)
-        start = time.perf_counter()
-        for _ in range(3):
-            x @ y
-        seconds[dtype] = min(seconds.get(dtype, np.inf), time.perf_counter() - start)
-    return torch.bfloat16 if seconds[torch.bfloat16] < 0.7 * seconds[torch.float32] else torch.float32
+    if device.type == "cpu" and cpu_flags() & _BF16_FLAGS:
+        return torch.bfloat16
+    return torch.float32
 
 
 class StandardisedRows:

@@ -216,6 +216,17 @@ def test_the_decomposition_says_where_its_time_went(tiny_lm):
     assert power_dtype(torch.device("cpu")) in (torch.bfloat16, torch.float32)
 
 
+def test_the_power_iterations_precision_follows_the_hardware_not_the_clock(monkeypatch):
+    from fnweb import sketch
+
+    monkeypatch.setattr(sketch, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert power_dtype(torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setattr(sketch, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(sketch.time, "perf_counter", lambda: 0.0)  # a clock that says nothing changes nothing
+    assert power_dtype(torch.device("cpu")) == torch.float32
+    assert power_dtype(torch.device("meta")) == torch.float32
+
+
 def test_the_estimate_says_what_fits_and_what_to_change():
     fits = build_estimate(500_000_000, True, 7_000, 7_000, 46_080, 2, 10, free=20 * 10**9)
     assert fits.fits and "activations 0.65 GB in memory (7,000 tokens x 46,080 channels)" in fits.line()
