@@ -12,7 +12,8 @@ shows its form, columns and metrics). The "Saved in this browser" panel at the f
 the page says what is kept and deletes all of it.
 
 Saving happens where the things are made: ``Session.add`` keeps templates, Compare
-keeps its finished comparisons (``fnweb.ui.links.remember``), Experiments its results.
+keeps its finished comparisons (``fnweb.ui.links.remember``), Experiments its results,
+and the typed API (``fnweb.ui.api``) what its calls make in a session that has a store.
 """
 
 from __future__ import annotations
