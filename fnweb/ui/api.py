@@ -278,8 +278,8 @@ def _session_endpoint(fn, session: gr.State, **keywords) -> None:
     """``gr.api(fn)`` with ``session`` filling ``fn``'s first parameter (Gradio keeps it out of the API's signature)."""
     from gradio.components.api_component import Api
     from gradio.context import get_blocks_context
+    from gradio.events import python_type_to_json_schema  # the one gr.api types its endpoints with
     from gradio.utils import get_function_params, get_return_types
-    from gradio_client.utils import python_type_to_json_schema
 
     params = get_function_params(fn)[1:]  # gr.Request, like the session, is not a parameter a caller passes
     inputs = [Api(default if has_default else None, python_type_to_json_schema(hint), f"{name}")
