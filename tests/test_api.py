@@ -2,7 +2,8 @@
 
 With gradio_client: build a template from built-in sets, list its components, compare,
 and run a small experiment, each call standing alone (the template travels as JSON);
-bad input is one clear error. With an MCP client (where the ``mcp`` package is
+what a call builds is also kept in the client's own session (the page's endpoints then
+use it), never in another's; bad input is one clear error. With an MCP client (where the ``mcp`` package is
 installed): the tools are listed with their descriptions and one is called.
 """
 
@@ -12,7 +13,7 @@ import ast
 import asyncio
 
 import pytest
-from live_app import EMBEDDED, expect_error
+from live_app import EMBEDDED, expect_error, load, new_client
 
 from fnweb.ui.api import mcp_available
 
@@ -20,10 +21,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def built(url):
-    from live_app import new_client
+def builder(url):
+    """The client that builds the module's template (its session keeps it)."""
+    return new_client(url)
 
-    return new_client(url).predict(["arithmetic"], 8, 32, 3, 0, EMBEDDED, api_name="/template_from_builtin")
+
+@pytest.fixture(scope="module")
+def built(builder):
+    return builder.predict(["arithmetic"], 8, 32, 3, 0, EMBEDDED, api_name="/template_from_builtin")
 
 
 def test_build_list_compare_and_experiment_as_standalone_calls(client, built):
@@ -42,6 +47,17 @@ def test_build_list_compare_and_experiment_as_standalone_calls(client, built):
 
     experiment = client.predict(built, ["factual"], 4, 2, 48, [0], False, 0, EMBEDDED, api_name="/run_experiment")
     assert [str(row["component"]) for row in experiment["rows"]] == ["0"] and experiment["tokens"] > 0
+
+
+def test_a_built_template_stays_in_the_callers_session_only(url, builder, built):
+    load(builder)
+    page_compare = dict(prompt="What is 12 + 30?", components=[1], columns=["baseline", "lesion"], max_new_tokens=4,
+                        draws=1, api_name="/compare")
+    html, metrics, _status = builder.predict(None, **page_compare)  # no template named: the session's selected one
+    assert [row[0] for row in metrics["data"]] == ["Baseline", "Lesion"] and html.count('class="fn-card ') == 2
+    other = new_client(url)  # another visitor: the template is not theirs
+    load(other)
+    expect_error("No template yet", other.predict, None, **page_compare)
 
 
 def test_bad_input_is_one_clear_error(client, built):

@@ -109,13 +109,34 @@ def test_link_round_trip():
     assert link.model == EMBEDDED and link.template == "preset"
     assert link.form == {"prompt": "What is the capital of France? & more", "components": [7, 8],
                          "columns": ["baseline", "lesion", "random"], "max_new_tokens": 40, "decoding": "greedy",
-                         "temperature": 0.8, "seed": 0, "draws": 3, "preserve_scope": "all_layers"}
+                         "temperature": 0.8, "seed": 0, "draws": 3, "preserve_scope": "all_layers", "alpha": 2.0,
+                         "control_of": "lesion", "control": "layer"}
     hub = links.parse(dict(parse_qsl(links.query(a_setup("hub:someone/smol-template@v1")))))
     assert hub.hub == ("someone/smol-template", "v1") and hub.saved_id is None
     saved = links.parse(dict(parse_qsl(links.query(a_setup("saved:0123456789abcdef")))))
     assert saved.saved_id == "0123456789abcdef"
     baseline = links.parse(dict(parse_qsl(links.query(a_setup(None, ("baseline",))))))
     assert baseline.template == ""  # a baseline alone needs no template
+
+
+def test_links_carry_the_intervention_settings_and_old_links_read_as_defaults():
+    form = {"prompt": "Hi", "components": [1], "columns": ["baseline", "scale", "random"]}
+    settings = GenerationSettings(16, True, 0.8, 0, 2, alpha=0.5, control_of="scale", control="magnitude")
+    params = dict(parse_qsl(links.query(links.setup_of(EMBEDDED, "auto", "t", "preset", form, settings))))
+    assert {key: params[key] for key in ("a", "of", "ctl")} == {"a": "0.5", "of": "scale", "ctl": "magnitude"}
+    assert set(params) - {"v", "m", "t"} == set(links.PARAMS)  # every form field the link holds is named there
+    link = links.parse(params)
+    assert (link.form["alpha"], link.form["control_of"], link.form["control"]) == (0.5, "scale", "magnitude")
+    old = links.parse({key: value for key, value in params.items() if key not in ("a", "of", "ctl")})
+    assert (old.form["alpha"], old.form["control_of"], old.form["control"]) == (2.0, "lesion", "layer")
+    with pytest.raises(FnwebError) as caught:
+        links.parse({**params, "a": "11", "of": "erase", "ctl": "size"})
+    text = str(caught.value)
+    for part in ("its α 11 is not from 0 to 10", "random column's intervention 'erase' is none of lesion",
+                 "random control 'size' is none of layer, magnitude"):
+        assert part in text, part
+    with pytest.raises(FnwebError, match="its α 'x' is not a number"):
+        links.parse({**params, "a": "x"})
 
 
 def test_bad_link_values_make_one_message_naming_each():
@@ -180,6 +201,7 @@ def test_templates_comparison_and_deletion_survive_a_new_session(folders):
     assert second.get("mine").template.to_dict() == small_template(0).to_dict()
     assert out["compare.prompt"] == "What is the capital of France? & more"
     assert out["compare.components"]["value"] == [7, 8]  # with the selected template's choices
+    assert (out["compare.alpha"], out["compare.control_of"], out["compare.control"]) == (2.0, "lesion", "layer")
     assert "Paris is the capital." in out["compare.output"]
     assert "2 templates, 1 comparison, 1 experiment" in out["summary"]
     assert second.get("mine").experiment == an_experiment()  # back on its template, for the cards

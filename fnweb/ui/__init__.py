@@ -164,7 +164,7 @@ def build_app(tabs: list[tuple[str, Callable]] | None = None) -> gr.Blocks:
         if "Templates" in ctx.tabs and "Compare" in ctx.tabs:
             wire_presets(ctx)  # presets fill the Templates and Compare forms by name
         in_view.wire(ctx)
-        add_api(ctx.model_work)  # the typed endpoints (and MCP tools): standalone calls, no session
+        add_api(ctx.model_work, session)  # the typed endpoints (and MCP tools): standalone calls on the session
         bar = ctx.model
         status = {"status": bar.status}
         loading = on(bar.load.click, load_selected, [session, bar.model_id, bar.dtype], status, api_name="load_model",

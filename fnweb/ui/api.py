@@ -17,7 +17,18 @@ Model work takes its turn on the shared model like any job of the page (``jobs.s
 masks are hooks on a shared model), and is bounded like the page's forms (the engine's
 checks). Gradio turns each function's docstring into its API and MCP description (the
 ``Args:`` lines describe the parameters). ``mcp_available`` says whether the ``mcp``
-package that Gradio's MCP server needs is installed. Nothing here keeps state.
+package that Gradio's MCP server needs is installed.
+
+What a call makes is also kept where the page keeps what it makes, in the caller's own
+session (a hidden first input, never a parameter): a template built joins the
+session's templates (and is selected, as a build in the Templates tab is), and a
+comparison or an experiment becomes the session's last one (on its template, when the
+template is one of the session's). When the session has its browser's store (a page
+that sent its browser key), they are kept there too and come back after a reload
+(``fnweb.ui.saved``). A gradio_client ``Client`` is a session of its own with no
+browser: what it makes lasts as long as that session. Calls from Gradio's MCP server
+keep nothing: it calls the app through one client shared by every agent, and a
+session shared between callers would share their templates.
 """
 
 from __future__ import annotations
@@ -31,17 +42,23 @@ from ..access import check_hub_id
 from ..build import BuildConfig, build_template
 from ..cards import component_labels
 from ..compare import COLUMNS, RANDOM_OF, GenerationSettings, compare_stream
+from ..compare_record import record, to_json
 from ..experiments import ExperimentConfig, experiment_stream
 from ..ids import is_embedded
 from ..models import ModelRequest, load_model
 from ..prompts import BUILTIN_PREFIX, PromptSource, builtin_sets
 from ..templates import Template
 from ..verdicts import verdicts
+from . import links
 from .feedback import action
 from .jobs import Job, stream
 from .model_bar import default_model_id
+from .state import Session, SessionTemplate
+from .templates_tab import config_key, config_label
 
 MCP_PREFIX = "fnweb_"  # tool names as an agent sees them: fnweb_compare_texts, ...
+# The header Gradio's MCP server sends with its calls (its one client, shared by every agent: see _keeps).
+MCP_CALLER = ("x-gradio-user", "mcp")
 
 
 def mcp_available() -> bool:
@@ -71,10 +88,45 @@ def _template(template: dict) -> Template:
     return Template.from_dict(template, source="the template argument")
 
 
+def _keeps(session, request: Optional[gr.Request]) -> bool:
+    """Whether a call keeps what it makes in ``session``: not a call of the MCP server (one session for every agent)."""
+    headers = getattr(request, "headers", None) or {}
+    name, value = MCP_CALLER
+    return isinstance(session, Session) and headers.get(name) != value
+
+
+def _entry_of(session: Session, template: Template) -> Optional[SessionTemplate]:
+    """The session's template with the same networks as ``template`` (the newest), or None."""
+    record_of = template.to_dict()
+    return next((e for e in reversed(session.templates.values()) if e.template.to_dict() == record_of), None)
+
+
+def _keep_comparison(session: Session, lm, template: Template, form: dict, settings: GenerationSettings,
+                     result) -> None:
+    """A finished comparison as the session's last (its export) and in the browser's store, as Compare keeps it."""
+    entry = _entry_of(session, template)
+    setup = links.setup_of(lm.model_id, lm.request.dtype, entry.name if entry else None, links.template_ref(entry),
+                           form, settings)
+    session.last_comparison = record(setup, result)
+    session.keep("comparisons", to_json(session.last_comparison), {"prompt": setup["prompt"][:80]})
+
+
+def _keep_experiment(session: Session, template: Template, result) -> None:
+    """A finished experiment in the browser's store, and on its template (for the cards) when the session has it."""
+    entry = _entry_of(session, template)
+    if entry is not None:
+        entry.experiment = result
+    session.keep("experiments", result.to_json(), {"template": entry.saved_id if entry else None,
+                                                   "name": entry.name if entry else None})
+
+
 @action()
-def template_from_builtin(sets: list[str], samples: int = 25, max_tokens: int = 128, k: int = 10, seed: int = 0,
-                          model: Optional[str] = None) -> dict:
+def template_from_builtin(session: Session, sets: list[str], samples: int = 25, max_tokens: int = 128, k: int = 10,
+                          seed: int = 0, model: Optional[str] = None, request: gr.Request = None) -> dict:
     """Build a template (the model's functional networks) from fnweb's built-in prompt sets.
+
+    The template is kept in the caller's session, selected (a gradio_client Client keeps it for its session only),
+    and in the browser's saved items when the session has them; an MCP call keeps nothing.
 
     Args:
         sets: built-in prompt sets to capture activations on, e.g. ["factual", "arithmetic", "code", "creative"].
@@ -93,6 +145,8 @@ def template_from_builtin(sets: list[str], samples: int = 25, max_tokens: int = 
     config = BuildConfig(sources=[PromptSource(BUILTIN_PREFIX + name) for name in sets],
                          samples_per_dataset=int(samples), max_tokens=int(max_tokens), k=int(k), seed=int(seed))
     built = _job(lm, lambda emit, stop: build_template(lm, config, progress=emit, stop=stop))
+    if _keeps(session, request):
+        session.add(built.template, "built", config_label(config), config_key(lm.request, config))
     return built.template.to_dict()
 
 
@@ -112,11 +166,14 @@ def list_components(template: dict) -> list[dict]:
 
 
 @action()
-def compare_texts(template: dict, prompt: str, components: list[int], columns: Optional[list[str]] = None,
-                  max_new_tokens: int = 48, random_draws: int = 3, seed: int = 0,
-                  model: Optional[str] = None) -> dict:
+def compare_texts(session: Session, template: dict, prompt: str, components: list[int],
+                  columns: Optional[list[str]] = None, max_new_tokens: int = 48, random_draws: int = 3, seed: int = 0,
+                  model: Optional[str] = None, request: gr.Request = None) -> dict:
     """Generate from one prompt with the model unchanged, with components lesioned or preserved, and with as many
     random neurons (the control), side by side; score every column on the baseline's text.
+
+    The comparison becomes the caller's session's last one (a gradio_client Client keeps it for its session only),
+    and is kept in the browser's saved items when the session has them; an MCP call keeps nothing.
 
     Args:
         template: a template's JSON record, made on this model.
@@ -142,6 +199,9 @@ def compare_texts(template: dict, prompt: str, components: list[int], columns: O
         return last
 
     result = _job(lm, work)
+    if _keeps(session, request):
+        form = {"prompt": prompt, "components": components, "columns": columns or list(COLUMNS)}
+        _keep_comparison(session, lm, loaded, form, settings, result)
     found = verdicts(result, RANDOM_OF)
     return {"prompt": result.prompt, "tokens": result.step, "columns": [
         {"column": c.name, "masked": c.label, "masked_share": c.masked_share, "text": c.text,
@@ -151,11 +211,15 @@ def compare_texts(template: dict, prompt: str, components: list[int], columns: O
 
 
 @action()
-def run_experiment(template: dict, sets: list[str], samples: int = 20, draws: int = 5, max_tokens: int = 128,
-                   components: Optional[list[int]] = None, curve: bool = True, seed: int = 0,
-                   model: Optional[str] = None) -> dict:
+def run_experiment(session: Session, template: dict, sets: list[str], samples: int = 20, draws: int = 5,
+                   max_tokens: int = 128, components: Optional[list[int]] = None, curve: bool = True, seed: int = 0,
+                   model: Optional[str] = None, request: gr.Request = None) -> dict:
     """Lesion each component on held-out prompts, against random controls of its size, and (optionally) measure
     how much of the model's behaviour each network alone preserves.
+
+    The result is kept on the caller's session's template with the same networks, when it has one (its cards show
+    it), and in the browser's saved items when the session has them (a gradio_client Client keeps it for its session
+    only); an MCP call keeps nothing.
 
     Args:
         template: a template's JSON record, made on this model.
@@ -186,14 +250,40 @@ def run_experiment(template: dict, sets: list[str], samples: int = 20, draws: in
             last = state
         return last
 
-    return _job(lm, work).to_dict()
+    result = _job(lm, work)
+    if _keeps(session, request):
+        _keep_experiment(session, loaded, result)
+    return result.to_dict()
 
 
 ENDPOINTS = (template_from_builtin, list_components, compare_texts, run_experiment)
+KEEPING = (template_from_builtin, compare_texts, run_experiment)  # their first parameter is the caller's session
 
 
-def add_api(model_work: dict) -> None:
-    """Register the typed endpoints (inside the app's ``gr.Blocks``); model work shares the page's model queue."""
+def add_api(model_work: dict, session: gr.State) -> None:
+    """Register the typed endpoints (inside the app's ``gr.Blocks``); model work shares the page's model queue.
+
+    ``gr.api`` types an endpoint from its function's hints but takes no session: the ones that keep what they make
+    are registered as it registers them, with ``session`` (the page's ``gr.State``) as a hidden first input.
+    """
     for fn in ENDPOINTS:
-        keywords = {} if fn is list_components else model_work
-        gr.api(fn, api_name=fn.__name__, api_description=fn.__doc__.split("\n\n")[0], **keywords)
+        keywords = {"api_name": fn.__name__, "api_description": fn.__doc__.split("\n\n")[0]}
+        if fn is list_components:
+            gr.api(fn, **keywords)
+        else:
+            _session_endpoint(fn, session, **keywords, **model_work)
+
+
+def _session_endpoint(fn, session: gr.State, **keywords) -> None:
+    """``gr.api(fn)`` with ``session`` filling ``fn``'s first parameter (Gradio keeps it out of the API's signature)."""
+    from gradio.components.api_component import Api
+    from gradio.context import get_blocks_context
+    from gradio.events import python_type_to_json_schema  # the one gr.api types its endpoints with
+    from gradio.utils import get_function_params, get_return_types
+
+    params = get_function_params(fn)[1:]  # gr.Request, like the session, is not a parameter a caller passes
+    inputs = [Api(default if has_default else None, python_type_to_json_schema(hint), f"{name}")
+              for name, has_default, default, hint in params]
+    outputs = [Api(None, python_type_to_json_schema(hint)) for hint in get_return_types(fn)]
+    get_blocks_context().set_event_trigger([], fn, [session, *inputs], outputs, preprocess=False, postprocess=False,
+                                           show_progress="hidden", trigger_mode=None, **keywords)

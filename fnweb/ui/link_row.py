@@ -124,7 +124,9 @@ def open_link(session: Session, request: gr.Request):
     setup = {"prompt": link.form["prompt"], "components": link.form["components"], "columns": link.form["columns"],
              "settings": {"max_new_tokens": link.form["max_new_tokens"], "greedy": link.form["decoding"] == "greedy",
                           "temperature": link.form["temperature"], "seed": link.form["seed"],
-                          "random_draws": link.form["draws"], "preserve_scope": link.form["preserve_scope"]}}
+                          "random_draws": link.form["draws"], "preserve_scope": link.form["preserve_scope"],
+                          "alpha": link.form["alpha"], "control_of": link.form["control_of"],
+                          "control": link.form["control"]}}
     where = f" with the template '{entry.name}'" if entry else ""
     note = render.message_html("ok", f"Restored from a link: {link.model}{where}. Press Generate.")
     return {**form_outputs(setup, session), "note": note, "page": gr.Tabs(selected="compare"),

@@ -9,6 +9,9 @@ is named by a reference, never carried in the link:
 - ``saved:<id>``: a template saved in the browser that made the link (works there only:
   nothing is shared between visitors).
 
+The intervention settings travel too (α, the random column's intervention and how its
+neurons are drawn); a link made before they did reads as their defaults.
+
 ``query(setup)`` writes the parameters (``PARAMS`` names them), ``parse(params)`` reads
 them back into a ``Link`` or raises one ``FnwebError`` listing every value that is wrong
 and what to do. ``setup_of`` says what a finished comparison was (what a link, a saved
@@ -24,10 +27,12 @@ from dataclasses import asdict, dataclass
 from typing import Mapping, Optional
 from urllib.parse import urlencode
 
-from ..compare import BASELINE, COLUMNS, GenerationSettings
+from ..compare import BASELINE, COLUMNS, CONTROL_OF, DEFAULT_ALPHA, GenerationSettings
 from ..compare_record import record, to_json
+from ..controls import CONTROLS, DEFAULT_CONTROL
 from ..errors import FnwebError
 from ..ids import EMBEDDED_ID
+from ..interventions import ALPHA_RANGE, INTERVENTIONS
 from ..masks import DEFAULT_PRESERVE_SCOPE
 from ..templates import MAX_COMPONENTS
 from .visitor_store import valid_id
@@ -37,7 +42,11 @@ MAX_PROMPT = 2000  # characters: a link is for a prompt one reads aloud, not a d
 MAX_LISTED = 64  # components in a link
 # URL parameter -> Compare form field (the template and the model are separate).
 PARAMS = {"p": "prompt", "c": "components", "cols": "columns", "n": "max_new_tokens", "dec": "decoding",
-          "temp": "temperature", "seed": "seed", "draws": "draws", "scope": "preserve_scope"}
+          "temp": "temperature", "seed": "seed", "draws": "draws", "scope": "preserve_scope", "a": "alpha",
+          "of": "control_of", "ctl": "control"}
+# Fields a link names from a table: (URL parameter, form field, table, default, what it is called in a message).
+_CHOICES = (("of", "control_of", INTERVENTIONS, CONTROL_OF, "random column's intervention"),
+            ("ctl", "control", CONTROLS, DEFAULT_CONTROL, "random control"))
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 _HUB_REF = re.compile(r"^hub:([A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96})(?:@([\w./-]{1,80}))?$")
 
@@ -102,7 +111,9 @@ def query(setup: dict) -> str:
     values = {"v": VERSION, "m": setup["model"], **({"t": ref} if ref else {}), "p": setup["prompt"],
               "c": ",".join(str(c) for c in setup["components"]), "cols": ",".join(setup["columns"]),
               "n": s["max_new_tokens"], "dec": "greedy" if s["greedy"] else "sampled", "temp": f"{s['temperature']:g}",
-              "seed": s["seed"], "draws": s["random_draws"], "scope": s.get("preserve_scope", DEFAULT_PRESERVE_SCOPE)}
+              "seed": s["seed"], "draws": s["random_draws"], "scope": s.get("preserve_scope", DEFAULT_PRESERVE_SCOPE),
+              "a": f"{s.get('alpha', DEFAULT_ALPHA):g}", "of": s.get("control_of", CONTROL_OF),
+              "ctl": s.get("control", DEFAULT_CONTROL)}
     return urlencode(values)
 
 
@@ -178,15 +189,33 @@ def _settings(params: Mapping[str, str], problems: list[str]) -> dict:
               "decoding": decoding, "temperature": _number(params.get("temp", "0.8"), "temperature", float, problems),
               "seed": _number(params.get("seed", "0"), "seed", int, problems),
               "draws": _number(params.get("draws", "3"), "random draws", int, problems),
-              "preserve_scope": params.get("scope", DEFAULT_PRESERVE_SCOPE)}
+              "preserve_scope": params.get("scope", DEFAULT_PRESERVE_SCOPE), **_intervention(params, problems)}
     if decoding not in ("greedy", "sampled"):
         problems.append(f"its decoding {decoding[:20]!r} is neither greedy nor sampled")
     elif None not in values.values():
         try:
             GenerationSettings(values["max_new_tokens"], decoding == "greedy", values["temperature"], values["seed"],
-                               values["draws"], preserve_scope=values["preserve_scope"]).validate()
+                               values["draws"], preserve_scope=values["preserve_scope"], alpha=values["alpha"],
+                               control_of=values["control_of"], control=values["control"]).validate()
         except FnwebError as exc:
             problems.append("its " + str(exc).rstrip(".")[0].lower() + str(exc).rstrip(".")[1:])
+    return values
+
+
+def _intervention(params: Mapping[str, str], problems: list[str]) -> dict:
+    """α, the random column's intervention and its control, each checked against its table (None when wrong)."""
+    low, high = ALPHA_RANGE
+    alpha = _number(params.get("a", f"{DEFAULT_ALPHA:g}"), "α", float, problems)
+    if alpha is not None and not low <= alpha <= high:
+        problems.append(f"its α {alpha:g} is not from {low:g} to {high:g}")
+        alpha = None
+    values = {"alpha": alpha}
+    for key, field, table, default, what in _CHOICES:
+        text = params.get(key, default)
+        if text not in table:
+            problems.append(f"its {what} {text[:20]!r} is none of {', '.join(table)}")
+            text = None
+        values[field] = text
     return values
 
 

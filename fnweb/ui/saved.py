@@ -12,7 +12,8 @@ shows its form, columns and metrics). The "Saved in this browser" panel at the f
 the page says what is kept and deletes all of it.
 
 Saving happens where the things are made: ``Session.add`` keeps templates, Compare
-keeps its finished comparisons (``fnweb.ui.links.remember``), Experiments its results.
+keeps its finished comparisons (``fnweb.ui.links.remember``), Experiments its results,
+and the typed API (``fnweb.ui.api``) what its calls make in a session that has a store.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from typing import Optional
 import gradio as gr
 
 from ..cards import component_labels
+from ..compare import CONTROL_OF, DEFAULT_ALPHA
 from ..compare_record import from_record
+from ..controls import DEFAULT_CONTROL
 from ..errors import FnwebError
 from ..experiment_results import ExperimentResult
 from ..io import write_atomic
@@ -174,7 +177,9 @@ def form_outputs(setup: dict, session: Optional[Session] = None) -> dict:
             "compare.decoding": "greedy" if s.get("greedy", True) else "sampled",
             "compare.temperature": s.get("temperature"), "compare.seed": s.get("seed"),
             "compare.draws": s.get("random_draws"),
-            "compare.preserve_scope": s.get("preserve_scope") or DEFAULT_PRESERVE_SCOPE}
+            "compare.preserve_scope": s.get("preserve_scope") or DEFAULT_PRESERVE_SCOPE,
+            "compare.alpha": s.get("alpha", DEFAULT_ALPHA), "compare.control_of": s.get("control_of") or CONTROL_OF,
+            "compare.control": s.get("control") or DEFAULT_CONTROL}
 
 
 def summary_text(session: Session) -> str:
