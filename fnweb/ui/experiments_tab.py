@@ -105,15 +105,15 @@ def _result_parts() -> dict:
         parts["lesion"] = gr.Plot(label="Lesion effect per component", elem_id="fn-exp-lesion")
         parts["curve"] = gr.Plot(label="Preservation curve", elem_id="fn-exp-curve")
     with gr.Row(equal_height=False):
-        parts["accuracy"] = gr.Plot(label="Task accuracy per component", visible=False, elem_id="fn-exp-accuracy")
-        parts["dose"] = gr.Plot(label="Dose-response", visible=False, elem_id="fn-exp-dose-plot")
+        parts["accuracy_plot"] = gr.Plot(label="Task accuracy per component", visible=False, elem_id="fn-exp-accuracy")
+        parts["dose_plot"] = gr.Plot(label="Dose-response", visible=False, elem_id="fn-exp-dose-plot")
     parts["lesion_table"] = gr.Dataframe(render.lesion_frame(None), label="Lesions (nats per token)",
                                          interactive=False, wrap=True, elem_id="fn-exp-table")
     parts["curve_table"] = gr.Dataframe(render.curve_frame(None), label="Preservation curve (nats per token)",
                                         interactive=False, wrap=True, elem_id="fn-exp-curve-table")
     parts["seeds_table"] = gr.Dataframe(label="Across template seeds (each component matched to the first seed's)",
                                         interactive=False, wrap=True, visible=False, elem_id="fn-exp-seeds")
-    parts["recurrence"] = gr.Plot(label="Recurrence per sample", visible=False, elem_id="fn-exp-recurrence-plot")
+    parts["recurrence_plot"] = gr.Plot(label="Recurrence per sample", visible=False, elem_id="fn-exp-recurrence-plot")
     parts["recurrence_table"] = gr.Dataframe(label="Recurrence per sample (share of samples)", interactive=False,
                                              wrap=True, visible=False, elem_id="fn-exp-recurrence-table")
     parts["downloads"] = gr.File(label="Download (JSON and CSV)", file_count="multiple", interactive=False,

@@ -31,7 +31,7 @@ from ..seed_results import SeedsResult
 from . import render
 
 # The parts of the tab only some runs fill (hidden until a run measures them).
-OPTIONAL = ("accuracy", "dose", "seeds_table", "recurrence", "recurrence_table")
+OPTIONAL = ("accuracy_plot", "dose_plot", "seeds_table", "recurrence_plot", "recurrence_table")
 SEEDS_COLUMNS = {"component": "component", "seed": "seed", "seed_component": "its match", "map_correlation": "r",
                  "dce": "ΔCE", "random_dce_mean": "random ΔCE", "excess": "beyond random", "p": "p",
                  "fisher_p_holm": "Fisher p (Holm)", "survives_across_seeds": "survives"}
@@ -88,8 +88,8 @@ def result_views(result: ExperimentResult, labels: Optional[dict] = None) -> dic
     accuracy = lesion_figure(result, "acc") if result.baseline_acc is not None else None
     return {"reading": _partial_mark(result.reading(), result), "lesion": lesion_figure(result),
             "curve": preservation_figure(result), "lesion_table": render.lesion_frame(result, labels),
-            "curve_table": render.curve_frame(result), "accuracy": _shown(accuracy),
-            "dose": _shown(dose_figure(result) if result.dose is not None else None)}
+            "curve_table": render.curve_frame(result), "accuracy_plot": _shown(accuracy),
+            "dose_plot": _shown(dose_figure(result) if result.dose is not None else None)}
 
 
 def evidence_views(evidence: Evidence, labels: Optional[dict] = None) -> dict:
@@ -99,7 +99,7 @@ def evidence_views(evidence: Evidence, labels: Optional[dict] = None) -> dict:
     views["reading"] = _partial_mark(evidence.reading(), running)
     views["seeds_table"] = _shown(seeds_frame(evidence.seeds) if evidence.seeds is not None else None)
     rec = evidence.recurrence
-    views["recurrence"] = _shown(recurrence_figure(rec) if rec is not None and rec.cells else None)
+    views["recurrence_plot"] = _shown(recurrence_figure(rec) if rec is not None and rec.cells else None)
     views["recurrence_table"] = _shown(recurrence_frame(rec) if rec is not None else None)
     return views
 
