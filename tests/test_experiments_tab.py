@@ -64,7 +64,7 @@ def test_experiment_runs_end_to_end(client, tmp_path):
     load(client)
     name = upload(client, tmp_path, make_template())
     status, reading, lesion, curve, table, curve_table, files, *optional = experiment(client, name)
-    assert len(optional) == 5 and not any(optional)  # no accuracy, dose, seeds or recurrence asked for: none shown
+    assert len(optional) == 5 and not any(part["visible"] for part in optional)  # none asked for: none shown
     # The template was built on 10 factual prompts: they are left out, and the page says how many.
     assert "Done in" in status and "10 of its 94 prompts were used to build the template" in status
     assert reading.startswith("On 4 held-out prompts") and "random neurons (same count per layer" in reading
