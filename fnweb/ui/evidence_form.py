@@ -1,7 +1,8 @@
 """The Experiments tab's evidence controls: intervention, α, controls, template seeds, recurrence, task, dose.
 
 ``build_evidence_form`` adds the controls (inside an accordion, their choices read from
-the tables in ``fnweb.interventions``, ``fnweb.controls`` and ``fnweb.tasks``);
+the tables in ``fnweb.interventions``, ``fnweb.controls`` and ``fnweb.tasks``; ``DEFAULTS``
+their starting values) and gives them by field name for a tab's ``Form`` (``named``);
 ``evidence_from_form`` reads their values into the ``ExperimentConfig`` fields, the
 number of template seeds and the recurrence config (or None), each bad value named in
 its error. It knows nothing about running them (``fnweb.evidence_run``).

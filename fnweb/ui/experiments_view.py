@@ -50,20 +50,22 @@ def warnings_html(*parts) -> str:
     return "".join(render.message_html("info", f"Note: {w}") for w in seen)
 
 
-def final_html(result: ExperimentResult) -> str:
-    """The status line of a finished (or stopped) experiment."""
+def final_html(result: ExperimentResult, seconds: Optional[float] = None) -> str:
+    """The status line of a finished (or stopped) experiment (``seconds``: the whole run's, when it did more)."""
     if result.partial:
         head = render.message_html("stopped", f"PARTIAL RESULT: {result.partial_note} "
                                               "The charts, tables and files cover only what was measured.")
     else:
-        head = render.message_html("ok", f"Done in {render.seconds(result.seconds)}: {result.prompts} held-out "
-                                         f"prompts, {result.settings.get('draws')} random draws per condition.")
+        took = render.seconds(result.seconds if seconds is None else seconds)
+        head = render.message_html("ok", f"Done in {took}: {result.prompts} held-out prompts, "
+                                         f"{result.settings.get('draws')} random draws per condition.")
     return head + warnings_html(result)
 
 
 def evidence_final_html(evidence: Evidence) -> str:
     """The status line of a finished run: the experiment's, then what the seeds and recurrence add."""
-    text = final_html(evidence.experiment)
+    parts = (evidence.seeds or evidence.experiment, evidence.recurrence)  # the seeds' time holds each experiment's
+    text = final_html(evidence.experiment, sum(part.seconds for part in parts if part is not None))
     if evidence.seeds is not None:
         measured = len(evidence.seeds.experiments)
         text += render.message_html("ok", f"Template seeds measured: {measured} of {len(evidence.seeds.seeds)}.")
