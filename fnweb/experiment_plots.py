@@ -3,10 +3,10 @@
 - ``lesion_figure``: per component (and the union), one metric of a lesion (the change
   in cross-entropy by default; any of ``LESION_METRICS`` the result measured, e.g. task
   accuracy with chance drawn as a line) beside random neurons drawn by the result's
-  control, named in the legend (mean over draws, error bars one standard deviation), with the ratio over each
-  pair for an effect size; the network's error bars are its 95 % bootstrap interval
-  over prompts, and a star marks the components that survive the Holm-corrected
-  permutation test.
+  control, named in the legend (mean over draws, error bars one standard deviation),
+  with the ratio over each pair for an effect size; the network's error bars are its
+  95 % bootstrap interval over prompts, and a star marks the components that survive
+  the Holm-corrected permutation test.
 - ``preservation_figure``: one metric (cross-entropy by default; any of
   ``CURVE_METRICS`` measured) against the share of neurons kept, for the top-m
   components and for random keeps of the same sizes, with the unchanged model as a
