@@ -26,6 +26,7 @@ from fnweb.prompts import PromptSource
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 DONE = "#fn-exp-status .fn-msg-ok:has-text('Done in')"
+PROGRESS_JS = "(document.querySelector('#fn-exp-status .fn-progress') || {}).innerText || ''"
 
 
 def follow_progress(page, seconds: float) -> list[str]:
@@ -33,8 +34,7 @@ def follow_progress(page, seconds: float) -> list[str]:
     seen: list[str] = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not page.locator(DONE).count():
-        bar = page.locator("#fn-exp-status .fn-progress")
-        text = bar.first.inner_text() if bar.count() else ""
+        text = page.evaluate(PROGRESS_JS)  # read at once: the line is redrawn under a slower locator
         if text and (not seen or seen[-1] != text):
             seen.append(text)
         time.sleep(0.3)
@@ -54,7 +54,7 @@ def set_up(page) -> None:
 
 
 def test_experiment_in_the_browser(browser, embedded_lm, tmp_path):
-    config = BuildConfig([PromptSource("builtin:factual"), PromptSource("builtin:code")], 20, 64, k=3)
+    config = BuildConfig([PromptSource("builtin:factual"), PromptSource("builtin:code")], 12, 64, k=3)
     path = build_template(embedded_lm, config).template.save(tmp_path / "factual_code_k3.json")
     with running_app() as url:
         page = browser.new_page(viewport={"width": 1360, "height": 900})
@@ -72,9 +72,9 @@ def test_experiment_in_the_browser(browser, embedded_lm, tmp_path):
         assert len(seen) >= 3, seen  # the line moves: phase, n of N
         assert any("Template seed 2 of 2" in text for text in seen), seen  # and says which seed it measures
         status = page.inner_text("#fn-exp-status")
-        # Left out, and counted: the prompts of both seeds' builds (each seed samples its own 20).
+        # Left out, and counted: the prompts of both seeds' builds (each seed samples its own 12; small: quick builds).
         used = re.search(r"(\d+) of its 94 prompts were used to build the template", status)
-        assert used and 20 <= int(used.group(1)) <= 40, status
+        assert used and 12 <= int(used.group(1)) <= 24, status
         assert "Template seeds measured: 2 of 2" in status
         reading = page.inner_text("#fn-exp-reading")
         assert "same count and scale per layer" in reading and "Across 2 template seeds" in reading
