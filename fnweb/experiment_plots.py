@@ -2,11 +2,11 @@
 
 - ``lesion_figure``: per component (and the union), one metric of a lesion (the change
   in cross-entropy by default; any of ``LESION_METRICS`` the result measured, e.g. task
-  accuracy with chance drawn as a line) beside random neurons of the same per-layer
-  sizes (mean over draws, error bars one standard deviation), with the ratio over each
-  pair for an effect size; the network's error bars are its 95 % bootstrap interval
-  over prompts, and a star marks the components that survive the Holm-corrected
-  permutation test.
+  accuracy with chance drawn as a line) beside random neurons drawn by the result's
+  control, named in the legend (mean over draws, error bars one standard deviation),
+  with the ratio over each pair for an effect size; the network's error bars are its
+  95 % bootstrap interval over prompts, and a star marks the components that survive
+  the Holm-corrected permutation test.
 - ``preservation_figure``: one metric (cross-entropy by default; any of
   ``CURVE_METRICS`` measured) against the share of neurons kept, for the top-m
   components and for random keeps of the same sizes, with the unchanged model as a
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from .controls import CONTROLS
+from .controls import CONTROLS, DEFAULT_CONTROL
 from .errors import FnwebError
 from .evidence_results import DOSE_METRICS
 from .experiment_results import CURVE_METRICS, LESION_METRICS, ExperimentResult, survives, units_of
@@ -73,6 +73,12 @@ def _network_errors(rows, metric: str) -> dict:
                             for s, v in zip(stats, value)])
 
 
+def _control_title(result: ExperimentResult) -> str:
+    """How the main rows' random twins were drawn, in words (``fnweb.controls``)."""
+    control = result.rows[0].control if result.rows else result.settings.get("control", DEFAULT_CONTROL)
+    return CONTROLS[control].title if control in CONTROLS else str(control)
+
+
 def _marks(result: ExperimentResult, metric: str) -> list[str]:
     """Each bar's label: the ratio to random, and a star where the component survives Holm's correction."""
     marks = []
@@ -99,7 +105,7 @@ def lesion_figure(result: ExperimentResult, metric: str = "dce") -> go.Figure:
                y=[r.network.get(metric) for r in rows], marker_color=NETWORK, error_y=_network_errors(rows, metric),
                text=_marks(result, metric), textposition="outside",
                hovertemplate="%{x}: %{y:.4f}<extra>network lesioned</extra>"),
-        go.Bar(name=f"random {units_of(result)}, same per-layer sizes ({draws} draws)", x=labels,
+        go.Bar(name=f"random {units_of(result)}, {_control_title(result)} ({draws} draws)", x=labels,
                y=[r.random[metric].mean for r in rows], marker_color=RANDOM,
                error_y=dict(type="data", array=[r.random[metric].sd for r in rows], visible=True),
                hovertemplate="%{x}: %{y:.4f}<extra>random control</extra>"),

@@ -140,7 +140,8 @@ def seeds_stream(lm: LoadedModel, template: Template, config: ExperimentConfig, 
             seed_config = config if i == 0 else replace(  # the lesions only, of this seed's matches
                 config, curve=False, task=None, dose_component=None,
                 components=[state.matches[i][0][c] for c in config.components] if config.components else None)
-            for result in experiment_stream(lm, made, seed_config, progress, stop, exclude=exclude):
+            relay = _labelled(progress, i, len(state.built))  # the status line says which seed it measures
+            for result in experiment_stream(lm, made, seed_config, relay, stop, exclude=exclude):
                 state.done[-1] = result
                 if result.partial and result.partial_note.startswith(STOPPED):
                     raise Stopped()

@@ -63,7 +63,8 @@ def downloads(files) -> dict[str, str]:
 def test_experiment_runs_end_to_end(client, tmp_path):
     load(client)
     name = upload(client, tmp_path, make_template())
-    status, reading, lesion, curve, table, curve_table, files = experiment(client, name)
+    status, reading, lesion, curve, table, curve_table, files, *optional = experiment(client, name)
+    assert len(optional) == 5 and not any(part["visible"] for part in optional)  # none asked for: none shown
     # The template was built on 10 factual prompts: they are left out, and the page says how many.
     assert "Done in" in status and "10 of its 94 prompts were used to build the template" in status
     assert reading.startswith("On 4 held-out prompts") and "random neurons (same count per layer" in reading
@@ -123,7 +124,7 @@ def test_overlap_is_warned_and_stop_mid_run_gives_partial_results(client, tmp_pa
     assert "Lesions and random controls: unit" in outputs[-1][0]
     assert "overlaps the template&#x27;s prompts: 15 of 30 held-out prompts (50 %)" in outputs[-1][0]
     client.predict(api_name="/stop_experiment")
-    status, reading, lesion, curve, table, curve_table, files = job.result()
+    status, reading, lesion, curve, table, curve_table, files, *_ = job.result()
     assert "PARTIAL RESULT" in status and "Stopped by request" in status
     assert reading.startswith("**Partial result (stopped).**") and "PARTIAL RESULT" in reading
     assert "(partial)" in json.loads(lesion["plot"])["layout"]["title"]["text"]

@@ -47,6 +47,9 @@ def test_a_tab_reads_fields_and_parts_by_name():
     assert tab.outputs("output", extra=prompt) == {"output": output, "extra": prompt}
     with pytest.raises(AttributeError, match="no field or part called 'nope'"):
         _ = tab.nope  # reading an unknown part must raise, naming it
+    # A part named like a field would hide behind it (its outputs would go to the field): refused.
+    with pytest.raises(ValueError, match=r"Parts \['prompt'\] share their names with form fields"):
+        Tab(Form(prompt=prompt), "output", prompt=output)
 
 
 # ---- wiring -----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import sys
 from dataclasses import replace
 
 from ..cards import component_labels
+from ..controls import CONTROLS
 from ..errors import Stopped
 from ..experiment_plots import write_figures, write_html
 from ..experiment_tables import table_text
@@ -52,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fnexperiment",
         description="Does a network matter? Lesion each component and keep the top ones, against random "
-                    "neurons of the same per-layer sizes, on held-out prompts.",
+                    "neurons drawn by --control (" + "; ".join(f"{name}: {c.title}" for name, c in CONTROLS.items())
+                    + "), on held-out prompts.",
         epilog=f"Built-in prompt sets: {', '.join('builtin:' + s for s in builtin_sets())}.",
     )
     p.add_argument("model", help="Hub id, local folder, or 'embedded'")

@@ -2,9 +2,9 @@
 
 ``build_app()`` assembles the page: the model bar (model, dtype, Load, status, and
 the visitor's template picker), the Demo strip (``fnweb.ui.presets``, whose buttons
-fill two tabs' forms), the tabs listed in ``TABS``, in order, Compare's sharing row
-(``fnweb.ui.link_row``), and the "Saved in this browser" panel (``fnweb.ui.saved``,
-which restores the visitor's items after the page's load). The engine never
+fill two tabs' forms), the tabs listed in ``TABS``, in order, Compare's and Experiments'
+sharing rows (``fnweb.ui.link_row``, ``fnweb.ui.experiment_link_row``), and the "Saved in
+this browser" panel (``fnweb.ui.saved``, which restores the visitor's items after the page's load). The engine never
 imports this package; handlers here only parse inputs, call the engine and format its
 results. Tabs never import each other: what two tabs share lives in ``forms``,
 ``runner``, ``feedback``, ``render`` or ``state``.
@@ -62,6 +62,7 @@ from ..access import forbid_implicit_token, multi_user
 from . import in_view
 from .api import add_api, mcp_available
 from .compare_tab import build_compare_tab
+from .experiment_link_row import build_experiment_link_row
 from .experiments_tab import build_experiments_tab
 from .finetune_tab import build_finetune_tab
 from .forms import on
@@ -179,6 +180,9 @@ def build_app(tabs: list[tuple[str, Callable]] | None = None) -> gr.Blocks:
         if "Compare" in ctx.tabs:
             with ctx.blocks["Compare"]:
                 build_link_row(ctx, restored)
+        if "Experiments" in ctx.tabs:
+            with ctx.blocks["Experiments"]:
+                build_experiment_link_row(ctx, restored)
         gr.Markdown(f"fnweb {__version__} · models are shared read-only; what you make is kept for your browser "
                     "only.", elem_classes="fn-note")
     return demo

@@ -168,6 +168,9 @@ class Tab:
     """
 
     def __init__(self, form: Form, message: str, connect: Optional[Callable] = None, **parts) -> None:
+        shared = sorted(set(parts) & set(form.names))
+        if shared:  # a part would hide behind the field of its name (``tab.name`` finds the field first)
+            raise ValueError(f"Parts {shared} share their names with form fields: name them apart.")
         self.form, self.message, self.parts = form, message, parts
         self.connect = connect
 

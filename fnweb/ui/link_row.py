@@ -35,7 +35,8 @@ from .presets import cache_path, preset_key
 from .saved import form_outputs
 from .state import Session, unique_name
 
-LINKED_JS = 'new URLSearchParams(window.location.search).has("m")'  # the page was opened with a link
+# The page was opened with a comparison's link (an experiment's says kind=experiment).
+LINKED_JS = '(q => q.has("m") && [null, "comparison"].includes(q.get("kind")))(new URLSearchParams(location.search))'
 # The browser's half of Copy link: the page's own address with the query, shown and copied.
 COPY_JS = """(query) => {
   if (!query) return "";
@@ -114,8 +115,8 @@ def open_link(session: Session, request: gr.Request):
         return {}
     try:
         link = links.parse(params)
-        status = _model(session, link.model)
-        entry = _template(session, link)
+        status = load_link_model(session, link.model)
+        entry = find_link_template(session, link)
     except FnwebError as exc:
         text, _ = failure(exc)
         return {"note": render.message_html("error", text), "page": gr.Tabs(selected="compare")}
@@ -133,7 +134,7 @@ def open_link(session: Session, request: gr.Request):
             "template": template_choices(session), **({"status": status} if status else {})}
 
 
-def _model(session: Session, model_id: str) -> Optional[str]:
+def load_link_model(session: Session, model_id: str) -> Optional[str]:
     """Load the link's model for this visitor when it is another; the bar's new status line, or None."""
     if session.model is not None and session.model.model_id == model_id:
         return None
@@ -146,7 +147,7 @@ def _model(session: Session, model_id: str) -> Optional[str]:
     return status_html("Loaded " + lm.summary_line())
 
 
-def _template(session: Session, link: links.Link):
+def find_link_template(session: Session, link: links.Link):
     """The link's template in this session (found, loaded from the cache or the Hub), or None when none is needed."""
     if not link.template:
         return None

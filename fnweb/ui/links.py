@@ -38,6 +38,7 @@ from ..templates import MAX_COMPONENTS
 from .visitor_store import valid_id
 
 VERSION = "1"
+KIND = "comparison"  # what a link restores, when it says nothing else (an experiment's says kind=experiment)
 MAX_PROMPT = 2000  # characters: a link is for a prompt one reads aloud, not a document
 MAX_LISTED = 64  # components in a link
 # URL parameter -> Compare form field (the template and the model are separate).
@@ -71,8 +72,8 @@ class Link:
 
 
 def is_link(params: Mapping[str, str]) -> bool:
-    """Whether a page's query parameters ask to restore a comparison."""
-    return "m" in params or "t" in params
+    """Whether a page's query parameters ask to restore a comparison (not another kind of link: ``kind=...``)."""
+    return ("m" in params or "t" in params) and params.get("kind", KIND) == KIND
 
 
 def setup_of(model: str, dtype: str, template_name: Optional[str], template_ref: Optional[str], form: dict,
@@ -229,3 +230,7 @@ def _number(text: str, what: str, kind: type, problems: list[str]):
         problems.append(f"its {what} is not a finite number")
         return None
     return value
+
+
+# The checks other kinds of links share (``fnweb.ui.experiment_links``): each notes what is wrong in ``problems``.
+check_model, check_template, check_number = _model, _template, _number
