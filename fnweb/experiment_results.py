@@ -28,6 +28,7 @@ from .archs import DEFAULT_SITE, SITES
 from .controls import CONTROLS
 from .errors import FnwebError
 from .evidence_results import DoseCurve, dose_sentence, variant_sentences
+from .interventions import DEFAULT_INTERVENTION, INTERVENTIONS
 from .io import parse_json, read_text, write_atomic
 from .metrics import METRICS, Stat
 from .significance import LEVEL, draws_needed, smallest_p
@@ -266,12 +267,15 @@ def units_of(result: ExperimentResult) -> str:
     return site.units
 
 
-def _lesion_sentence(row: LesionRow, draws: int, units: str) -> str:
+def _lesion_sentence(row: LesionRow, draws: int, units: str, settings: dict) -> str:
     dce, control, times = row.network["dce"], row.random["dce"], row.ratio.get("dce")
     verb = "raised" if dce > 0 else "changed"
     spread = f"{control.mean:+.3f} ± {control.sd:.3f} over {draws} draw{'s' if draws != 1 else ''}"
     where = f"; {pct(row.densest_share)} of layer {row.densest_layer}" if row.densest_layer >= 0 else ""
-    head = (f"lesioning component {row.component} ({pct(row.share)} of {units}{where}) {verb} cross-entropy "
+    intervention = INTERVENTIONS.get(settings.get("intervention") or DEFAULT_INTERVENTION,
+                                     INTERVENTIONS[DEFAULT_INTERVENTION])
+    done = intervention.done_to(f"component {row.component}", settings.get("alpha"))
+    head = (f"{done} ({pct(row.share)} of {units}{where}) {verb} cross-entropy "
             f"by {dce:+.3f} nats")
     matched = CONTROLS[row.control].title if row.control in CONTROLS else "same count per layer"
     if times is not None and dce > 0:
@@ -357,7 +361,7 @@ def reading(result: ExperimentResult) -> str:
     text = (
         f"On {result.rows[0].prompts} held-out prompts ({result.tokens:,} scored tokens; the unchanged model's "
         f"cross-entropy is {result.baseline_ce:.3f} nats per token), "
-        f"{_lesion_sentence(strongest, draws, units_of(result))}{_interval_words(strongest)}. "
+        f"{_lesion_sentence(strongest, draws, units_of(result), result.settings)}{_interval_words(strongest)}. "
         + _beating(result, draws)
     )
     text += _union_sentence(result) + _curve_sentence(result)

@@ -66,6 +66,7 @@ class Intervention:
     help: str  # one line for people: what it does
     colour: str  # the app's colour for its column and its runs
     fill: Optional[str] = None  # a per-channel statistic put in place of the changed channels ("mean"); None: none
+    doing: str = ""  # for a reading sentence: '{doing} component 3' ('{alpha}' stands for the factor)
 
     @property
     def takes_alpha(self) -> bool:
@@ -76,6 +77,11 @@ class Intervention:
     def needs_stats(self) -> bool:
         """It needs the template's capture statistics."""
         return self.fill is not None
+
+    def done_to(self, what: str, alpha: Optional[float] = None) -> str:
+        """'lesioning component 3', 'scaling component 3 by α = 2' (what is done to ``what``, for a sentence)."""
+        phrase = (self.doing or f"applying {self.title.lower()} to {{what}}").replace("{what}", what)
+        return phrase.replace("{alpha}", f"{alpha:g}" if alpha is not None else "α")
 
     def factor(self, alpha: Optional[float] = None) -> float:
         """What the changed channels are multiplied by."""
@@ -113,15 +119,16 @@ class Intervention:
 
 INTERVENTIONS: dict[str, Intervention] = {
     "lesion": Intervention("lesion", "Lesion", acts_on_network=True, scale=0.0,
-                           help="the chosen components' neurons zeroed", colour="#dc2626"),
+                           help="the chosen components' neurons zeroed", colour="#dc2626", doing="lesioning {what}"),
     "preserve": Intervention("preserve", "Preserve", acts_on_network=False, scale=0.0,
-                             help="only the chosen components' neurons kept", colour="#16a34a"),
+                             help="only the chosen components' neurons kept", colour="#16a34a",
+                             doing="keeping only {what}"),
     "mean": Intervention("mean", "Mean ablation", acts_on_network=True, scale=0.0, fill="mean",
                          help="the chosen components' neurons set to their mean over the template's tokens",
-                         colour="#9333ea"),
+                         colour="#9333ea", doing="mean-ablating {what}"),
     "scale": Intervention("scale", "Scale by α", acts_on_network=True, scale=None,
                           help="the chosen components' neurons multiplied by α (0: zeroed, 1: unchanged, above 1: "
-                               "amplified)", colour="#0891b2"),
+                               "amplified)", colour="#0891b2", doing="scaling {what} by α = {alpha}"),
 }
 DEFAULT_INTERVENTION = "lesion"
 

@@ -266,6 +266,18 @@ def test_every_intervention_changes_the_channels_it_says_by_its_factor(mode, sit
     assert torch.equal(plan.allowed(0, template.width), (~changed).float())  # only what the mask leaves alone trains
 
 
+@pytest.mark.parametrize("mode", list(INTERVENTIONS))
+def test_every_intervention_says_what_it_does_in_a_reading(mode):
+    from fnweb.experiment_results import LesionRow, _lesion_sentence
+
+    intervention = INTERVENTIONS[mode]
+    said = intervention.done_to("component 3", ALPHA)
+    assert "component 3" in said and (f"{ALPHA:g}" in said) == intervention.takes_alpha
+    row = LesionRow(component="3", ids=[3], neurons=40, share=0.02, prompts=6, network={"dce": 0.9},
+                    random={"dce": Stat(0.3, 0.1)}, ratio={"dce": 3.0})
+    assert _lesion_sentence(row, 5, "neurons", {"intervention": mode, "alpha": ALPHA}).startswith(said)
+
+
 @pytest.mark.parametrize("mode", [name for name, i in INTERVENTIONS.items() if i.fill is None])
 def test_lesion_and_preserve_hooks_are_a_plain_multiply_bit_for_bit(mode):
     model = tiny.make_model("llama")
