@@ -52,7 +52,8 @@ def checked(preset):
 @pytest.mark.parametrize("preset", [checked(p) for p in presets.PRESETS if p.claim is not None])
 def test_each_preset_blurb_is_backed_by_its_own_numbers(preset, embedded_lm, preset_template):
     form = preset.compare_form()
-    settings = GenerationSettings(max_new_tokens=form["max_new_tokens"], random_draws=form["draws"], seed=form["seed"])
+    settings = GenerationSettings(max_new_tokens=form["max_new_tokens"], random_draws=form["draws"], seed=form["seed"],
+                                  control_of=form["control_of"], control=form["control"])
     result = compare(embedded_lm, preset.prompt, preset_template, preset.components, preset.columns, settings)
     found = verdicts(result, RANDOM_OF)
     print(f"{preset.title}: " + "; ".join(f"{name} {v.line()}" for name, v in found.items()))

@@ -194,14 +194,14 @@ def preset_evidence(lm, args, out: Path, started: float) -> dict:
 
     The twins are matched on layer and magnitude (and, as a second control, per layer).
 
-    The presets' template recipe (``fnweb.ui.presets``: four sets of 25, k 10) differs from
-    the README's, so its own components are tested: those of the presets that claim something of one or two
-    components (the five-strongest preset claims only that random damage is large too).
+    The presets' template recipe (``fnweb.ui.presets``) is the README's, built as the app builds it: the
+    components tested are those of the presets that claim something of one or two components (the
+    five-strongest preset claims only that random damage is large too).
     """
     from fnweb.ui.presets import PRESETS
     from fnweb.ui.templates_tab import config_from_form
 
-    recipe = config_from_form(*PRESETS[0].template_form())
+    recipe = config_from_form(PRESETS[0].template_form())
     recipe.stability_runs, recipe.card_contexts = 0, 0  # masks only: the same components as the app's build
     template = build_template(lm, recipe).template
     components = sorted({c for p in PRESETS if len(p.components) <= 2 for c in p.components})  # a claim each

@@ -5,8 +5,13 @@ first screen of every tab), with their progress line beside them; a click switch
 the Compare tab and, once the first tokens arrive, scrolls the columns into view
 (``fnweb.ui.in_view``).
 
-All presets share one template recipe (100 built-in prompts, k 10), so after the first
-one the others start at once. A preset template is also kept in the fnweb cache
+All presets share one template recipe, the README's evidence template (five built-in
+sets of 20 prompts, 128 tokens, k 10, site ``neurons`` at the 98th percentile, seed 0;
+``docs/figures/evidence.py``), so a preset's component number is the one the README's
+evidence measured, and after the first preset the others start at once. One recipe, not
+two: a second template would double the start-up build (minutes on a CPU) and leave some
+presets waiting on it; with one, the first preset can show the confirmed network and the
+others reuse its template. A preset template is also kept in the fnweb cache
 folder, keyed by everything that decides it (model, prompts, settings, fnweb
 version): a build with the same settings gives the same template, so a later visitor
 reuses it instead of waiting, exactly like the converted model in that folder. The
@@ -16,7 +21,8 @@ preset meanwhile follows that build's progress rather than starting a second one
 template holds built-in prompts only, so one cached copy serves every visitor, on an
 app for one user or for many (``fnweb.access``). The component numbers below were read
 off that template on the embedded model (CPU); components are ordered strongest
-first, deterministically.
+first, deterministically. Each preset also fills the random column's intervention and
+control, so what a click shows does not depend on the settings a visitor left.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from typing import Optional
 import gradio as gr
 
 from .. import __version__
+from ..compare import CONTROL_OF
+from ..controls import DEFAULT_CONTROL
 from ..errors import FnwebError, Stopped
 from ..ids import is_embedded
 from ..models import ModelRequest, cache_dir
@@ -55,9 +63,10 @@ class Preset:
     components: tuple[int, ...]
     columns: tuple[str, ...] = ("baseline", "lesion", "preserve", "random")
     max_new_tokens: int = 40
-    # the template recipe (Templates tab fields)
-    builtin: tuple[str, ...] = ("factual", "arithmetic", "code", "creative")
-    samples: int = 25
+    control: str = DEFAULT_CONTROL  # how the random column's neurons are drawn (fnweb.controls.CONTROLS)
+    # the template recipe (Templates tab fields): the README's evidence template (docs/figures/evidence.py)
+    builtin: tuple[str, ...] = ("factual", "arithmetic", "code", "creative", "multilingual")
+    samples: int = 20
     max_tokens: int = 128
     k: int = 10
     site: str = "neurons"
@@ -77,28 +86,38 @@ class Preset:
     def compare_form(self) -> dict:
         """The Compare tab's fields, by name (the template is chosen once it exists)."""
         return dict(prompt=self.prompt, components=list(self.components), columns=list(self.columns),
-                    max_new_tokens=self.max_new_tokens, decoding="greedy", temperature=0.8, seed=0, draws=3)
+                    max_new_tokens=self.max_new_tokens, decoding="greedy", temperature=0.8, seed=0, draws=3,
+                    control_of=CONTROL_OF, control=self.control)
 
 
 PRESETS = [
-    Preset("Silence it with 2 % of its neurons",
-           "Lesion one network (component 7) on one prompt: here the model says nothing, while as many random "
-           "neurons leave it answering. One prompt is not a test: the Experiments tab measures a component over "
-           "held-out prompts against many random draws.", "What is the capital of Japan?", (7,),
-           claim=Claim("lesion", LARGER)),
+    Preset("The one network that passed the test",
+           "Lesion network 5 (2 % of neurons, densest in layer 17), the one of ten at this site that the README's "
+           "evidence confirmed: over held-out prompts, on two other template seeds, its lesion raised cross-entropy "
+           "by +1.00 nats per token against +0.29 for 19 random twins matched on layer and activation scale "
+           "(p = 0.0175). Here, on one prompt against three such twins: the lesioned model writes nothing, the "
+           "twins still write a poem.", "Write a haiku about the sea.", (5,), ("baseline", "lesion", "random"),
+           control="magnitude", claim=Claim("lesion", LARGER)),  # measured: KL 1.377 vs 0.474 ± 0.174
+    Preset("Silence it, then change the control",
+           "The same network on a one-line answer: lesioned, the model says nothing, while as many random neurons "
+           "per layer leave it answering (here 5.7 × their KL). Switch \"Random neurons matched on\" to magnitude "
+           "and, on this prompt, the twins matched on activation scale too come close: one prompt is not a test, "
+           "and the control decides what \"more than random\" means.", "What is the capital of Japan?", (5,),
+           claim=Claim("lesion", LARGER)),  # measured: KL 0.692 vs 0.122 ± 0.163 (magnitude: 0.613 ± 0.437)
     Preset("Lose the thread in French",
-           "Lesion the two late-layer networks (8 and 9) on one prompt: here the answer drifts into broken "
-           "French; random neurons leave it on track. A single generation, not evidence that they matter more "
-           "than random neurons in general.", "What is the capital of France?", (8, 9),
-           claim=Claim("lesion", SAME)),  # measured: lesion KL 0.199 vs random 0.208 ± 0.142
+           "Lesion the two late-layer networks (4 and 9) on one prompt: here the answer drifts into broken "
+           "French; random neurons leave it in English. A single generation, not evidence that they matter more "
+           "than random neurons: in the README's screen neither was beyond its random twins.",
+           "What is the capital of France?", (4, 9),
+           claim=Claim("lesion", SAME)),  # measured: lesion KL 0.298 vs random 0.374 ± 0.411
     Preset("Strongest five vs random",
            "Lesion the five strongest networks (10 % of neurons) against as many random neurons: "
-           "a fair control, where random damage is also large.", "Write a haiku about the sea.", (0, 1, 2, 3, 4),
-           claim=Claim("lesion", SAME)),  # "a fair control, where random damage is also large"
+           "a fair control, where random damage is also large.", "Describe the moon in two sentences.",
+           (0, 1, 2, 3, 4), claim=Claim("lesion", SAME)),  # measured: lesion KL 1.222 vs random 1.750 ± 0.313
     Preset("Keep only one network",
-           "Preserve one network and zero the other 98 % of neurons: the model babbles one word. On this model "
-           "no small set of networks keeps it near its baseline (see the preservation curve).",
-           "Tell me a short story about a dragon.", (7,), ("baseline", "preserve")),
+           "Preserve the confirmed network (5) and zero the other 98 % of neurons: the model babbles one word. On "
+           "this model no small set of networks keeps it near its baseline (see the preservation curve).",
+           "Tell me a short story about a dragon.", (5,), ("baseline", "preserve")),
 ]
 
 
