@@ -55,6 +55,9 @@ CONTRAST_JS = """(selector) => {
   const [hi, lo] = [lum(text), lum(background)].sort((a, b) => b - a);
   return {ratio: (hi + 0.05) / (lo + 0.05), size: parseFloat(getComputedStyle(el).fontSize)};
 }"""
+# The same for an unticked checkbox's border (WCAG's 3:1 for the parts of a control one must see).
+BORDER_JS = CONTRAST_JS.replace("getComputedStyle(el).color", "getComputedStyle(el).borderTopColor").replace(
+    "let background = [255, 255, 255], node = el;", "let background = [255, 255, 255], node = el.parentElement;")
 WIDTH_JS = "() => document.documentElement.scrollWidth"
 
 
@@ -80,6 +83,8 @@ def test_projector_contrast_type_and_presentation_mode(browser):
         print({what: (round(v["ratio"], 2), v["size"]) for what, v in styles.items()})
         low = {what: round(v["ratio"], 2) for what, v in styles.items() if v["ratio"] < 4.5}
         assert not low, f"text styles under 4.5:1 contrast: {low}"
+        box = page.evaluate(BORDER_JS, "input[type=checkbox]:not(:checked)")
+        assert box is not None and box["ratio"] >= 3.0, f"an unticked checkbox's border has contrast {box}"
         small = {what: styles[what]["size"] for what in BODY_TEXT if styles[what]["size"] < 16}
         assert not small, f"body text under 16 px at 1280x720: {small}"
 

@@ -100,7 +100,9 @@ button[id^="fn-preset-"] { font-size: var(--text-md) !important; }
 TEXT = dict(body_text_color_subdued="*neutral_600", block_label_text_color="*primary_700",
             block_title_text_color="*primary_700", button_primary_background_fill="*primary_600",
             button_primary_background_fill_hover="*primary_700", button_primary_border_color="*primary_600",
-            button_primary_border_color_hover="*primary_700")
+            button_primary_border_color_hover="*primary_700",
+            # an unticked box must show on a projector: slate 500 on white is 4.8:1 (the theme's own is 1.1:1)
+            checkbox_border_color="*neutral_500", checkbox_border_width="1.5px")
 
 
 def theme() -> gr.themes.Base:
