@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..errors import FnwebError
 from . import experiment_links, in_view, links, render
 from .evidence_form import DEFAULTS
 from .experiments_tab import plan_from_form
-from .feedback import action, failure
+from .feedback import action
 from .forms import on
-from .link_row import COPY_JS, find_link_template, load_link_model
+from .link_row import COPY_JS, opened_link
 from .model_bar import template_choices
 from .state import Session
 
@@ -68,16 +67,11 @@ def experiment_link_query(session: Session, form: dict):
 @action()
 def open_experiment_link(session: Session, request: gr.Request):
     """Page load with an experiment's link: restore its setup (model, template, form); a bad link says why."""
-    params = dict(request.query_params) if request is not None else {}
-    if not experiment_links.is_experiment_link(params):
-        return {}
-    try:
-        link = experiment_links.parse(params)
-        status = load_link_model(session, link.model)
-        entry = find_link_template(session, link)
-    except FnwebError as exc:
-        text, _ = failure(exc)
-        return {"note": render.message_html("error", text), "page": gr.Tabs(selected="experiments")}
+    opened = opened_link(session, request, experiment_links.is_experiment_link, experiment_links.parse,
+                         "experiments")
+    if opened.outputs is not None:
+        return opened.outputs
+    link, entry, status = opened.link, opened.entry, opened.status
     session.select(entry.name)
     changed = [f"{name.replace('_', ' ')} {link.form[name]}" for name, value in DEFAULTS.items()
                if link.form.get(name) != value]

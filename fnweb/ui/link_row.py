@@ -14,7 +14,8 @@ writes the last finished comparison as Markdown (texts and metrics) and JSON.
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import gradio as gr
 
@@ -110,16 +111,10 @@ def export_comparison(session: Session):
 @action()
 def open_link(session: Session, request: gr.Request):
     """Page load with a link: restore its comparison (model, template, form); a bad link says why, in place."""
-    params = dict(request.query_params) if request is not None else {}
-    if not links.is_link(params):
-        return {}
-    try:
-        link = links.parse(params)
-        status = load_link_model(session, link.model)
-        entry = find_link_template(session, link)
-    except FnwebError as exc:
-        text, _ = failure(exc)
-        return {"note": render.message_html("error", text), "page": gr.Tabs(selected="compare")}
+    opened = opened_link(session, request, links.is_link, links.parse, "compare")
+    if opened.outputs is not None:
+        return opened.outputs
+    link, entry, status = opened.link, opened.entry, opened.status
     if entry is not None:
         session.select(entry.name)
     setup = {"prompt": link.form["prompt"], "components": link.form["components"], "columns": link.form["columns"],
@@ -132,6 +127,34 @@ def open_link(session: Session, request: gr.Request):
     note = render.message_html("ok", f"Restored from a link: {link.model}{where}. Press Generate.")
     return {**form_outputs(setup, session), "note": note, "page": gr.Tabs(selected="compare"),
             "template": template_choices(session), **({"status": status} if status else {})}
+
+
+@dataclass
+class Opened:
+    """A link on the page's address, read: its outputs to return as they are (no link, or what was wrong with it),
+    or the link with its model loaded (``status``: the bar's new line, or None) and its template found."""
+
+    outputs: Optional[dict] = None
+    link: object = None
+    entry: object = None
+    status: Optional[str] = None
+
+
+def opened_link(session: Session, request: gr.Request, recognise: Callable[[dict], bool],
+                parse: Callable[[dict], object], tab: str) -> Opened:
+    """Read a link of one kind (``recognise``, ``parse``), load its model and find its template; a bad one is
+    one message in the ``note`` of the ``tab`` it belongs to."""
+    params = dict(request.query_params) if request is not None else {}
+    if not recognise(params):
+        return Opened(outputs={})
+    try:
+        link = parse(params)
+        status = load_link_model(session, link.model)
+        entry = find_link_template(session, link)
+    except FnwebError as exc:
+        text, _ = failure(exc)
+        return Opened(outputs={"note": render.message_html("error", text), "page": gr.Tabs(selected=tab)})
+    return Opened(link=link, entry=entry, status=status)
 
 
 def load_link_model(session: Session, model_id: str) -> Optional[str]:
