@@ -108,25 +108,34 @@ def _wide_config(**changes) -> BuildConfig:
     return small_config(samples_per_dataset=20, card_contexts=0, **changes)  # about 2,400 tokens
 
 
-def _capped_builds(_rank: int, out: str, room: int) -> None:
-    """A build in memory without a limit; then, with the data memory (RLIMIT_DATA) limited to ``room`` bytes
-    more than the process holds, three builds."""
-    torch.set_num_threads(1)
-    lm, folder = _wide_lm(), os.path.join(out, "rows")
-    build_template(lm, _wide_config(), os.path.join(out, "unlimited.json"))  # its rows are freed when it returns
+def _limited(room: int) -> None:
+    """Limit this process's data memory (RLIMIT_DATA) to ``room`` bytes more than it holds now."""
     resource.setrlimit(resource.RLIMIT_DATA, (_data_bytes() + room, resource.getrlimit(resource.RLIMIT_DATA)[1]))
-    said = {}
-    try:  # in memory: the estimate refuses it before the capture
-        build_template(lm, _wide_config(), os.path.join(out, "refused.json"))
-    except FnwebError as exc:
-        said["refused"] = str(exc)
-    with mock.patch("fnweb.fit.free_host_bytes", lambda: 10**15):  # an estimate that missed: the allocation fails
-        try:
-            build_template(lm, _wide_config(), os.path.join(out, "ran-out.json"))
+
+
+def _capped_builds(_rank: int, out: str, room: int, mapped: bool) -> None:
+    """In a fresh process: the tiny wide model, then under a data limit either the build through a mapped file,
+    or (``mapped`` False) a build in memory without a limit first, then two builds in memory under it."""
+    torch.set_num_threads(1)
+    lm, said = _wide_lm(), {}
+    if mapped:
+        _limited(room)
+        config = _wide_config(memmap_folder=os.path.join(out, "rows"))
+        built = build_template(lm, config, os.path.join(out, "mapped.json"))
+        said["tokens"] = built.n_tokens
+    else:
+        build_template(lm, _wide_config(), os.path.join(out, "unlimited.json"))
+        _limited(room)
+        try:  # in memory: the estimate refuses it before the capture
+            build_template(lm, _wide_config(), os.path.join(out, "refused.json"))
         except FnwebError as exc:
-            said["ran_out"] = str(exc)
-    said["tokens"] = build_template(lm, _wide_config(memmap_folder=folder), os.path.join(out, "mapped.json")).n_tokens
-    with open(os.path.join(out, "said.json"), "w") as handle:
+            said["refused"] = str(exc)
+        with mock.patch("fnweb.fit.free_host_bytes", lambda: 10**15):  # an estimate that missed: the allocation fails
+            try:
+                build_template(lm, _wide_config(), os.path.join(out, "ran-out.json"))
+            except FnwebError as exc:
+                said["ran_out"] = str(exc)
+    with open(os.path.join(out, f"said-{mapped}.json"), "w") as handle:
         json.dump(said, handle)
 
 
@@ -134,15 +143,18 @@ def test_under_a_data_limit_rows_in_memory_fail_in_one_line_and_a_mapped_build_c
     import torch.multiprocessing as mp
 
     room = 400 * 2**20  # the limit counts what the process allocates, not the pages of a shared file mapping
-    mp.spawn(_capped_builds, args=(str(tmp_path), room), nprocs=1, join=True)
-    said = json.loads((tmp_path / "said.json").read_text())
+    for mapped in (False, True):  # each in a fresh process, under the same limit above the loaded model
+        mp.spawn(_capped_builds, args=(str(tmp_path), room, mapped), nprocs=1, join=True)
+    said = {**json.loads((tmp_path / "said-False.json").read_text()),
+            **json.loads((tmp_path / "said-True.json").read_text())}
     rows = said["tokens"] * 3 * 32_768 * 2
     assert rows > room  # the rows alone are more than the limit leaves
     for message in (said["refused"], said["ran_out"]):
         assert "--memmap_folder DIR" in message and "\n" not in message
     assert said["refused"].startswith("This build would not fit in memory.")
     assert said["ran_out"].startswith("This build ran out of memory (this process's data limit leaves")
-    assert sorted(os.listdir(tmp_path)) == ["mapped.json", "rows", "said.json", "unlimited.json"]
+    assert sorted(os.listdir(tmp_path)) == ["mapped.json", "rows", "said-False.json", "said-True.json",
+                                            "unlimited.json"]
     assert not os.listdir(tmp_path / "rows")
     assert Template.load(tmp_path / "mapped.json").components == Template.load(tmp_path / "unlimited.json").components
 
