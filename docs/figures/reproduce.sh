@@ -8,7 +8,7 @@
 #                                              # also the older ten-component runs and their PNGs
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PYTHONPATH=. nice python docs/figures/evidence.py --output docs/evidence
+PYTHONPATH=. nice python docs/figures/evidence.py --output docs/evidence --jobs 2  # the two sites side by side
 python docs/figures/evidence_table.py docs/evidence > docs/evidence/tables.md
 
 [ "${1:-}" = "--figures" ] || exit 0
