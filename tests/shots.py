@@ -1,4 +1,4 @@
-"""Browser-test helpers: where screenshots go, taking one, and filling a number box.
+"""Browser-test helpers: where screenshots go, taking one, filling a number box, uploading a template.
 
 By default screenshots go into ``artifacts/`` (ignored by git), so a test run never changes
 tracked files. ``FNWEB_README_SCREENSHOTS=1 python -m pytest -m browser`` writes the README's
@@ -37,3 +37,13 @@ def set_number(page, selector: str, value) -> None:
     box = page.locator(f"{selector} input").first
     box.fill(str(value))
     box.press("Tab")
+
+
+def upload_template(page, path, said: str = "", timeout: int = 60_000) -> None:
+    """Upload a template file through the Templates tab's upload button (that tab open) and wait for its OK line
+    (containing ``said`` when given)."""
+    with page.expect_file_chooser() as chooser:
+        page.click("#fn-upload")
+    chooser.value.set_files(str(path))
+    line = f":has-text({said!r})" if said else ""
+    page.wait_for_selector(f"#fn-build-progress .fn-msg-ok{line}", timeout=timeout)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shots import set_number
+from shots import set_number, upload_template
 
 STOPPED = "#fn-compare-status .fn-msg-stopped"
 SCORED = "the columns and the numbers cover"  # the stopped line's words once the numbers are in
@@ -60,10 +60,7 @@ def tiny_comparison(page, folder: Path, template_file: Path) -> None:
     page.click(".fn-load")
     page.wait_for_selector(f"#fn-model-status .fn-status-ok:has-text({folder.name!r})", timeout=120_000)
     page.get_by_role("tab", name="Templates").click()
-    with page.expect_file_chooser() as chooser:
-        page.click("#fn-upload")
-    chooser.value.set_files(str(template_file))
-    page.wait_for_selector("#fn-build-progress .fn-msg-ok:has-text('Using the uploaded template')", timeout=60_000)
+    upload_template(page, template_file, "Using the uploaded template")
     page.get_by_role("tab", name="Compare").click()
     page.fill("#fn-prompt textarea", "Tell me a long story about a dragon and a lighthouse.")
     page.locator("button:has-text('Generation settings')").click()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 from live_app import running_app
-from shots import shot
+from shots import shot, upload_template
 
 from fnweb.build import BuildConfig, build_template
 from fnweb.cards import stored_cards
@@ -30,10 +30,7 @@ def test_card_search_and_click_through_to_compare(browser, embedded_lm, tmp_path
         page = browser.new_page(viewport={"width": 1360, "height": 1000})
         page.goto(url)
         page.wait_for_selector("#fn-model-status .fn-status-ok", timeout=90_000)
-        with page.expect_file_chooser() as chooser:
-            page.click("#fn-upload")
-        chooser.value.set_files(str(path))
-        page.wait_for_selector("#fn-build-progress .fn-msg-ok", timeout=30_000)
+        upload_template(page, path, timeout=30_000)
 
         page.get_by_role("tab", name="Networks").click()
         page.wait_for_selector("#fn-card .fnc-row", timeout=30_000)  # every component's label, before one is picked

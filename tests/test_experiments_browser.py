@@ -18,7 +18,7 @@ import time
 
 import pytest
 from live_app import running_app
-from shots import set_number, shot
+from shots import set_number, shot, upload_template
 from test_errors_browser import OVERLAY
 
 from fnweb.build import BuildConfig, build_template
@@ -60,10 +60,7 @@ def test_experiment_in_the_browser(browser, embedded_lm, tmp_path):
         page = browser.new_page(viewport={"width": 1360, "height": 900})
         page.goto(url)
         page.wait_for_selector("#fn-model-status .fn-status-ok", timeout=90_000)
-        with page.expect_file_chooser() as chooser:
-            page.click("#fn-upload")
-        chooser.value.set_files(str(path))
-        page.wait_for_selector("#fn-build-progress .fn-msg-ok", timeout=30_000)
+        upload_template(page, path, timeout=30_000)
 
         set_up(page)
         page.click("#fn-exp-run")

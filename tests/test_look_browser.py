@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 from live_app import EMBEDDED, running_app
-from shots import set_number, shot
+from shots import set_number, shot, upload_template
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -139,10 +139,7 @@ def test_phone_layout_is_no_wider_than_the_screen(browser, tmp_path):
             go_to(page, title)
             widths[title] = page.evaluate(WIDTH_JS)
         go_to(page, "Templates")
-        with page.expect_file_chooser() as chooser:
-            page.click("#fn-upload")
-        chooser.value.set_files(str(template))
-        page.wait_for_selector("#fn-build-progress .fn-msg-ok", timeout=60_000)
+        upload_template(page, template)
         go_to(page, "Compare")
         page.click("button:has-text('Generation settings')")
         set_number(page, "#fn-new-tokens", 8)

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from hubstub import Account, HubStub
 from live_app import running_app
-from shots import screenshot_dir
+from shots import screenshot_dir, upload_template
 
 from fnweb.hubcard import HEATMAP_FILENAME, coverage_png
 from fnweb.models import EMBEDDED_ID
@@ -398,10 +398,7 @@ def test_sign_in_push_and_see_the_link_in_the_page(url, hub, template_file, brow
     page.get_by_role("tab", name="Share").click()
     page.get_by_role("button", name="Logout (alice)").wait_for(timeout=30_000)
     page.get_by_role("tab", name="Templates").click()
-    with page.expect_file_chooser() as chooser:
-        page.click("#fn-upload")
-    chooser.value.set_files(str(template_file))
-    page.wait_for_selector("#fn-build-progress .fn-msg-ok", timeout=30_000)
+    upload_template(page, template_file, timeout=30_000)
 
     page.get_by_role("tab", name="Share").click()
     repo_box = page.locator("#fn-share-repo textarea, #fn-share-repo input").first

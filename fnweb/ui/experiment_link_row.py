@@ -20,7 +20,7 @@ from .evidence_form import DEFAULTS
 from .experiments_tab import plan_from_form
 from .feedback import action
 from .forms import on
-from .link_row import COPY_JS, opened_link
+from .link_row import link_parts, opened_link, wire_copy
 from .model_bar import template_choices
 from .state import Session
 
@@ -32,14 +32,9 @@ def build_experiment_link_row(ctx, restored) -> dict:
     """The row at the foot of the Experiments tab (call inside it); a link is opened after ``restored``."""
     tab = ctx.tabs["Experiments"]
     with gr.Row(equal_height=False, elem_id="fn-exp-link-row"):
-        copy = gr.Button("Copy link", size="sm", elem_id="fn-exp-copy-link", scale=0, min_width=120)
-        link = gr.Textbox(label="Link to this experiment's setup", interactive=False, buttons=["copy"], scale=4,
-                          elem_id="fn-exp-link", placeholder="Press Copy link: open it anywhere, press Run experiment")
+        copy, link = link_parts("fn-exp-", "Link to this experiment's setup", "Run experiment")
     note = gr.HTML("", elem_id="fn-exp-link-note")
-    query = gr.Textbox(visible=False)
-    made = on(copy.click, experiment_link_query, [ctx.session, tab.form], {"note": note, "query": query},
-              api_visibility="private")
-    made.success(None, [query], [link], js=COPY_JS, queue=False, show_progress="hidden")
+    wire_copy(copy, link, note, experiment_link_query, ctx.session, tab.form)
     outputs = {"note": tab.status, "template": ctx.template, "page": ctx.page, "status": ctx.model.status,
                **{f"experiments.{n}": tab.form[n] for n in tab.form.names if n not in NOT_SHARED}}
     on(restored.then, open_experiment_link, [ctx.session], outputs, api_visibility="private")

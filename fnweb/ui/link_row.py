@@ -51,23 +51,34 @@ def build_link_row(ctx, restored) -> dict:
     """The row at the foot of the Compare tab (call inside it); a link is opened after ``restored``."""
     compare = ctx.tabs["Compare"]
     with gr.Row(equal_height=False, elem_id="fn-link-row"):
-        copy = gr.Button("Copy link", size="sm", elem_id="fn-copy-link", scale=0, min_width=120)
-        link = gr.Textbox(label="Link to this comparison", interactive=False, buttons=["copy"], scale=4,
-                          elem_id="fn-link", placeholder="Press Copy link: open it anywhere, press Generate")
+        copy, link = link_parts("fn-", "Link to this comparison", "Generate")
         export = gr.Button("Export (Markdown, JSON)", size="sm", elem_id="fn-export", scale=0, min_width=180)
     files = gr.File(label="Exported comparison", file_count="multiple", interactive=False, visible=False,
                     elem_id="fn-export-files")
     note = gr.HTML("", elem_id="fn-link-note")
-    query = gr.Textbox(visible=False)
-    made = on(copy.click, link_query, [ctx.session, compare.form], {"note": note, "query": query},
-              api_visibility="private")
-    made.success(None, [query], [link], js=COPY_JS, queue=False, show_progress="hidden")
+    wire_copy(copy, link, note, link_query, ctx.session, compare.form)
     on(export.click, export_comparison, [ctx.session], {"note": note, "files": files}, api_visibility="private")
     outputs = {"note": compare.status, "template": ctx.template, "page": ctx.page, "status": ctx.model.status,
                **{f"compare.{n}": compare.form[n] for n in compare.form.names if n != "template"}}
     on(restored.then, open_link, [ctx.session], outputs, api_visibility="private")
     in_view.follow(restored.then, "fn-compare-status", ".fn-msg", when=LINKED_JS)  # Generate in view
     return {"copy": copy, "link": link, "export": export, "files": files, "note": note}
+
+
+def link_parts(prefix: str, label: str, run_word: str) -> tuple[gr.Button, gr.Textbox]:
+    """A Copy link button and the link's box (call inside a row); element ids start with ``prefix``."""
+    copy = gr.Button("Copy link", size="sm", elem_id=f"{prefix}copy-link", scale=0, min_width=120)
+    link = gr.Textbox(label=label, interactive=False, buttons=["copy"], scale=4, elem_id=f"{prefix}link",
+                      placeholder=f"Press Copy link: open it anywhere, press {run_word}")
+    return copy, link
+
+
+def wire_copy(copy: gr.Button, link: gr.Textbox, note: gr.HTML, make_query, session, form) -> None:
+    """Copy link: ``make_query(session, form)`` writes the query and a note; the browser makes the query the
+    page's full address, shows it in ``link`` and copies it."""
+    query = gr.Textbox(visible=False)
+    made = on(copy.click, make_query, [session, form], {"note": note, "query": query}, api_visibility="private")
+    made.success(None, [query], [link], js=COPY_JS, queue=False, show_progress="hidden")
 
 
 # ---- making a link, exporting -------------------------------------------------------------
