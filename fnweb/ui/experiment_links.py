@@ -99,7 +99,7 @@ def parse(params: Mapping[str, str]) -> links.Link:
         try:
             plan_from_form({**form, "template": None, "files": None})
         except FnwebError as exc:
-            problems.append(_its(exc))
+            problems.append(links.its(exc))
     if problems:
         raise FnwebError("This experiment link cannot be restored: " + "; ".join(problems) + ". Ask for a new link, "
                          "or set the experiment up by hand.")
@@ -133,11 +133,6 @@ def _read(name: str, text: str, problems: list[str]):
         try:
             check(value)
         except FnwebError as exc:
-            problems.append(_its(exc))
+            problems.append(links.its(exc))
     return value
 
-
-def _its(exc: FnwebError) -> str:
-    """An error's sentence as one item of the list ("its α must ...")."""
-    text = str(exc).rstrip(".")
-    return "its " + text[0].lower() + text[1:]

@@ -124,10 +124,10 @@ def parse(params: Mapping[str, str]) -> Link:
     version = params.get("v", VERSION)
     if version != VERSION:
         problems.append(f"it was made by another fnweb version ({version!r})")
-    model = _model(params.get("m", ""), problems)
+    model = check_model(params.get("m", ""), problems)
     columns = _columns(params.get("cols", ",".join(COLUMNS)), problems)
     needs_template = any(c != BASELINE for c in columns) or bool(params.get("t"))
-    template = _template(params.get("t", ""), problems) if needs_template else ""
+    template = check_template(params.get("t", ""), problems) if needs_template else ""
     form = {"prompt": _prompt(params.get("p", ""), problems),
             "components": _whole_list(params.get("c", ""), "components", 0, MAX_COMPONENTS - 1, problems),
             "columns": columns}
@@ -138,7 +138,7 @@ def parse(params: Mapping[str, str]) -> Link:
     return Link(model, template, form)
 
 
-def _model(text: str, problems: list[str]) -> str:
+def check_model(text: str, problems: list[str]) -> str:
     text = text.strip()
     if not text or len(text) > 200:
         problems.append("it names no model" if not text else "its model id is too long")
@@ -148,7 +148,7 @@ def _model(text: str, problems: list[str]) -> str:
     return text
 
 
-def _template(text: str, problems: list[str]) -> str:
+def check_template(text: str, problems: list[str]) -> str:
     text = text.strip()
     saved = text.removeprefix("saved:")
     if text == "preset" or _HUB_REF.match(text) or (text.startswith("saved:") and valid_id(saved)):
@@ -186,10 +186,11 @@ def _columns(text: str, problems: list[str]) -> list[str]:
 def _settings(params: Mapping[str, str], problems: list[str]) -> dict:
     """The generation fields, checked as the Compare form checks them."""
     decoding = params.get("dec", "greedy")
-    values = {"max_new_tokens": _number(params.get("n", "48"), "max new tokens", int, problems),
-              "decoding": decoding, "temperature": _number(params.get("temp", "0.8"), "temperature", float, problems),
-              "seed": _number(params.get("seed", "0"), "seed", int, problems),
-              "draws": _number(params.get("draws", "3"), "random draws", int, problems),
+    values = {"max_new_tokens": check_number(params.get("n", "48"), "max new tokens", int, problems),
+              "decoding": decoding,
+              "temperature": check_number(params.get("temp", "0.8"), "temperature", float, problems),
+              "seed": check_number(params.get("seed", "0"), "seed", int, problems),
+              "draws": check_number(params.get("draws", "3"), "random draws", int, problems),
               "preserve_scope": params.get("scope", DEFAULT_PRESERVE_SCOPE), **_intervention(params, problems)}
     if decoding not in ("greedy", "sampled"):
         problems.append(f"its decoding {decoding[:20]!r} is neither greedy nor sampled")
@@ -199,14 +200,14 @@ def _settings(params: Mapping[str, str], problems: list[str]) -> dict:
                                values["draws"], preserve_scope=values["preserve_scope"], alpha=values["alpha"],
                                control_of=values["control_of"], control=values["control"]).validate()
         except FnwebError as exc:
-            problems.append("its " + str(exc).rstrip(".")[0].lower() + str(exc).rstrip(".")[1:])
+            problems.append(its(exc))
     return values
 
 
 def _intervention(params: Mapping[str, str], problems: list[str]) -> dict:
     """α, the random column's intervention and its control, each checked against its table (None when wrong)."""
     low, high = ALPHA_RANGE
-    alpha = _number(params.get("a", f"{DEFAULT_ALPHA:g}"), "α", float, problems)
+    alpha = check_number(params.get("a", f"{DEFAULT_ALPHA:g}"), "α", float, problems)
     if alpha is not None and not low <= alpha <= high:
         problems.append(f"its α {alpha:g} is not from {low:g} to {high:g}")
         alpha = None
@@ -220,7 +221,7 @@ def _intervention(params: Mapping[str, str], problems: list[str]) -> dict:
     return values
 
 
-def _number(text: str, what: str, kind: type, problems: list[str]):
+def check_number(text: str, what: str, kind: type, problems: list[str]):
     try:
         value = kind(text)
     except (TypeError, ValueError):
@@ -232,5 +233,7 @@ def _number(text: str, what: str, kind: type, problems: list[str]):
     return value
 
 
-# The checks other kinds of links share (``fnweb.ui.experiment_links``): each notes what is wrong in ``problems``.
-check_model, check_template, check_number = _model, _template, _number
+def its(exc: FnwebError) -> str:
+    """An error's sentence as one item of a link's list of problems ("its α must ...")."""
+    text = str(exc).rstrip(".")
+    return "its " + text[0].lower() + text[1:]
