@@ -42,7 +42,6 @@ from ..access import check_hub_id
 from ..build import BuildConfig, build_template
 from ..cards import component_labels
 from ..compare import COLUMNS, RANDOM_OF, GenerationSettings, compare_stream
-from ..compare_record import record, to_json
 from ..experiments import ExperimentConfig, experiment_stream
 from ..ids import is_embedded
 from ..models import ModelRequest, load_model
@@ -99,25 +98,6 @@ def _entry_of(session: Session, template: Template) -> Optional[SessionTemplate]
     """The session's template with the same networks as ``template`` (the newest), or None."""
     record_of = template.to_dict()
     return next((e for e in reversed(session.templates.values()) if e.template.to_dict() == record_of), None)
-
-
-def _keep_comparison(session: Session, lm, template: Template, form: dict, settings: GenerationSettings,
-                     result) -> None:
-    """A finished comparison as the session's last (its export) and in the browser's store, as Compare keeps it."""
-    entry = _entry_of(session, template)
-    setup = links.setup_of(lm.model_id, lm.request.dtype, entry.name if entry else None, links.template_ref(entry),
-                           form, settings)
-    session.last_comparison = record(setup, result)
-    session.keep("comparisons", to_json(session.last_comparison), {"prompt": setup["prompt"][:80]})
-
-
-def _keep_experiment(session: Session, template: Template, result) -> None:
-    """A finished experiment in the browser's store, and on its template (for the cards) when the session has it."""
-    entry = _entry_of(session, template)
-    if entry is not None:
-        entry.experiment = result
-    session.keep("experiments", result.to_json(), {"template": entry.saved_id if entry else None,
-                                                   "name": entry.name if entry else None})
 
 
 @action()
@@ -201,7 +181,8 @@ def compare_texts(session: Session, template: dict, prompt: str, components: lis
     result = _job(lm, work)
     if _keeps(session, request):
         form = {"prompt": prompt, "components": components, "columns": columns or list(COLUMNS)}
-        _keep_comparison(session, lm, loaded, form, settings, result)
+        links.keep_comparison(session, lm.model_id, lm.request.dtype, _entry_of(session, loaded), form, settings,
+                              result)
     found = verdicts(result, RANDOM_OF)
     return {"prompt": result.prompt, "tokens": result.step, "columns": [
         {"column": c.name, "masked": c.label, "masked_share": c.masked_share, "text": c.text,
@@ -252,7 +233,7 @@ def run_experiment(session: Session, template: dict, sets: list[str], samples: i
 
     result = _job(lm, work)
     if _keeps(session, request):
-        _keep_experiment(session, loaded, result)
+        session.keep_experiment(_entry_of(session, loaded), result)
     return result.to_dict()
 
 

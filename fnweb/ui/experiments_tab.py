@@ -220,8 +220,7 @@ def run_experiment_form(session: Session, form: dict):
     final: Optional[Evidence] = view.result
     if final is None or final.experiment is None:
         raise FnwebError("The experiment measured nothing before it ended: press Run to try again.")
-    entry.experiment = final.experiment  # the component cards show its lesion effects
-    session.keep("experiments", final.experiment.to_json(), {"template": entry.saved_id, "name": entry.name})
+    session.keep_experiment(entry, final.experiment)
     yield {"status": evidence_final_html(final), **evidence_views(final, labels), "downloads": _save(session, final)}
 
 

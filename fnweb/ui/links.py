@@ -95,8 +95,14 @@ def remember(session, form: dict, settings: GenerationSettings, comparison) -> d
     """Keep a finished comparison as the session's last and in the browser's store; its record."""
     needs_template = any(c != BASELINE for c in form.get("columns") or [])
     entry = session.get(form.get("template")) if needs_template else None
-    model = session.model
-    setup = setup_of(model.model_id, model.dtype, entry.name if entry else None, template_ref(entry), form, settings)
+    return keep_comparison(session, session.model.model_id, session.model.dtype, entry, form, settings, comparison)
+
+
+def keep_comparison(session, model_id: str, dtype: str, entry, form: dict, settings: GenerationSettings,
+                    comparison) -> dict:
+    """Keep a finished comparison on ``entry``'s template (None: none) as the session's last and in the browser's
+    store; its record."""
+    setup = setup_of(model_id, dtype, entry.name if entry else None, template_ref(entry), form, settings)
     session.last_comparison = record(setup, comparison)
     session.keep("comparisons", to_json(session.last_comparison), {"prompt": setup["prompt"][:80]})
     return session.last_comparison

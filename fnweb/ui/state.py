@@ -166,6 +166,14 @@ class Session:
             log.warning("Not kept for the browser: %s", exc)
             return None
 
+    def keep_experiment(self, entry: Optional["SessionTemplate"], result) -> None:
+        """A finished experiment on its template (the component cards show its lesion effects) when the session has
+        the template, and in the browser's store."""
+        if entry is not None:
+            entry.experiment = result
+        self.keep("experiments", result.to_json(), {"template": entry.saved_id if entry else None,
+                                                    "name": entry.name if entry else None})
+
     def forget(self) -> None:
         """Drop every template and the last comparison (the browser's store is cleared by its owner)."""
         for entry in self.templates.values():
